@@ -1,0 +1,103 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// DefaultAddr is where weaved serves its API unless told otherwise: loopback
+// only, so nothing outside this host (network namespace) can reach it.
+const DefaultAddr = "127.0.0.1:6784"
+
+// ErrNoDaemon means nothing answered at the API address.
+var ErrNoDaemon = errors.New("weave is not running")
+
+// Client talks to one daemon's API.
+type Client struct {
+	Addr string
+	HTTP *http.Client
+}
+
+// NewClient returns a client for the daemon at addr (host:port).
+func NewClient(addr string) *Client {
+	return &Client{Addr: addr, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Report fetches the daemon's state.
+func (c *Client) Report(ctx context.Context) (*Report, error) {
+	var r Report
+	return &r, c.do(ctx, http.MethodGet, "/report", nil, &r)
+}
+
+// Connect adds targets.
+func (c *Client) Connect(ctx context.Context, req PeersRequest) error {
+	return c.do(ctx, http.MethodPost, "/connect", req, nil)
+}
+
+// Forget drops targets.
+func (c *Client) Forget(ctx context.Context, req PeersRequest) error {
+	return c.do(ctx, http.MethodPost, "/forget", req, nil)
+}
+
+// Attach plugs a container in with the given addresses.
+func (c *Client) Attach(ctx context.Context, req AttachRequest) (*AttachResponse, error) {
+	var r AttachResponse
+	return &r, c.do(ctx, http.MethodPost, "/attach", req, &r)
+}
+
+// Detach removes addresses from a container.
+func (c *Client) Detach(ctx context.Context, req AttachRequest) (*AttachResponse, error) {
+	var r AttachResponse
+	return &r, c.do(ctx, http.MethodPost, "/detach", req, &r)
+}
+
+// Stop asks the daemon to exit.
+func (c *Client) Stop(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/stop", struct{}{}, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, body)
+	if err != nil {
+		return fmt.Errorf("weave API %s: %w", c.Addr, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return fmt.Errorf("%w (nothing answers at %s)", ErrNoDaemon, c.Addr)
+		}
+		return fmt.Errorf("weave API %s: %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e ErrorResponse
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("weave API %s%s: %s", c.Addr, path, resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("weave API %s%s: decode: %w", c.Addr, path, err)
+	}
+	return nil
+}

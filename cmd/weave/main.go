@@ -1,0 +1,170 @@
+// Command weave is the weavenet CLI: it launches and stops the local daemon
+// (weaved) and talks to it over its local HTTP API.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"weavenet/api"
+)
+
+func main() {
+	if err := app().Run(context.Background(), os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "weave: %s\n", strings.Join(strings.Fields(err.Error()), " "))
+		os.Exit(1)
+	}
+}
+
+func app() *cli.Command {
+	return &cli.Command{
+		Name:    "weave",
+		Usage:   "run and inspect a weavenet container network",
+		Version: api.Version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "address of the local weaved API", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+		},
+		OnUsageError: usageError,
+		Commands: []*cli.Command{
+			{
+				Name:            "launch",
+				Usage:           "start weaved in the background on this host, wait until it answers, print its peer name",
+				ArgsUsage:       "[weaved flags] [PEER...]",
+				SkipFlagParsing: true,
+				Action:          launch,
+			},
+			{Name: "stop", Usage: "stop the daemon", Action: stop},
+			{
+				Name:      "status",
+				Usage:     "show the daemon's status, or one part of it",
+				ArgsUsage: "[peers|connections|targets]",
+				Action:    status,
+			},
+			{
+				Name:  "report",
+				Usage: "print the daemon's full state as JSON",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "Go `TEMPLATE` applied to the report instead of JSON"}},
+				Action: report,
+			},
+			{Name: "attach", Usage: "plug a container (netns name, path or PID) into the weave network", ArgsUsage: "CIDR... CONTAINER", Action: attach(true)},
+			{Name: "detach", Usage: "take addresses (all given) from a container; the last one unplugs it", ArgsUsage: "CIDR... CONTAINER", Action: attach(false)},
+			{Name: "connect", Usage: "add peers to connect to", ArgsUsage: "PEER...", Flags: []cli.Flag{&cli.BoolFlag{Name: "replace", Usage: "drop the targets not named"}}, Action: connect},
+			{Name: "forget", Usage: "stop trying to connect to peers", ArgsUsage: "PEER...", Action: forget},
+			{Name: "version", Usage: "print the version", Action: func(context.Context, *cli.Command) error {
+				fmt.Println("weave", api.Version)
+				return nil
+			}},
+		},
+	}
+}
+
+func usageError(_ context.Context, _ *cli.Command, err error, _ bool) error { return err }
+
+func client(cmd *cli.Command) *api.Client { return api.NewClient(cmd.String("http-addr")) }
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 30*time.Second)
+}
+
+func stop(ctx context.Context, cmd *cli.Command) error {
+	c := client(cmd)
+	if err := c.Stop(ctx); err != nil {
+		return err
+	}
+	// Wait until it is gone, so that a launch right after succeeds.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := c.Report(ctx); errors.Is(err, api.ErrNoDaemon) {
+			return nil
+		}
+	}
+	return errors.New("the daemon did not stop within 10s")
+}
+
+func report(ctx context.Context, cmd *cli.Command) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rep, err := client(cmd).Report(ctx)
+	if err != nil {
+		return err
+	}
+	if f := cmd.String("format"); f != "" {
+		t, err := template.New("report").Funcs(template.FuncMap{"json": func(v any) (string, error) {
+			b, err := json.Marshal(v)
+			return string(b), err
+		}}).Parse(f)
+		if err != nil {
+			return fmt.Errorf("-f: %w", err)
+		}
+		if err := t.Execute(os.Stdout, rep); err != nil {
+			return fmt.Errorf("-f: %w", err)
+		}
+		fmt.Println()
+		return nil
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "    ")
+	return enc.Encode(rep)
+}
+
+func attach(on bool) cli.ActionFunc {
+	verb := map[bool]string{true: "attach", false: "detach"}[on]
+	return func(ctx context.Context, cmd *cli.Command) error {
+		args := cmd.Args().Slice()
+		if len(args) < 1 {
+			return fmt.Errorf("usage: weave %s CIDR... CONTAINER", verb)
+		}
+		cidrs, container := args[:len(args)-1], args[len(args)-1]
+		if on && len(cidrs) == 0 {
+			return fmt.Errorf("usage: weave attach CIDR... CONTAINER (give an address such as 10.32.0.1/12)")
+		}
+		for _, s := range cidrs {
+			if p, err := netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
+				return fmt.Errorf("%q is not an IPv4 CIDR such as 10.32.0.1/12", s)
+			}
+		}
+		ctx, cancel := withTimeout(ctx)
+		defer cancel()
+		req := api.AttachRequest{Container: container, Addrs: cidrs}
+		var resp *api.AttachResponse
+		var err error
+		if on {
+			resp, err = client(cmd).Attach(ctx, req)
+		} else {
+			resp, err = client(cmd).Detach(ctx, req)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(resp.Addrs, " "))
+		return nil
+	}
+}
+
+func connect(ctx context.Context, cmd *cli.Command) error {
+	peers := cmd.Args().Slice()
+	if len(peers) == 0 && !cmd.Bool("replace") {
+		return errors.New("usage: weave connect [--replace] PEER...")
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	return client(cmd).Connect(ctx, api.PeersRequest{Peers: peers, Replace: cmd.Bool("replace")})
+}
+
+func forget(ctx context.Context, cmd *cli.Command) error {
+	peers := cmd.Args().Slice()
+	if len(peers) == 0 {
+		return errors.New("usage: weave forget PEER...")
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	return client(cmd).Forget(ctx, api.PeersRequest{Peers: peers})
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+
+	"weavenet/api"
+)
+
+func status(ctx context.Context, cmd *cli.Command) error {
+	view := cmd.Args().First()
+	render, ok := statusViews[view]
+	if !ok || cmd.Args().Len() > 1 {
+		return fmt.Errorf("unknown status view %q: want one of peers, connections, targets, or none", strings.Join(cmd.Args().Slice(), " "))
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rep, err := client(cmd).Report(ctx)
+	if err != nil {
+		return err
+	}
+	render(os.Stdout, rep)
+	return nil
+}
+
+var statusViews = map[string]func(io.Writer, *api.Report){
+	"":            renderStatus,
+	"peers":       renderPeers,
+	"connections": renderConnections,
+	"targets":     renderTargets,
+}
+
+// renderStatus prints the summary in Weave Net's layout: right-aligned labels.
+func renderStatus(w io.Writer, rep *api.Report) {
+	r := rep.Router
+	line := func(label, value string) { fmt.Fprintf(w, "%15s: %s\n", label, value) }
+	line("Version", rep.Version)
+	line("Service", "router")
+	line("Protocol", fmt.Sprintf("%s %d..%d", r.Protocol, r.ProtocolMinVersion, r.ProtocolMaxVersion))
+	line("Name", fmt.Sprintf("%s(%s)", r.Name, r.NickName))
+	line("Encryption", enabled(r.Encryption))
+	line("PeerDiscovery", enabled(r.PeerDiscovery))
+	line("Targets", fmt.Sprint(len(r.Targets)))
+	line("Connections", countConnections(r.Connections))
+	established := 0
+	for _, p := range r.Peers {
+		for _, c := range p.Connections {
+			if c.Established {
+				established++
+			}
+		}
+	}
+	line("Peers", fmt.Sprintf("%d (with %d established connections)", len(r.Peers), established))
+	trusted := "none"
+	if len(r.TrustedSubnets) > 0 {
+		trusted = strings.Join(r.TrustedSubnets, ", ")
+	}
+	line("TrustedSubnets", trusted)
+}
+
+func enabled(b bool) string {
+	if b {
+		return "enabled"
+	}
+	return "disabled"
+}
+
+// countConnections gives "3 (2 established, 1 failed)".
+func countConnections(conns []api.Connection) string {
+	if len(conns) == 0 {
+		return "0"
+	}
+	byState := map[string]int{}
+	for _, c := range conns {
+		byState[c.State]++
+	}
+	order := []string{"established", "pending", "connecting", "retrying", "failed"}
+	var parts []string
+	for _, s := range order {
+		if n := byState[s]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, s))
+			delete(byState, s)
+		}
+	}
+	rest := make([]string, 0, len(byState))
+	for s := range byState {
+		rest = append(rest, s)
+	}
+	sort.Strings(rest)
+	for _, s := range rest {
+		parts = append(parts, fmt.Sprintf("%d %s", byState[s], s))
+	}
+	return fmt.Sprintf("%d (%s)", len(conns), strings.Join(parts, ", "))
+}
+
+func arrow(outbound bool) string {
+	if outbound {
+		return "->"
+	}
+	return "<-"
+}
+
+func renderPeers(w io.Writer, rep *api.Report) {
+	for _, p := range rep.Router.Peers {
+		fmt.Fprintf(w, "%s(%s)\n", p.Name, p.NickName)
+		for _, c := range p.Connections {
+			state := "pending"
+			if c.Established {
+				state = "established"
+			}
+			fmt.Fprintf(w, "   %s %-21s %s(%s) %s\n", arrow(c.Outbound), c.Address, c.Name, c.NickName, state)
+		}
+	}
+}
+
+func renderConnections(w io.Writer, rep *api.Report) {
+	for _, c := range rep.Router.Connections {
+		extra := ""
+		if c.MTU != 0 {
+			extra = fmt.Sprintf(" mtu=%d", c.MTU)
+		}
+		if c.Transport != "" {
+			enc := "unencrypted"
+			if c.Encrypted {
+				enc = "encrypted"
+			}
+			extra += " " + enc
+		}
+		fmt.Fprintf(w, "%s %-21s %-11s %s%s\n", arrow(c.Outbound), c.Address, c.State, c.Info, extra)
+	}
+}
+
+func renderTargets(w io.Writer, rep *api.Report) {
+	for _, t := range rep.Router.Targets {
+		fmt.Fprintln(w, t)
+	}
+}

@@ -1,0 +1,123 @@
+// Command weaved is the weavenet daemon: one per host (network namespace).
+// It joins the mesh of peers, owns the weave bridge and its TAP port, carries
+// the bridge's frames to other hosts over UDP, and serves the local API that
+// the weave CLI talks to.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+
+	"weavenet/api"
+	"weavenet/gossip"
+	"weavenet/router"
+)
+
+func main() {
+	cmd := &cli.Command{
+		Name:      "weaved",
+		Usage:     "the weavenet daemon: join the mesh and carry the weave bridge's frames to other hosts",
+		ArgsUsage: "[PEER...]",
+		Version:   api.Version,
+		Flags:     flags(),
+		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
+			return err
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			cfg, err := configFrom(cmd)
+			if err != nil {
+				return err
+			}
+			return run(ctx, cfg)
+		},
+	}
+	if err := cmd.Run(context.Background(), os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "weaved: %s\n", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "peer", Usage: "`HOST[:PORT]` of a peer to connect to (repeatable; positional PEERs too)"},
+		&cli.StringFlag{Name: "name", Usage: "peer name, a MAC such as aa:bb:cc:dd:ee:ff (default: generated once and kept in the data dir)"},
+		&cli.StringFlag{Name: "nickname", Usage: "human name of this peer (default: hostname)"},
+		&cli.StringFlag{Name: "host", Usage: "address to listen on for peers (default: all)"},
+		&cli.IntFlag{Name: "port", Value: router.DefaultPort, Usage: "TCP control and UDP data port"},
+		&cli.StringFlag{Name: "bridge", Value: "weave", Usage: "bridge that containers plug into"},
+		&cli.IntFlag{Name: "mtu", Value: router.DefaultMTU, Usage: "MTU of the bridge and of containers' interfaces"},
+		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/weave", Usage: "where persisted state lives (two daemons on one machine need two)"},
+		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+		&cli.BoolFlag{Name: "no-discovery", Usage: "connect only to the peers given, not to peers learned from them"},
+		&cli.IntFlag{Name: "conn-limit", Value: 100, Usage: "maximum number of connections to peers"},
+		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+	}
+}
+
+// config is the daemon's validated configuration.
+type config struct {
+	peers     []string
+	name      string
+	nickname  string
+	host      string
+	port      int
+	bridge    string
+	mtu       int
+	dataDir   string
+	httpAddr  string
+	discovery bool
+	connLimit int
+	offload   bool
+	logLevel  string
+	logFormat string
+}
+
+func configFrom(cmd *cli.Command) (config, error) {
+	c := config{
+		peers:     append(cmd.StringSlice("peer"), cmd.Args().Slice()...),
+		name:      cmd.String("name"),
+		nickname:  cmd.String("nickname"),
+		host:      cmd.String("host"),
+		port:      cmd.Int("port"),
+		bridge:    cmd.String("bridge"),
+		mtu:       cmd.Int("mtu"),
+		dataDir:   cmd.String("data-dir"),
+		httpAddr:  cmd.String("http-addr"),
+		discovery: !cmd.Bool("no-discovery"),
+		connLimit: cmd.Int("conn-limit"),
+		offload:   !cmd.Bool("no-offload"),
+		logLevel:  cmd.String("log-level"),
+		logFormat: cmd.String("log-format"),
+	}
+	switch {
+	case c.port < 1 || c.port > 65535:
+		return c, fmt.Errorf("--port %d: want 1-65535", c.port)
+	case c.mtu < 576 || c.mtu > 65000:
+		return c, fmt.Errorf("--mtu %d: want 576-65000", c.mtu)
+	case c.bridge == "" || len(c.bridge) > 15:
+		return c, fmt.Errorf("--bridge %q: want a name of 1-15 characters", c.bridge)
+	case c.connLimit < 1:
+		return c, fmt.Errorf("--conn-limit %d: want at least 1", c.connLimit)
+	case c.dataDir == "":
+		return c, errors.New("--data-dir is empty: give a directory for persisted state")
+	}
+	if err := gossip.ValidatePeers(c.peers); err != nil {
+		return c, err
+	}
+	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// oneLine keeps an error on one line, as the CLI contract promises.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}

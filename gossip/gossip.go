@@ -1,0 +1,204 @@
+// Package gossip is weavenet's control plane: the mesh of peers that find
+// each other, keep TCP connections (port 6783) to each other, and gossip the
+// topology from which the data plane's routes are computed. It wraps
+// github.com/weaveworks/mesh with what a daemon needs around it: a peer
+// identity that survives restarts, validated peer addresses, status, and
+// counters of refused handshakes.
+package gossip
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/weaveworks/mesh"
+)
+
+// DefaultPort is the mesh TCP port.
+const DefaultPort = 6783
+
+// Config describes one peer of the mesh.
+type Config struct {
+	// Name is the peer name (a MAC-like aa:bb:cc:dd:ee:ff). Empty means the
+	// one persisted in DataDir, generated on first use.
+	Name string
+	// NickName is a human name shown beside Name; empty means the hostname.
+	NickName string
+	// Host and Port are the TCP address to listen on ("" = all addresses).
+	Host string
+	Port int
+	// DataDir keeps the generated peer name. Required when Name is empty.
+	DataDir string
+	// Discovery lets the mesh connect to peers it learns from other peers.
+	Discovery bool
+	// ConnLimit caps the number of connections (0 = mesh's default of 100).
+	ConnLimit int
+	Logger    *slog.Logger
+}
+
+// Node is a started or startable mesh peer.
+type Node struct {
+	Mesh *mesh.Router
+	Name mesh.PeerName
+	log  *slog.Logger
+	// handshakeFailures counts inbound or outbound connections that died
+	// before the handshake completed: garbage, wrong protocol, refused.
+	handshakeFailures atomic.Uint64
+}
+
+// New builds the mesh peer with overlay as its data plane. Call Start to
+// listen and connect.
+func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("gossip: port %d out of range 1-65535", cfg.Port)
+	}
+	name, err := peerName(cfg.Name, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	nick := cfg.NickName
+	if nick == "" {
+		if nick, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("gossip: nickname: %w", err)
+		}
+	}
+	connLimit := cfg.ConnLimit
+	if connLimit == 0 {
+		connLimit = 100
+	}
+	n := &Node{Name: name, log: cfg.Logger}
+	m, err := mesh.NewRouter(mesh.Config{
+		Host:               cfg.Host,
+		Port:               cfg.Port,
+		ConnLimit:          connLimit,
+		ProtocolMinVersion: mesh.ProtocolMinVersion,
+		PeerDiscovery:      cfg.Discovery,
+		TrustedSubnets:     []*net.IPNet{},
+	}, name, nick, overlay, meshLogger{n})
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	n.Mesh = m
+	return n, nil
+}
+
+// Start listens for peers and starts connecting to the given ones.
+func (n *Node) Start(peers []string) error {
+	if err := ValidatePeers(peers); err != nil {
+		return err
+	}
+	n.Mesh.Start()
+	n.Connect(peers, false)
+	return nil
+}
+
+// Connect adds peers to the targets the mesh keeps connecting to, with
+// backoff, forever. replace drops the targets not in peers.
+func (n *Node) Connect(peers []string, replace bool) error {
+	if err := ValidatePeers(peers); err != nil {
+		return err
+	}
+	return errors.Join(n.Mesh.ConnectionMaker.InitiateConnections(peers, replace)...)
+}
+
+// Forget drops peers from the targets. Existing connections stay up.
+func (n *Node) Forget(peers []string) {
+	n.Mesh.ConnectionMaker.ForgetConnections(peers)
+}
+
+// HandshakeFailures is the number of connections that failed before the
+// peer at the other end proved to be a mesh peer.
+func (n *Node) HandshakeFailures() uint64 { return n.handshakeFailures.Load() }
+
+// Status is a snapshot of the mesh: peers, connections, targets.
+func (n *Node) Status() *mesh.Status { return mesh.NewStatus(n.Mesh) }
+
+// ValidatePeers checks that each peer is HOST or HOST:PORT.
+func ValidatePeers(peers []string) error {
+	for _, p := range peers {
+		host := p
+		if strings.Contains(p, ":") {
+			h, port, err := net.SplitHostPort(p)
+			if err != nil {
+				return fmt.Errorf("peer %q: want HOST or HOST:PORT", p)
+			}
+			if _, err := net.LookupPort("tcp", port); err != nil {
+				return fmt.Errorf("peer %q: bad port %q", p, port)
+			}
+			host = h
+		}
+		if host == "" {
+			return fmt.Errorf("peer %q: empty host", p)
+		}
+	}
+	return nil
+}
+
+const nameFile = "peer-name"
+
+// peerName returns the configured name, or the one persisted in dataDir,
+// generating and saving one the first time.
+func peerName(configured, dataDir string) (mesh.PeerName, error) {
+	if configured != "" {
+		name, err := mesh.PeerNameFromUserInput(configured)
+		if err != nil {
+			return 0, fmt.Errorf("gossip: peer name %q: %w", configured, err)
+		}
+		return name, nil
+	}
+	if dataDir == "" {
+		return 0, errors.New("gossip: no peer name and no data dir to keep one in")
+	}
+	path := filepath.Join(dataDir, nameFile)
+	if b, err := os.ReadFile(path); err == nil {
+		name, err := mesh.PeerNameFromString(strings.TrimSpace(string(b)))
+		if err != nil {
+			return 0, fmt.Errorf("gossip: %s: %w", path, err)
+		}
+		return name, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("gossip: read peer name: %w", err)
+	}
+	var mac [6]byte
+	if _, err := rand.Read(mac[:]); err != nil {
+		return 0, fmt.Errorf("gossip: generate peer name: %w", err)
+	}
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	name := mesh.PeerNameFromBin(mac[:])
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return 0, fmt.Errorf("gossip: data dir: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(name.String()+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("gossip: save peer name: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, fmt.Errorf("gossip: save peer name: %w", err)
+	}
+	return name, nil
+}
+
+// meshLogger turns mesh's printf logging into structured log lines, and
+// counts the failures that a daemon should expose as metrics.
+type meshLogger struct{ n *Node }
+
+const handshakeFailedFormat = "->[%s] connection shutting down due to error during handshake: %v"
+
+func (l meshLogger) Printf(format string, args ...interface{}) {
+	if format == handshakeFailedFormat {
+		l.n.handshakeFailures.Add(1)
+	}
+	l.n.log.Info("mesh: " + fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,48 @@
+//go:build !linux
+
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// DefaultIfName is the container-side interface name when none is given.
+const DefaultIfName = "ethwe"
+
+// AttachConfig describes how to plug one container into the bridge; see the
+// Linux build for the meaning of each field.
+type AttachConfig struct {
+	Bridge     string
+	NetNS      string
+	IfName     string
+	HostIfName string
+	MTU        int
+	Addrs      []netip.Prefix
+}
+
+// errUnsupported is what every function returns outside Linux, where there
+// are no bridges, veths or network namespaces to drive. It exists so that
+// packages importing netdev still compile there.
+var errUnsupported = fmt.Errorf("netdev: only implemented on Linux: %w", errors.ErrUnsupported)
+
+// EnsureBridge always fails outside Linux.
+func EnsureBridge(name string, mtu int) (bool, error) { return false, errUnsupported }
+
+// DeleteLink always fails outside Linux.
+func DeleteLink(name string) error { return errUnsupported }
+
+// ContainerNetNSPath always fails outside Linux.
+func ContainerNetNSPath(container string) (string, error) { return "", errUnsupported }
+
+// Attach always fails outside Linux.
+func Attach(cfg AttachConfig) (net.HardwareAddr, []netip.Prefix, error) {
+	return nil, nil, errUnsupported
+}
+
+// Detach always fails outside Linux.
+func Detach(netnsPath, ifName string, addrs []netip.Prefix) ([]netip.Prefix, error) {
+	return nil, errUnsupported
+}

@@ -1,0 +1,323 @@
+package router
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weaveworks/mesh"
+
+	"weavenet/tun"
+)
+
+// A forwarder is the router's half of one mesh connection: it owns the UDP
+// address of the directly connected peer and proves, with heartbeats over
+// UDP, that frames can flow before mesh marks the connection established.
+// Its goroutine handles the rare events (heartbeats, control messages);
+// frames themselves never pass through it.
+
+// Heartbeat timing: fast until the peer acknowledges our first heartbeat,
+// then slow. A connection whose heartbeats stop for heartbeatTimeout is
+// failed, so a dead path is noticed in seconds.
+const (
+	fastHeartbeat    = 500 * time.Millisecond
+	slowHeartbeat    = time.Second
+	heartbeatTimeout = 5 * time.Second
+)
+
+// Control message tags on the mesh TCP connection, as Weave Net's sleeve uses
+// them.
+const (
+	ctlConnectionEstablished = mesh.ProtocolReserved1 // "your heartbeat arrived"
+	ctlFragmentationReceived = mesh.ProtocolReserved2 // "your fragmented test frame arrived"
+	ctlPMTUVerified          = mesh.ProtocolReserved3 // "your probe of this size arrived"
+)
+
+// Connection features, exchanged in the mesh handshake. featureOverlays is
+// Weave Net's list of overlays a peer offers; a peer that sends it wraps
+// control messages with the overlay's index. featureVnetHdr says the peer
+// accepts frames with a virtio-net header (offloaded super-frames).
+const (
+	featureOverlays = "Overlays"
+	featureVnetHdr  = "WeavenetVnetHdr"
+	overlayName     = "sleeve"
+)
+
+type forwarder struct {
+	r          *Router
+	remote     *mesh.Peer
+	remoteName mesh.PeerName
+	connUID    uint64
+	// vnetHdr: frames on this link carry a virtio-net header.
+	vnetHdr bool
+	// wrapControl: the peer speaks Weave Net's overlay switch, which
+	// prefixes control messages with an overlay index and the tag.
+	wrapControl bool
+	sendControl func(tag byte, msg []byte) error
+
+	addr      atomic.Pointer[netip.AddrPort] // nil until the peer's UDP address is known
+	stackFrag atomic.Bool                    // the underlay delivers fragmented datagrams
+
+	specials    chan special
+	controls    chan control
+	confirmed   chan struct{}
+	established chan struct{}
+	errs        chan error
+	stop        chan struct{}
+	stopOnce    sync.Once
+}
+
+type special struct {
+	from    netip.AddrPort
+	length  int // of the Ethernet payload
+	uid     uint64
+	allZero bool
+}
+
+type control struct {
+	tag byte
+	msg []byte
+}
+
+// AddFeaturesTo implements mesh.Overlay.
+func (r *Router) AddFeaturesTo(features map[string]string) {
+	features[featureOverlays] = overlayName
+	features[featureVnetHdr] = "1"
+}
+
+// Diagnostics implements mesh.Overlay.
+func (r *Router) Diagnostics() interface{} { return r.Stats() }
+
+// Stop implements mesh.Overlay; the router is stopped with Close.
+func (r *Router) Stop() {}
+
+// PrepareConnection implements mesh.Overlay.
+func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.OverlayConnection, error) {
+	if p.SessionKey != nil {
+		return nil, errors.New("encrypted sleeve connections are not supported yet")
+	}
+	offered, wrap := p.Features[featureOverlays]
+	if wrap && !slices.Contains(strings.Fields(offered), overlayName) {
+		return nil, fmt.Errorf("peer offers overlays %q, we only speak %q", offered, overlayName)
+	}
+	f := &forwarder{
+		r:           r,
+		remote:      p.RemotePeer,
+		remoteName:  p.RemotePeer.Name,
+		connUID:     p.ConnUID,
+		vnetHdr:     p.Features[featureVnetHdr] == "1",
+		wrapControl: wrap,
+		sendControl: p.SendControlMessage,
+		specials:    make(chan special, 4),
+		controls:    make(chan control, 4),
+		confirmed:   make(chan struct{}, 1),
+		established: make(chan struct{}),
+		errs:        make(chan error, 1),
+		stop:        make(chan struct{}),
+	}
+	// Only for a connection we dialled is the peer's address known up front
+	// (Weave Net uses the same port for UDP as for TCP); otherwise the first
+	// heartbeat tells us.
+	if p.Outbound && p.RemoteAddr != nil {
+		a := p.RemoteAddr.AddrPort()
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		f.addr.Store(&a)
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); f.run() }()
+	return f, nil
+}
+
+// Confirm implements mesh.OverlayConnection.
+func (f *forwarder) Confirm() {
+	select {
+	case f.confirmed <- struct{}{}:
+	default:
+	}
+}
+
+// EstablishedChannel implements mesh.OverlayConnection.
+func (f *forwarder) EstablishedChannel() <-chan struct{} { return f.established }
+
+// ErrorChannel implements mesh.OverlayConnection.
+func (f *forwarder) ErrorChannel() <-chan error { return f.errs }
+
+// Stop implements mesh.OverlayConnection.
+func (f *forwarder) Stop() {
+	f.stopOnce.Do(func() {
+		f.r.setForwarder(f.remoteName, nil, f)
+		close(f.stop)
+	})
+}
+
+// ControlMessage implements mesh.OverlayConnection.
+func (f *forwarder) ControlMessage(tag byte, msg []byte) {
+	if tag == mesh.ProtocolOverlayControlMsg {
+		// Weave Net's overlay switch: [overlay index, tag, msg...].
+		if len(msg) < 2 {
+			return
+		}
+		tag, msg = msg[1], msg[2:]
+	}
+	select {
+	case f.controls <- control{tag, msg}:
+	case <-f.stop:
+	}
+}
+
+// Attrs implements mesh.OverlayConnection.
+func (f *forwarder) Attrs() map[string]interface{} {
+	return map[string]interface{}{
+		"name":     overlayName,
+		"mtu":      f.r.mtu,
+		"vnet_hdr": f.vnetHdr,
+	}
+}
+
+func (f *forwarder) control(tag byte, msg []byte) error {
+	if f.wrapControl {
+		return f.sendControl(mesh.ProtocolOverlayControlMsg, append([]byte{0, tag}, msg...))
+	}
+	return f.sendControl(tag, msg)
+}
+
+// onSpecial is called by the receive loop for one of the peer's control
+// frames. It must not block the receive loop: a heartbeat lost to a full
+// queue is simply one of the many heartbeats.
+func (f *forwarder) onSpecial(from netip.AddrPort, eth []byte) {
+	s := special{from: from, length: len(eth)}
+	switch len(eth) {
+	case heartbeatLen:
+		s.uid = binary.BigEndian.Uint64(eth[ethHdrLen:])
+	case fragTestLen:
+		s.allZero = !slices.ContainsFunc(eth, func(c byte) bool { return c != 0 })
+	}
+	select {
+	case f.specials <- s:
+	default:
+	}
+}
+
+func (f *forwarder) run() {
+	var (
+		interval time.Duration // zero until confirmed
+		beat     = stoppedTimer()
+		timeout  = stoppedTimer()
+		acked    bool // we told the peer its heartbeats arrive
+		err      error
+	)
+	defer func() {
+		beat.Stop()
+		timeout.Stop()
+		if err != nil {
+			f.errs <- err
+		}
+	}()
+	for err == nil {
+		select {
+		case <-f.stop:
+			return
+		case <-f.r.closing:
+			return
+		case <-f.confirmed:
+			if interval != 0 {
+				continue
+			}
+			f.r.setForwarder(f.remoteName, f, nil)
+			interval = fastHeartbeat
+			err = f.sendHeartbeat()
+			beat.Reset(interval)
+			timeout.Reset(heartbeatTimeout)
+		case <-beat.C:
+			err = f.sendHeartbeat()
+			beat.Reset(interval)
+		case <-timeout.C:
+			err = fmt.Errorf("no UDP heartbeat from %s for %v", f.remote, heartbeatTimeout)
+		case s := <-f.specials:
+			switch {
+			case s.length == heartbeatLen:
+				if s.uid != f.connUID {
+					continue // a heartbeat of an older connection to the same peer
+				}
+				old := f.addr.Load()
+				if old == nil || *old != s.from {
+					f.addr.Store(&s.from)
+				}
+				if old == nil && interval != 0 {
+					err = f.sendHeartbeat() // answer now rather than at the next tick
+				}
+				timeout.Reset(heartbeatTimeout)
+				if !acked && err == nil {
+					acked = true
+					err = f.control(ctlConnectionEstablished, nil)
+				}
+			case s.length == fragTestLen:
+				if s.allZero {
+					err = f.control(ctlFragmentationReceived, nil)
+				}
+			default:
+				var b [2]byte
+				binary.BigEndian.PutUint16(b[:], uint16(s.length-ethHdrLen))
+				err = f.control(ctlPMTUVerified, b[:])
+			}
+		case c := <-f.controls:
+			switch c.tag {
+			case ctlConnectionEstablished:
+				if interval != slowHeartbeat {
+					interval = slowHeartbeat
+					close(f.established)
+					// Find out whether the underlay passes fragments: our
+					// frames are sent whole and rely on it.
+					err = f.sendSpecial(fragTestLen, nil)
+				}
+			case ctlFragmentationReceived:
+				f.stackFrag.Store(true)
+			case ctlPMTUVerified:
+				// We never probe (we rely on fragmentation), so an answer
+				// is stale or unsolicited.
+			}
+		}
+	}
+}
+
+func (f *forwarder) sendHeartbeat() error {
+	return f.sendSpecial(heartbeatLen, func(eth []byte) {
+		binary.BigEndian.PutUint64(eth[ethHdrLen:], f.connUID)
+	})
+}
+
+// sendSpecial sends one control frame: an Ethernet payload of n bytes whose
+// header is all zeros, filled in by fill.
+func (f *forwarder) sendSpecial(n int, fill func(eth []byte)) error {
+	addr := f.addr.Load()
+	if addr == nil {
+		return nil // inbound connection: we answer once the peer's heartbeat arrives
+	}
+	hdr := 0
+	if f.vnetHdr {
+		hdr = tun.VirtioNetHdrLen
+	}
+	b := make([]byte, packetHdrLen+frameHdrLen+hdr+n)
+	putHeaders(b, f.r.name, f.r.name, f.remoteName, hdr+n)
+	if fill != nil {
+		fill(b[packetHdrLen+frameHdrLen+hdr:])
+	}
+	if _, err := f.r.conn.WriteToUDPAddrPort(b, *addr); err != nil {
+		// A failed send is the underlay's problem, not the connection's; the
+		// heartbeat timeout decides whether the path is dead.
+		f.r.log.Debug("sleeve: send control frame", "peer", f.remote.String(), "err", err)
+	}
+	return nil
+}
+
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}

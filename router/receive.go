@@ -1,0 +1,115 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/weaveworks/mesh"
+
+	"weavenet/tun"
+)
+
+// The network → device direction.
+//
+//  1. Read one datagram. Its first bytes name the peer that sent it, which
+//     must be at the other end of one of our confirmed connections; anything
+//     else is dropped and counted.
+//  2. For each frame in it, bring it into device form (virtio header first),
+//     in place: a frame from a peer without virtio headers gets a blank one
+//     written over its already-decoded frame header.
+//  3. The peer's control frames (heartbeats, tests) go to its forwarder.
+//  4. A frame addressed to another peer is relayed towards it.
+//  5. A frame for us teaches us where its source MAC lives, goes to the
+//     device, and, unless its destination is a MAC known to be here, is
+//     flooded on along the source's broadcast tree.
+//
+// One goroutine runs this loop. Relaying reuses the bytes in front of a frame
+// (the headers and frames already consumed) as headroom, so nothing is copied.
+
+// rxHeadroom leaves room for a virtio header in front of the first frame of a
+// datagram from a peer that sends none, so that it can be relayed in place.
+const rxHeadroom = tun.VirtioNetHdrLen
+
+func (r *Router) receiveLoop() {
+	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
+	for {
+		n, from, err := r.conn.ReadFromUDPAddrPort(buf[rxHeadroom:])
+		if err != nil {
+			if r.isClosing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Warn("sleeve: read from UDP", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		pkt := buf[rxHeadroom : rxHeadroom+n]
+		sender, err := senderOf(pkt)
+		if err != nil {
+			r.stats.drop(DropMalformed)
+			continue
+		}
+		f := r.forwarder(sender)
+		if f == nil {
+			r.stats.drop(DropUnknownPeer)
+			continue
+		}
+		for off := packetHdrLen; ; {
+			h, next, ok, err := nextFrame(pkt, off)
+			if err != nil {
+				r.stats.drop(DropMalformed)
+				break
+			}
+			if !ok {
+				break
+			}
+			off = next
+			r.receiveFrame(f, from, buf, rxHeadroom+h.Off, len(h.Payload), h.Src, h.Dst)
+		}
+	}
+}
+
+// receiveFrame handles one frame at buf[off:off+n] that arrived from the peer
+// of f. The bytes in front of off are free for reuse.
+func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off, n int, src, dst mesh.PeerName) {
+	if !f.vnetHdr {
+		off -= tun.VirtioNetHdrLen
+		n += tun.VirtioNetHdrLen
+		clear(buf[off : off+tun.VirtioNetHdrLen])
+	}
+	if n < tun.VirtioNetHdrLen+ethHdrLen {
+		r.stats.drop(DropMalformed)
+		return
+	}
+	frame := buf[off : off+n]
+	eth := frame[tun.VirtioNetHdrLen:]
+	if isSpecial(eth) {
+		if src == f.remoteName && dst == r.name {
+			f.onSpecial(from, eth)
+		}
+		return
+	}
+	r.stats.framesIn.Add(1)
+	r.stats.bytesIn.Add(uint64(n))
+	if src == r.name {
+		r.stats.drop(DropMalformed) // our own frame came back: a peer is confused
+		return
+	}
+	if dst != r.name {
+		r.relay(buf, off, n, src, dst)
+		return
+	}
+	var dmac, smac mac
+	copy(dmac[:], eth[0:6])
+	copy(smac[:], eth[6:12])
+	r.learn(smac, src)
+	if _, err := r.dev.Write(frame); err != nil {
+		r.stats.drop(DropDevice)
+	}
+	if dmac.isUnicast() {
+		if owner, ok := r.macs.lookup(dmac); ok && owner == r.name {
+			return
+		}
+	}
+	r.flood(buf, off, n, src)
+}

@@ -1,0 +1,199 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/weaveworks/mesh"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPort is the TCP (control) and UDP (data) port of Weave Net.
+const DefaultPort = 6783
+
+// DefaultMTU is the overlay MTU: a 1500-byte underlay minus the sleeve
+// overhead, the same default as Weave Net so mixed clusters agree.
+const DefaultMTU = 1376
+
+// Device is the kernel side of the router: a source and sink of Ethernet
+// frames, each preceded by a 10-byte virtio-net header (VirtioNetHdrLen).
+// Read and Write move exactly one frame; the caller owns the buffer.
+type Device interface {
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	Close() error
+}
+
+// Config is what a Router needs from its caller.
+type Config struct {
+	// Device is where captured frames come from and delivered frames go.
+	Device Device
+	// Host and Port are the UDP address to listen on. Port 0 picks DefaultPort.
+	Host string
+	Port int
+	// MTU is the overlay MTU the bridge and containers use; reported in status.
+	MTU int
+	// Logger receives connection events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Router forwards frames between its Device and its peers. Build it with New,
+// hand it to mesh as the Overlay, then Start it with the mesh router.
+type Router struct {
+	dev  Device
+	conn *net.UDPConn
+	mtu  int
+	port int
+	log  *slog.Logger
+
+	// Set by Start, read-only after.
+	mesh *mesh.Router
+	name mesh.PeerName
+
+	macs  *macCache
+	stats counters
+
+	// fwds maps a directly connected peer to its confirmed forwarder. It is
+	// read for every datagram and changed only when connections come and go,
+	// so it is an immutable map swapped under fwdMu.
+	fwds  atomic.Pointer[map[mesh.PeerName]*forwarder]
+	fwdMu sync.Mutex
+
+	closing chan struct{}
+	wg      sync.WaitGroup
+	closed  sync.Once
+}
+
+// New opens the router's UDP socket. Nothing is forwarded until Start.
+func New(cfg Config) (*Router, error) {
+	if cfg.Device == nil {
+		return nil, errors.New("router: Config.Device is nil")
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("router: Config.Port %d out of range", cfg.Port)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	laddr := &net.UDPAddr{Port: cfg.Port}
+	if cfg.Host != "" {
+		ip, err := netip.ParseAddr(cfg.Host)
+		if err != nil {
+			return nil, fmt.Errorf("router: Config.Host %q: %w", cfg.Host, err)
+		}
+		laddr.IP = ip.AsSlice()
+	}
+	conn, err := net.ListenUDP("udp4", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("router: listen on UDP %v: %w", laddr, err)
+	}
+	if err := tuneSocket(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("router: configure UDP socket: %w", err)
+	}
+	r := &Router{
+		dev:     cfg.Device,
+		conn:    conn,
+		mtu:     cfg.MTU,
+		port:    cfg.Port,
+		log:     cfg.Logger,
+		macs:    newMACCache(),
+		closing: make(chan struct{}),
+	}
+	empty := map[mesh.PeerName]*forwarder{}
+	r.fwds.Store(&empty)
+	return r, nil
+}
+
+// tuneSocket lets the kernel fragment our datagrams (sleeve frames are sent
+// whole and the underlay may have a smaller MTU than the overlay's frames)
+// and gives the socket room for bursts.
+func tuneSocket(conn *net.UDPConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); serr != nil {
+			return
+		}
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			// Only root may force; fall back to the capped variant.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 8<<20) != nil {
+				plain := unix.SO_SNDBUF
+				if opt == unix.SO_RCVBUFFORCE {
+					plain = unix.SO_RCVBUF
+				}
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, plain, 8<<20)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Start begins forwarding. m must be the mesh router this Router was given
+// to as its Overlay.
+func (r *Router) Start(m *mesh.Router) {
+	r.mesh = m
+	r.name = m.Ourself.Name
+	m.Peers.OnGC(func(p *mesh.Peer) { r.macs.forgetPeer(p.Name) })
+	r.wg.Add(3)
+	go func() { defer r.wg.Done(); r.sendLoop() }()
+	go func() { defer r.wg.Done(); r.receiveLoop() }()
+	go func() { defer r.wg.Done(); r.macs.expireLoop(r.closing) }()
+}
+
+// Close stops forwarding, closes the socket and the device, and waits for the
+// router's goroutines to end.
+func (r *Router) Close() error {
+	var err error
+	r.closed.Do(func() {
+		close(r.closing)
+		err = errors.Join(r.conn.Close(), r.dev.Close())
+		r.wg.Wait()
+	})
+	return err
+}
+
+// LocalAddr is the UDP address the router receives on.
+func (r *Router) LocalAddr() netip.AddrPort {
+	return r.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func (r *Router) forwarder(name mesh.PeerName) *forwarder {
+	return (*r.fwds.Load())[name]
+}
+
+func (r *Router) setForwarder(name mesh.PeerName, f *forwarder, replace *forwarder) {
+	r.fwdMu.Lock()
+	defer r.fwdMu.Unlock()
+	old := *r.fwds.Load()
+	if f == nil && old[name] != replace {
+		return // a newer connection already took the slot
+	}
+	m := make(map[mesh.PeerName]*forwarder, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	if f == nil {
+		delete(m, name)
+	} else {
+		m[name] = f
+	}
+	r.fwds.Store(&m)
+}

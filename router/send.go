@@ -1,0 +1,171 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/weaveworks/mesh"
+
+	"weavenet/tun"
+)
+
+// The device → network direction, and the sending half shared with relaying.
+//
+//  1. Read one frame (virtio-net header + Ethernet) from the device into a
+//     buffer that leaves txHeadroom free in front of it.
+//  2. Learn the source MAC as living here.
+//  3. Pick next hops: towards the peer that owns the destination MAC along
+//     the unicast route; for broadcast, multicast and unknown destinations,
+//     the first hops of our broadcast tree.
+//  4. Write the sleeve headers in place in front of the frame and send one
+//     datagram per next hop. No copy, no allocation.
+//
+// One goroutine runs this loop, so the buffer is reused for every frame.
+
+const (
+	// txHeadroom holds the datagram and frame headers written in front of a
+	// frame read from the device.
+	txHeadroom = packetHdrLen + frameHdrLen
+	// maxDeviceFrame is the largest frame the device hands over: a 64 KiB
+	// TSO super-frame plus its Ethernet and virtio headers.
+	maxDeviceFrame = tun.VirtioNetHdrLen + ethHdrLen + 65535
+)
+
+func (r *Router) sendLoop() {
+	buf := make([]byte, txHeadroom+maxDeviceFrame)
+	for {
+		n, err := r.dev.Read(buf[txHeadroom:])
+		if err != nil {
+			if r.isClosing() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Warn("sleeve: read from device", "err", err)
+			continue
+		}
+		if n < tun.VirtioNetHdrLen+ethHdrLen {
+			r.stats.drop(DropMalformed)
+			continue
+		}
+		eth := buf[txHeadroom+tun.VirtioNetHdrLen : txHeadroom+n]
+		var dst, src mac
+		copy(dst[:], eth[0:6])
+		copy(src[:], eth[6:12])
+		r.learn(src, r.name)
+		if dst.isUnicast() {
+			if owner, ok := r.macs.lookup(dst); ok {
+				if owner != r.name { // a frame for a local MAC has no business here
+					r.relay(buf, txHeadroom, n, r.name, owner)
+				}
+				continue
+			}
+		}
+		r.flood(buf, txHeadroom, n, r.name)
+	}
+}
+
+// relay sends the frame at buf[off:off+n] towards peer dst, through the next
+// hop of the unicast route.
+func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
+	hop, ok := r.mesh.Routes.Unicast(dst)
+	if !ok {
+		r.stats.drop(DropNoRoute)
+		return
+	}
+	f := r.forwarder(hop)
+	if f == nil {
+		r.stats.drop(DropNoRoute)
+		return
+	}
+	r.sendFrame(f, buf, off, n, src, dst)
+}
+
+// flood sends the frame at buf[off:off+n] to the next hops of src's
+// broadcast tree. Every receiver floods it on along the same tree, so each
+// peer gets it exactly once, whether or not it is directly connected to src.
+func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
+	for _, hop := range r.mesh.Routes.Broadcast(src) {
+		if f := r.forwarder(hop); f != nil {
+			r.sendFrame(f, buf, off, n, src, hop)
+		}
+	}
+}
+
+// sendFrame sends buf[off:off+n], a frame in device form (virtio header +
+// Ethernet), to the peer at the other end of f, labelled as going from src to
+// dst. The txHeadroom bytes in front of off are overwritten; buf[off:off+n]
+// is unchanged on return, so the caller may send it again.
+func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.PeerName) {
+	addr := f.addr.Load()
+	if addr == nil {
+		r.stats.drop(DropNoContact)
+		return
+	}
+	if f.vnetHdr {
+		start := off - txHeadroom
+		putHeaders(buf[start:], r.name, src, dst, n)
+		r.send(buf[start:off+n], *addr)
+		return
+	}
+
+	// A peer without virtio headers (Weave Net) gets plain, complete
+	// Ethernet frames: finish the checksum the kernel left to offload, send
+	// with the headers written over the virtio header, then put the bytes
+	// back for the next hop.
+	frame := buf[off : off+n]
+	var h tun.VirtioNetHdr
+	if err := h.Decode(frame); err != nil {
+		r.stats.drop(DropMalformed)
+		return
+	}
+	if h.GSOType != tun.VirtioNetHdrGSONone {
+		r.stats.drop(DropGSOLegacy)
+		return
+	}
+	var saved [tun.VirtioNetHdrLen]byte
+	copy(saved[:], frame)
+	eth := frame[tun.VirtioNetHdrLen:]
+	var savedCsum [2]byte
+	csumAt := int(h.CsumStart) + int(h.CsumOffset)
+	needsCsum := h.Flags&tun.VirtioNetHdrFNeedsCsum != 0 && csumAt+2 <= len(eth)
+	if needsCsum {
+		copy(savedCsum[:], eth[csumAt:])
+		completeChecksum(eth, int(h.CsumStart), csumAt)
+	}
+	start := off + tun.VirtioNetHdrLen - txHeadroom
+	putHeaders(buf[start:], r.name, src, dst, len(eth))
+	r.send(buf[start:off+n], *addr)
+	copy(frame, saved[:])
+	if needsCsum {
+		copy(eth[csumAt:], savedCsum[:])
+	}
+}
+
+func (r *Router) send(pkt []byte, to netip.AddrPort) {
+	if len(pkt) > maxUDPPayload {
+		r.stats.drop(DropTooBig)
+		return
+	}
+	if _, err := r.conn.WriteToUDPAddrPort(pkt, to); err != nil {
+		r.stats.drop(DropSend)
+		return
+	}
+	r.stats.framesOut.Add(1)
+	r.stats.bytesOut.Add(uint64(len(pkt)))
+}
+
+func (r *Router) learn(addr mac, peer mesh.PeerName) {
+	if moved, from := r.macs.learn(addr, peer); moved {
+		r.log.Info("sleeve: MAC moved", "mac", net.HardwareAddr(addr[:]).String(), "from", from.String(), "to", peer.String())
+	}
+}
+
+func (r *Router) isClosing() bool {
+	select {
+	case <-r.closing:
+		return true
+	default:
+		return false
+	}
+}

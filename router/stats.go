@@ -1,0 +1,58 @@
+package router
+
+import "sync/atomic"
+
+// DropReason says why a frame or datagram was not forwarded.
+type DropReason int
+
+// The reasons a frame is dropped. Each is counted; none is logged per frame,
+// so garbage from the network cannot flood the log.
+const (
+	DropMalformed   DropReason = iota // datagram or frame does not parse
+	DropUnknownPeer                   // datagram from a peer we have no connection with
+	DropNoRoute                       // no route to the destination peer
+	DropNoContact                     // connection has not yet learned the peer's UDP address
+	DropTooBig                        // frame does not fit in one datagram
+	DropGSOLegacy                     // offloaded super-frame for a peer that cannot take one
+	DropDevice                        // the device refused the frame
+	DropSend                          // the UDP send failed
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "gso_legacy", "device", "send",
+}
+
+func (d DropReason) String() string { return dropNames[d] }
+
+// Stats is a snapshot of the router's counters since it was built.
+type Stats struct {
+	// FramesOut and BytesOut count datagrams sent to peers (one per next hop),
+	// FramesIn and BytesIn the frames received from peers.
+	FramesIn, FramesOut, BytesIn, BytesOut uint64
+	// Drops is keyed by DropReason.String().
+	Drops map[string]uint64
+}
+
+type counters struct {
+	framesIn, bytesIn   atomic.Uint64
+	framesOut, bytesOut atomic.Uint64
+	drops               [numDropReasons]atomic.Uint64
+}
+
+func (c *counters) drop(reason DropReason) { c.drops[reason].Add(1) }
+
+// Stats returns a snapshot of the counters.
+func (r *Router) Stats() Stats {
+	s := Stats{
+		FramesIn:  r.stats.framesIn.Load(),
+		FramesOut: r.stats.framesOut.Load(),
+		BytesIn:   r.stats.bytesIn.Load(),
+		BytesOut:  r.stats.bytesOut.Load(),
+		Drops:     make(map[string]uint64, numDropReasons),
+	}
+	for i := range r.stats.drops {
+		s.Drops[dropNames[i]] = r.stats.drops[i].Load()
+	}
+	return s
+}

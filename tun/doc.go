@@ -1,0 +1,13 @@
+// Package tun owns the kernel side of the data path: it creates and drives
+// TAP (L2) devices through /dev/net/tun, and later an L3 TUN flavour.
+//
+// It also holds the virtio_net_hdr codec. A device opened with VnetHdr
+// carries that 10-byte header in front of every frame, which is what lets
+// the kernel hand the router 64 KiB TSO super-frames with partial checksums
+// instead of one MTU-sized frame per read: per-packet cost in userspace is
+// dominated by syscalls, so fewer, larger reads are the main lever on
+// throughput.
+//
+// The package does no logging and keeps no global state; every resource
+// belongs to the *TAP that opened it.
+package tun
