@@ -42,30 +42,34 @@ func (r *Router) receiveLoop() {
 			r.log.Warn("sleeve: read from UDP", "err", err)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		pkt := buf[rxHeadroom : rxHeadroom+n]
-		sender, err := senderOf(pkt)
+		r.receivePacket(buf, n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+// receivePacket handles the datagram at buf[rxHeadroom:rxHeadroom+n].
+func (r *Router) receivePacket(buf []byte, n int, from netip.AddrPort) {
+	pkt := buf[rxHeadroom : rxHeadroom+n]
+	sender, err := senderOf(pkt)
+	if err != nil {
+		r.stats.drop(DropMalformed)
+		return
+	}
+	f := r.forwarder(sender)
+	if f == nil {
+		r.stats.drop(DropUnknownPeer)
+		return
+	}
+	for off := packetHdrLen; ; {
+		h, next, ok, err := nextFrame(pkt, off)
 		if err != nil {
 			r.stats.drop(DropMalformed)
-			continue
+			return
 		}
-		f := r.forwarder(sender)
-		if f == nil {
-			r.stats.drop(DropUnknownPeer)
-			continue
+		if !ok {
+			return
 		}
-		for off := packetHdrLen; ; {
-			h, next, ok, err := nextFrame(pkt, off)
-			if err != nil {
-				r.stats.drop(DropMalformed)
-				break
-			}
-			if !ok {
-				break
-			}
-			off = next
-			r.receiveFrame(f, from, buf, rxHeadroom+h.Off, len(h.Payload), h.Src, h.Dst)
-		}
+		off = next
+		r.receiveFrame(f, from, buf, rxHeadroom+h.Off, len(h.Payload), h.Src, h.Dst)
 	}
 }
 
