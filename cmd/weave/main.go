@@ -50,9 +50,9 @@ func app() *cli.Command {
 				Action:    status,
 			},
 			{
-				Name:  "report",
-				Usage: "print the daemon's full state as JSON",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "Go `TEMPLATE` applied to the report instead of JSON"}},
+				Name:   "report",
+				Usage:  "print the daemon's full state as JSON",
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "Go `TEMPLATE` applied to the report instead of JSON"}},
 				Action: report,
 			},
 			{Name: "attach", Usage: "plug a container (netns name, path or PID) into the weave network", ArgsUsage: "CIDR... CONTAINER", Action: attach(true)},
