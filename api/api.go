@@ -77,7 +77,7 @@ type PeerConnection struct {
 type Stats struct {
 	FramesIn, FramesOut, BytesIn, BytesOut uint64
 	// Drops counts frames and datagrams dropped, by reason: malformed,
-	// unknown_peer, no_route, no_contact, too_big, gso_legacy, device, send,
+	// unknown_peer, no_route, no_contact, too_big, unsegmentable, device, send,
 	// and handshake (TCP connections refused during the mesh handshake).
 	Drops map[string]uint64
 }

@@ -6,12 +6,15 @@ import "encoding/binary"
 // field at csumAt holds the pseudo-header sum, and the one's complement sum
 // of everything from start to the end of the frame goes there.
 func completeChecksum(frame []byte, start, csumAt int) {
-	var sum uint64
-	b := frame[start:]
+	binary.BigEndian.PutUint16(frame[csumAt:], ^fold(addBytes(0, frame[start:])))
+}
+
+// addBytes adds b, as big-endian 16-bit words, to a one's complement sum
+// kept unfolded in 64 bits.
+func addBytes(sum uint64, b []byte) uint64 {
 	for len(b) >= 8 {
 		v := binary.BigEndian.Uint64(b)
-		sum += v >> 32
-		sum += v & 0xffffffff
+		sum += v>>32 + v&0xffffffff
 		b = b[8:]
 	}
 	for len(b) >= 2 {
@@ -21,8 +24,12 @@ func completeChecksum(frame []byte, start, csumAt int) {
 	if len(b) == 1 {
 		sum += uint64(b[0]) << 8
 	}
+	return sum
+}
+
+func fold(sum uint64) uint16 {
 	for sum > 0xffff {
-		sum = (sum >> 16) + (sum & 0xffff)
+		sum = sum>>16 + sum&0xffff
 	}
-	binary.BigEndian.PutUint16(frame[csumAt:], ^uint16(sum))
+	return uint16(sum)
 }

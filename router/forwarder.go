@@ -29,6 +29,9 @@ const (
 	fastHeartbeat    = 500 * time.Millisecond
 	slowHeartbeat    = time.Second
 	heartbeatTimeout = 5 * time.Second
+
+	fragTestAttempts = 10
+	fragTestInterval = time.Second
 )
 
 // Control message tags on the mesh TCP connection, as Weave Net's sleeve uses
@@ -177,7 +180,17 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"name":     overlayName,
 		"mtu":      f.r.mtu,
 		"vnet_hdr": f.vnetHdr,
+		// superframes: offloaded 64 KiB frames cross this link whole.
+		"superframes": f.takesSuperFrames(),
 	}
+}
+
+// takesSuperFrames reports whether offloaded super-frames may cross this link
+// whole: the peer must understand virtio headers and the underlay must pass
+// the IP fragments a 64 KiB datagram becomes. Until the fragmentation test
+// has come back, the answer is no, so no path is ever a black hole.
+func (f *forwarder) takesSuperFrames() bool {
+	return f.vnetHdr && f.stackFrag.Load()
 }
 
 func (f *forwarder) control(tag byte, msg []byte) error {
@@ -209,12 +222,15 @@ func (f *forwarder) run() {
 		interval time.Duration // zero until confirmed
 		beat     = stoppedTimer()
 		timeout  = stoppedTimer()
+		fragTest = stoppedTimer()
+		fragLeft = 0 // fragmentation tests still to send until one is answered
 		acked    bool // we told the peer its heartbeats arrive
 		err      error
 	)
 	defer func() {
 		beat.Stop()
 		timeout.Stop()
+		fragTest.Stop()
 		if err != nil {
 			f.errs <- err
 		}
@@ -237,6 +253,12 @@ func (f *forwarder) run() {
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
+		case <-fragTest.C:
+			if fragLeft > 0 {
+				fragLeft--
+				err = f.sendSpecial(fragTestLen, nil)
+				fragTest.Reset(fragTestInterval)
+			}
 		case <-timeout.C:
 			err = fmt.Errorf("no UDP heartbeat from %s for %v", f.remote, heartbeatTimeout)
 		case s := <-f.specials:
@@ -272,12 +294,16 @@ func (f *forwarder) run() {
 				if interval != slowHeartbeat {
 					interval = slowHeartbeat
 					close(f.established)
-					// Find out whether the underlay passes fragments: our
-					// frames are sent whole and rely on it.
-					err = f.sendSpecial(fragTestLen, nil)
+					// Find out whether the underlay passes fragments, which
+					// super-frames rely on. A datagram may be lost, so ask
+					// a few times.
+					fragLeft = fragTestAttempts
+					fragTest.Reset(0)
 				}
 			case ctlFragmentationReceived:
 				f.stackFrag.Store(true)
+				fragLeft = 0
+				fragTest.Stop()
 			case ctlPMTUVerified:
 				// We never probe (we rely on fragmentation), so an answer
 				// is stale or unsolicited.

@@ -102,6 +102,16 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		r.stats.drop(DropNoContact)
 		return
 	}
+	frame := buf[off : off+n]
+	var h tun.VirtioNetHdr
+	if err := h.Decode(frame); err != nil {
+		r.stats.drop(DropMalformed)
+		return
+	}
+	if h.GSOType != tun.VirtioNetHdrGSONone && !f.takesSuperFrames() {
+		r.sendSegmented(f, frame, h, src, dst)
+		return
+	}
 	if f.vnetHdr {
 		start := off - txHeadroom
 		putHeaders(buf[start:], r.name, src, dst, n)
@@ -113,16 +123,6 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 	// Ethernet frames: finish the checksum the kernel left to offload, send
 	// with the headers written over the virtio header, then put the bytes
 	// back for the next hop.
-	frame := buf[off : off+n]
-	var h tun.VirtioNetHdr
-	if err := h.Decode(frame); err != nil {
-		r.stats.drop(DropMalformed)
-		return
-	}
-	if h.GSOType != tun.VirtioNetHdrGSONone {
-		r.stats.drop(DropGSOLegacy)
-		return
-	}
 	var saved [tun.VirtioNetHdrLen]byte
 	copy(saved[:], frame)
 	eth := frame[tun.VirtioNetHdrLen:]
@@ -139,6 +139,20 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 	copy(frame, saved[:])
 	if needsCsum {
 		copy(eth[csumAt:], savedCsum[:])
+	}
+}
+
+// sendSegmented sends a TCP super-frame as MSS-sized frames, for a link that
+// cannot carry it whole.
+func (r *Router) sendSegmented(f *forwarder, frame []byte, h tun.VirtioNetHdr, src, dst mesh.PeerName) {
+	bp := segmentBufs.Get().(*[]byte)
+	defer segmentBufs.Put(bp)
+	b := *bp
+	err := segmentTCP(frame[tun.VirtioNetHdrLen:], int(h.GSOSize), b, txHeadroom, func(n int) {
+		r.sendFrame(f, b, txHeadroom, n, src, dst)
+	})
+	if err != nil {
+		r.stats.drop(DropUnsegmentable)
 	}
 }
 

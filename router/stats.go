@@ -13,14 +13,14 @@ const (
 	DropNoRoute                       // no route to the destination peer
 	DropNoContact                     // connection has not yet learned the peer's UDP address
 	DropTooBig                        // frame does not fit in one datagram
-	DropGSOLegacy                     // offloaded super-frame for a peer that cannot take one
+	DropUnsegmentable                 // offloaded super-frame that is not TCP, for a link that cannot take it whole
 	DropDevice                        // the device refused the frame
 	DropSend                          // the UDP send failed
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "gso_legacy", "device", "send",
+	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "unsegmentable", "device", "send",
 }
 
 func (d DropReason) String() string { return dropNames[d] }
