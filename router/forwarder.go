@@ -223,7 +223,7 @@ func (f *forwarder) run() {
 		beat     = stoppedTimer()
 		timeout  = stoppedTimer()
 		fragTest = stoppedTimer()
-		fragLeft = 0 // fragmentation tests still to send until one is answered
+		fragLeft = 0  // fragmentation tests still to send until one is answered
 		acked    bool // we told the peer its heartbeats arrive
 		err      error
 	)

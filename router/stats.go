@@ -8,14 +8,14 @@ type DropReason int
 // The reasons a frame is dropped. Each is counted; none is logged per frame,
 // so garbage from the network cannot flood the log.
 const (
-	DropMalformed   DropReason = iota // datagram or frame does not parse
-	DropUnknownPeer                   // datagram from a peer we have no connection with
-	DropNoRoute                       // no route to the destination peer
-	DropNoContact                     // connection has not yet learned the peer's UDP address
-	DropTooBig                        // frame does not fit in one datagram
-	DropUnsegmentable                 // offloaded super-frame that is not TCP, for a link that cannot take it whole
-	DropDevice                        // the device refused the frame
-	DropSend                          // the UDP send failed
+	DropMalformed     DropReason = iota // datagram or frame does not parse
+	DropUnknownPeer                     // datagram from a peer we have no connection with
+	DropNoRoute                         // no route to the destination peer
+	DropNoContact                       // connection has not yet learned the peer's UDP address
+	DropTooBig                          // frame does not fit in one datagram
+	DropUnsegmentable                   // offloaded super-frame that is not TCP, for a link that cannot take it whole
+	DropDevice                          // the device refused the frame
+	DropSend                            // the UDP send failed
 	numDropReasons
 )
 
