@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,14 @@ type Config struct {
 	Discovery bool
 	// ConnLimit caps the number of connections (0 = mesh's default of 100).
 	ConnLimit int
-	Logger    *slog.Logger
+	// Password, when set, encrypts every connection (NaCl box key exchange,
+	// then secretbox) and refuses peers that do not share it. The data
+	// plane's session keys come from the same handshake.
+	Password []byte
+	// TrustedSubnets: a connection between two peers whose addresses each
+	// lie in the other's trusted subnets is not encrypted.
+	TrustedSubnets []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Node is a started or startable mesh peer.
@@ -78,14 +86,23 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 	if connLimit == 0 {
 		connLimit = 100
 	}
+	trusted := make([]*net.IPNet, 0, len(cfg.TrustedSubnets))
+	for _, p := range cfg.TrustedSubnets {
+		trusted = append(trusted, &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
+	}
+	var password []byte
+	if len(cfg.Password) > 0 {
+		password = cfg.Password
+	}
 	n := &Node{Name: name, log: cfg.Logger}
 	m, err := mesh.NewRouter(mesh.Config{
 		Host:               cfg.Host,
 		Port:               cfg.Port,
+		Password:           password,
 		ConnLimit:          connLimit,
 		ProtocolMinVersion: mesh.ProtocolMinVersion,
 		PeerDiscovery:      cfg.Discovery,
-		TrustedSubnets:     []*net.IPNet{},
+		TrustedSubnets:     trusted,
 	}, name, nick, overlay, meshLogger{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -190,6 +207,22 @@ func peerName(configured, dataDir string) (mesh.PeerName, error) {
 	return name, nil
 }
 
+// Explain rewrites mesh's handshake errors into what a user can act on.
+func Explain(msg string) string {
+	for raw, why := range explanations {
+		if strings.Contains(msg, raw) {
+			return strings.Replace(msg, raw, why, 1)
+		}
+	}
+	return msg
+}
+
+var explanations = map[string]string{
+	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password",
+	"password specified, but peer requested an":  "password mismatch: we have a password, the peer has none, and it asked for an",
+	"no password specificed, but peer requested": "password mismatch: we have no password, but the peer has one and requested",
+}
+
 // meshLogger turns mesh's printf logging into structured log lines, and
 // counts the failures that a daemon should expose as metrics.
 type meshLogger struct{ n *Node }
@@ -200,5 +233,5 @@ func (l meshLogger) Printf(format string, args ...interface{}) {
 	if format == handshakeFailedFormat {
 		l.n.handshakeFailures.Add(1)
 	}
-	l.n.log.Info("mesh: " + fmt.Sprintf(format, args...))
+	l.n.log.Info("mesh: " + Explain(fmt.Sprintf(format, args...)))
 }

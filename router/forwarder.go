@@ -2,7 +2,6 @@ package router
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/weaveworks/mesh"
 
+	"weavenet/crypto"
 	"weavenet/tun"
 )
 
@@ -63,6 +63,10 @@ type forwarder struct {
 	// prefixes control messages with an overlay index and the tag.
 	wrapControl bool
 	sendControl func(tag byte, msg []byte) error
+	// sealer and opener are nil on an unencrypted link. The opener is used
+	// only by the receive loop.
+	sealer *crypto.Sealer
+	opener *crypto.Opener
 
 	addr      atomic.Pointer[netip.AddrPort] // nil until the peer's UDP address is known
 	stackFrag atomic.Bool                    // the underlay delivers fragmented datagrams
@@ -102,9 +106,6 @@ func (r *Router) Stop() {}
 
 // PrepareConnection implements mesh.Overlay.
 func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.OverlayConnection, error) {
-	if p.SessionKey != nil {
-		return nil, errors.New("encrypted sleeve connections are not supported yet")
-	}
 	offered, wrap := p.Features[featureOverlays]
 	if wrap && !slices.Contains(strings.Fields(offered), overlayName) {
 		return nil, fmt.Errorf("peer offers overlays %q, we only speak %q", offered, overlayName)
@@ -123,6 +124,11 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		established: make(chan struct{}),
 		errs:        make(chan error, 1),
 		stop:        make(chan struct{}),
+	}
+	// mesh gives a session key unless both ends trust each other's subnet.
+	if p.SessionKey != nil {
+		f.sealer = crypto.NewSealer(p.SessionKey, p.Outbound)
+		f.opener = crypto.NewOpener(p.SessionKey, p.Outbound)
 	}
 	// Only for a connection we dialled is the peer's address known up front
 	// (Weave Net uses the same port for UDP as for TCP); otherwise the first
@@ -177,9 +183,10 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 // Attrs implements mesh.OverlayConnection.
 func (f *forwarder) Attrs() map[string]interface{} {
 	return map[string]interface{}{
-		"name":     overlayName,
-		"mtu":      f.r.mtu,
-		"vnet_hdr": f.vnetHdr,
+		"name":      overlayName,
+		"mtu":       f.r.mtu,
+		"vnet_hdr":  f.vnetHdr,
+		"encrypted": f.sealer != nil,
 		// superframes: offloaded 64 KiB frames cross this link whole.
 		"superframes": f.takesSuperFrames(),
 	}
@@ -191,6 +198,14 @@ func (f *forwarder) Attrs() map[string]interface{} {
 // has come back, the answer is no, so no path is ever a black hole.
 func (f *forwarder) takesSuperFrames() bool {
 	return f.vnetHdr && f.stackFrag.Load()
+}
+
+// overhead is what the link adds to a frame in device form.
+func (f *forwarder) overhead() int {
+	if f.sealer != nil {
+		return packetHdrLen + crypto.Overhead + frameHdrLen
+	}
+	return packetHdrLen + frameHdrLen
 }
 
 func (f *forwarder) control(tag byte, msg []byte) error {
@@ -329,16 +344,11 @@ func (f *forwarder) sendSpecial(n int, fill func(eth []byte)) error {
 	if f.vnetHdr {
 		hdr = tun.VirtioNetHdrLen
 	}
-	b := make([]byte, packetHdrLen+frameHdrLen+hdr+n)
-	putHeaders(b, f.r.name, f.r.name, f.remoteName, hdr+n)
+	b := make([]byte, txHeadroom+hdr+n)
 	if fill != nil {
-		fill(b[packetHdrLen+frameHdrLen+hdr:])
+		fill(b[txHeadroom+hdr:])
 	}
-	if _, err := f.r.conn.WriteToUDPAddrPort(b, *addr); err != nil {
-		// A failed send is the underlay's problem, not the connection's; the
-		// heartbeat timeout decides whether the path is dead.
-		f.r.log.Debug("sleeve: send control frame", "peer", f.remote.String(), "err", err)
-	}
+	f.r.transmit(f, *addr, b, txHeadroom, hdr+n, f.r.name, f.remoteName)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package router
 import (
 	"encoding/binary"
 	"errors"
-	"sync"
 
 	"weavenet/tun"
 )
@@ -14,13 +13,6 @@ import (
 // sends super-frames as they are.
 
 var errNotSegmentable = errors.New("super-frame is not TCP over IPv4 or IPv6 without extension headers")
-
-// segmentBufs holds one segment in device form with room for the sleeve
-// headers in front; pooled because both forwarding loops may segment.
-var segmentBufs = sync.Pool{New: func() any {
-	b := make([]byte, txHeadroom+tun.VirtioNetHdrLen+ethHdrLen+65535)
-	return &b
-}}
 
 // segmentTCP splits eth, an Ethernet frame holding a TCP super-frame, into
 // frames carrying at most mss payload bytes each, with IP and TCP checksums

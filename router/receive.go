@@ -7,6 +7,7 @@ import (
 
 	"github.com/weaveworks/mesh"
 
+	"weavenet/crypto"
 	"weavenet/tun"
 )
 
@@ -59,7 +60,15 @@ func (r *Router) receivePacket(buf []byte, n int, from netip.AddrPort) {
 		r.stats.drop(DropUnknownPeer)
 		return
 	}
-	for off := packetHdrLen; ; {
+	off := packetHdrLen
+	if f.opener != nil {
+		if _, err := f.opener.Open(pkt[packetHdrLen:]); err != nil {
+			r.stats.drop(openDropReason(err))
+			return
+		}
+		off += crypto.Overhead
+	}
+	for {
 		h, next, ok, err := nextFrame(pkt, off)
 		if err != nil {
 			r.stats.drop(DropMalformed)
@@ -116,4 +125,11 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off
 		}
 	}
 	r.flood(buf, off, n, src)
+}
+
+func openDropReason(err error) DropReason {
+	if errors.Is(err, crypto.ErrReplay) {
+		return DropReplay
+	}
+	return DropDecrypt
 }

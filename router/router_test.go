@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,11 @@ func freePort(t *testing.T) int {
 
 func startPeer(t *testing.T, name string, peers ...string) *testPeer {
 	t.Helper()
+	return startPeerWith(t, name, func(*gossip.Config) {}, peers...)
+}
+
+func startPeerWith(t *testing.T, name string, configure func(*gossip.Config), peers ...string) *testPeer {
+	t.Helper()
 	port := freePort(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p := &testPeer{name: name, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dev: newFakeDevice()}
@@ -92,7 +98,9 @@ func startPeer(t *testing.T, name string, peers ...string) *testPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := gossip.New(gossip.Config{Name: name, NickName: name, Host: "127.0.0.1", Port: port, Logger: log}, r)
+	cfg := gossip.Config{Name: name, NickName: name, Host: "127.0.0.1", Port: port, Logger: log}
+	configure(&cfg)
+	node, err := gossip.New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,4 +257,51 @@ func routed(t *testing.T, peers ...*testPeer) {
 		}
 		return true
 	})
+}
+
+func withPassword(pw string) func(*gossip.Config) {
+	return func(c *gossip.Config) { c.Password = []byte(pw) }
+}
+
+func TestEncryptedRoutersForwardFrames(t *testing.T) {
+	a := startPeerWith(t, "02:00:00:00:04:0a", withPassword("s3cret"))
+	b := startPeerWith(t, "02:00:00:00:04:0b", withPassword("s3cret"), a.addr)
+	waitFor(t, "connection established", func() bool { return a.established() == 1 && b.established() == 1 })
+	routed(t, a, b)
+	for _, c := range a.node.Status().Connections {
+		if c.Attrs["encrypted"] != true {
+			t.Fatalf("connection not encrypted: %+v", c)
+		}
+	}
+	a.dev.in <- frame(broadcast, macA, "sealed-broadcast")
+	b.expect(t, "sealed-broadcast")
+	b.dev.in <- frame(macA, macB, "sealed-reply")
+	a.expect(t, "sealed-reply")
+	big := string(bytes.Repeat([]byte("x"), 9000))
+	a.dev.in <- frame(macB, macA, big)
+	b.expect(t, big)
+}
+
+func TestWrongPasswordIsRefused(t *testing.T) {
+	a := startPeerWith(t, "02:00:00:00:05:0a", withPassword("right"))
+	b := startPeerWith(t, "02:00:00:00:05:0b", withPassword("wrong"), a.addr)
+	c := startPeer(t, "02:00:00:00:05:0c", a.addr)
+	waitFor(t, "refusals explained", func() bool {
+		return hasFailure(b, "password mismatch") && hasFailure(c, "password mismatch")
+	})
+	if a.established()+b.established()+c.established() != 0 {
+		t.Fatal("a connection was established without the password")
+	}
+	if a.node.HandshakeFailures() == 0 {
+		t.Fatal("refused handshakes not counted")
+	}
+}
+
+func hasFailure(p *testPeer, why string) bool {
+	for _, c := range p.node.Status().Connections {
+		if strings.Contains(gossip.Explain(c.Info), why) {
+			return true
+		}
+	}
+	return false
 }

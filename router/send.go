@@ -5,9 +5,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"github.com/weaveworks/mesh"
 
+	"weavenet/crypto"
 	"weavenet/tun"
 )
 
@@ -26,8 +28,8 @@ import (
 
 const (
 	// txHeadroom holds the datagram and frame headers written in front of a
-	// frame read from the device.
-	txHeadroom = packetHdrLen + frameHdrLen
+	// frame read from the device, with room for sealing.
+	txHeadroom = packetHdrLen + crypto.Overhead + frameHdrLen
 	// maxDeviceFrame is the largest frame the device hands over: a 64 KiB
 	// TSO super-frame plus its Ethernet and virtio headers.
 	maxDeviceFrame = tun.VirtioNetHdrLen + ethHdrLen + 65535
@@ -85,8 +87,15 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
 // broadcast tree. Every receiver floods it on along the same tree, so each
 // peer gets it exactly once, whether or not it is directly connected to src.
 func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
-	for _, hop := range r.mesh.Routes.Broadcast(src) {
-		if f := r.forwarder(hop); f != nil {
+	hops := r.mesh.Routes.Broadcast(src)
+	for i, hop := range hops {
+		f := r.forwarder(hop)
+		switch {
+		case f == nil:
+		case f.sealer != nil && i < len(hops)-1:
+			// Sealing encrypts in place, and the frame is wanted again.
+			r.sendFrameCopy(f, buf[off:off+n], src, hop)
+		default:
 			r.sendFrame(f, buf, off, n, src, hop)
 		}
 	}
@@ -94,8 +103,9 @@ func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 
 // sendFrame sends buf[off:off+n], a frame in device form (virtio header +
 // Ethernet), to the peer at the other end of f, labelled as going from src to
-// dst. The txHeadroom bytes in front of off are overwritten; buf[off:off+n]
-// is unchanged on return, so the caller may send it again.
+// dst. The txHeadroom bytes in front of off are overwritten. On an encrypted
+// link the frame is encrypted in place; otherwise buf[off:off+n] is
+// unchanged on return, so the caller may send it again.
 func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.PeerName) {
 	addr := f.addr.Load()
 	if addr == nil {
@@ -108,14 +118,12 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		r.stats.drop(DropMalformed)
 		return
 	}
-	if h.GSOType != tun.VirtioNetHdrGSONone && !f.takesSuperFrames() {
+	if h.GSOType != tun.VirtioNetHdrGSONone && (!f.takesSuperFrames() || n+f.overhead() > maxUDPPayload) {
 		r.sendSegmented(f, frame, h, src, dst)
 		return
 	}
 	if f.vnetHdr {
-		start := off - txHeadroom
-		putHeaders(buf[start:], r.name, src, dst, n)
-		r.send(buf[start:off+n], *addr)
+		r.transmit(f, *addr, buf, off, n, src, dst)
 		return
 	}
 
@@ -133,20 +141,35 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		copy(savedCsum[:], eth[csumAt:])
 		completeChecksum(eth, int(h.CsumStart), csumAt)
 	}
-	start := off + tun.VirtioNetHdrLen - txHeadroom
-	putHeaders(buf[start:], r.name, src, dst, len(eth))
-	r.send(buf[start:off+n], *addr)
+	r.transmit(f, *addr, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst)
 	copy(frame, saved[:])
 	if needsCsum {
 		copy(eth[csumAt:], savedCsum[:])
 	}
 }
 
+// transmit sends buf[off:off+n] to f's peer as one datagram holding one frame
+// labelled src→dst: it writes the frame and datagram headers into the bytes
+// in front of off, seals the datagram if the link is encrypted, and sends it.
+func (r *Router) transmit(f *forwarder, addr netip.AddrPort, buf []byte, off, n int, src, dst mesh.PeerName) {
+	putFrameHeader(buf[off-frameHdrLen:], src, dst, n)
+	start := off - frameHdrLen - packetHdrLen
+	if f.sealer != nil {
+		start -= crypto.Overhead
+	}
+	putPeerName(buf[start:], r.name)
+	pkt := buf[start : off+n]
+	if f.sealer != nil {
+		f.sealer.Seal(pkt, packetHdrLen)
+	}
+	r.send(pkt, addr)
+}
+
 // sendSegmented sends a TCP super-frame as MSS-sized frames, for a link that
 // cannot carry it whole.
 func (r *Router) sendSegmented(f *forwarder, frame []byte, h tun.VirtioNetHdr, src, dst mesh.PeerName) {
-	bp := segmentBufs.Get().(*[]byte)
-	defer segmentBufs.Put(bp)
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
 	b := *bp
 	err := segmentTCP(frame[tun.VirtioNetHdrLen:], int(h.GSOSize), b, txHeadroom, func(n int) {
 		r.sendFrame(f, b, txHeadroom, n, src, dst)
@@ -155,6 +178,23 @@ func (r *Router) sendSegmented(f *forwarder, frame []byte, h tun.VirtioNetHdr, s
 		r.stats.drop(DropUnsegmentable)
 	}
 }
+
+// sendFrameCopy sends a copy of frame, leaving frame as it is.
+func (r *Router) sendFrameCopy(f *forwarder, frame []byte, src, dst mesh.PeerName) {
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	b := *bp
+	n := copy(b[txHeadroom:], frame)
+	r.sendFrame(f, b, txHeadroom, n, src, dst)
+}
+
+// frameBufs holds frames in device form with txHeadroom in front, for the
+// rare sends that cannot work in the buffer the frame arrived in. Pooled
+// because both forwarding loops may need one.
+var frameBufs = sync.Pool{New: func() any {
+	b := make([]byte, txHeadroom+maxDeviceFrame)
+	return &b
+}}
 
 func (r *Router) send(pkt []byte, to netip.AddrPort) {
 	if len(pkt) > maxUDPPayload {

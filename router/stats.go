@@ -16,11 +16,13 @@ const (
 	DropUnsegmentable                   // offloaded super-frame that is not TCP, for a link that cannot take it whole
 	DropDevice                          // the device refused the frame
 	DropSend                            // the UDP send failed
+	DropDecrypt                         // sealed datagram failed authentication
+	DropReplay                          // sealed datagram seen before, or too old
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "unsegmentable", "device", "send",
+	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "unsegmentable", "device", "send", "decrypt", "replay",
 }
 
 func (d DropReason) String() string { return dropNames[d] }

@@ -78,13 +78,12 @@ func nextFrame(pkt []byte, off int) (h frameHeader, next int, ok bool, err error
 	return h, h.Off + n, true, nil
 }
 
-// putHeaders writes the packet header and a single frame header into the
-// packetHdrLen+frameHdrLen bytes of b in front of a payload of length n.
-func putHeaders(b []byte, sender, src, dst mesh.PeerName, n int) {
-	putPeerName(b[0:6], sender)
-	putPeerName(b[6:12], src)
-	putPeerName(b[12:18], dst)
-	binary.BigEndian.PutUint16(b[18:20], uint16(n))
+// putFrameHeader writes a frame header into the frameHdrLen bytes of b in
+// front of a payload of length n.
+func putFrameHeader(b []byte, src, dst mesh.PeerName, n int) {
+	putPeerName(b[0:6], src)
+	putPeerName(b[6:12], dst)
+	binary.BigEndian.PutUint16(b[12:14], uint16(n))
 }
 
 // isSpecial reports whether an Ethernet payload is one of the router's own

@@ -60,9 +60,10 @@ func TestDecodeRejectsTruncated(t *testing.T) {
 }
 
 func TestPutHeadersRoundTrip(t *testing.T) {
-	b := make([]byte, txHeadroom+4)
-	copy(b[txHeadroom:], "abcd")
-	putHeaders(b, 0x112233445566, 0x010203040506, 0xa1a2a3a4a5a6, 4)
+	b := make([]byte, packetHdrLen+frameHdrLen+4)
+	copy(b[packetHdrLen+frameHdrLen:], "abcd")
+	putPeerName(b, 0x112233445566)
+	putFrameHeader(b[packetHdrLen:], 0x010203040506, 0xa1a2a3a4a5a6, 4)
 	sender, _ := senderOf(b)
 	h, next, ok, err := nextFrame(b, packetHdrLen)
 	if err != nil || !ok || next != len(b) {

@@ -108,14 +108,16 @@ func (d *daemon) start() error {
 	}
 	d.router = r
 	node, err := gossip.New(gossip.Config{
-		Name:      cfg.name,
-		NickName:  cfg.nickname,
-		Host:      cfg.host,
-		Port:      cfg.port,
-		DataDir:   cfg.dataDir,
-		Discovery: cfg.discovery,
-		ConnLimit: cfg.connLimit,
-		Logger:    d.log,
+		Name:           cfg.name,
+		NickName:       cfg.nickname,
+		Host:           cfg.host,
+		Port:           cfg.port,
+		DataDir:        cfg.dataDir,
+		Discovery:      cfg.discovery,
+		ConnLimit:      cfg.connLimit,
+		Password:       cfg.password,
+		TrustedSubnets: cfg.trusted,
+		Logger:         d.log,
 	}, r)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"github.com/weaveworks/mesh"
 
 	"weavenet/api"
+	"weavenet/gossip"
 	"weavenet/netdev"
 )
 
@@ -153,7 +154,7 @@ func (d *daemon) report() api.Report {
 }
 
 func connection(c mesh.LocalConnectionStatus) api.Connection {
-	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: c.Info}
+	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: gossip.Explain(c.Info)}
 	if name, ok := c.Attrs["name"].(string); ok {
 		out.Transport = name
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -53,6 +54,9 @@ func flags() []cli.Flag {
 		&cli.IntFlag{Name: "mtu", Value: router.DefaultMTU, Usage: "MTU of the bridge and of containers' interfaces"},
 		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/weave", Usage: "where persisted state lives (two daemons on one machine need two)"},
 		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
+		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
+		&cli.StringFlag{Name: "trusted-subnets", Usage: "`CIDR,...` of peers that may talk to us unencrypted (if they trust us too)"},
 		&cli.BoolFlag{Name: "no-discovery", Usage: "connect only to the peers given, not to peers learned from them"},
 		&cli.IntFlag{Name: "conn-limit", Value: 100, Usage: "maximum number of connections to peers"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
@@ -75,6 +79,8 @@ type config struct {
 	discovery bool
 	connLimit int
 	offload   bool
+	password  []byte
+	trusted   []netip.Prefix
 	logLevel  string
 	logFormat string
 }
@@ -111,10 +117,55 @@ func configFrom(cmd *cli.Command) (config, error) {
 	if err := gossip.ValidatePeers(c.peers); err != nil {
 		return c, err
 	}
+	pw, err := password(cmd.String("password"), cmd.String("password-file"))
+	if err != nil {
+		return c, err
+	}
+	c.password = pw
+	if s := cmd.String("trusted-subnets"); s != "" {
+		for _, f := range strings.Split(s, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(f))
+			if err != nil {
+				return c, fmt.Errorf("--trusted-subnets: %q is not a CIDR such as 192.168.0.0/16", f)
+			}
+			c.trusted = append(c.trusted, p)
+		}
+	}
 	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// password returns the secret from --password (or WEAVE_PASSWORD) or from
+// the first line of --password-file.
+func password(literal, file string) ([]byte, error) {
+	if literal != "" && file != "" {
+		return nil, errors.New("--password and --password-file both given: use one")
+	}
+	if file == "" {
+		if literal == "" {
+			return nil, nil
+		}
+		return []byte(literal), nil
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("--password-file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(os.Stderr, "weaved: warning: --password-file %s is readable by other users (mode %v); chmod 600 it\n", file, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return nil, fmt.Errorf("--password-file %s: the first line is empty", file)
+	}
+	return []byte(pw), nil
 }
 
 // oneLine keeps an error on one line, as the CLI contract promises.
