@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/weaveworks/mesh"
 
@@ -154,7 +155,11 @@ func (d *daemon) report() api.Report {
 }
 
 func connection(c mesh.LocalConnectionStatus) api.Connection {
-	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: gossip.Explain(c.Info)}
+	// mesh prefixes the info of an established connection with its
+	// encryption when a password is set; we report that as a field.
+	info := strings.TrimPrefix(c.Info, "unencrypted")
+	info = strings.Join(strings.Fields(strings.TrimPrefix(info, "encrypted")), " ")
+	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: gossip.Explain(info)}
 	if name, ok := c.Attrs["name"].(string); ok {
 		out.Transport = name
 	}
