@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -179,6 +180,12 @@ func configure(cont *netlink.Handle, br, host, peer netlink.Link, cfg AttachConf
 	if err := cont.LinkSetUp(peer); err != nil {
 		return nil, nil, fmt.Errorf("set container end up: %w", err)
 	}
+
+	// The kernel turns a link's carrier on asynchronously (link watch, up
+	// to a second later) and drops what is sent before: a container's first
+	// ARP request would vanish. Wait until both ends are operationally up.
+	waitOperUp(host.Attrs().Name, netlink.LinkByName)
+	waitOperUp(peer.Attrs().Name, cont.LinkByName)
 
 	have, err := listAddrs(cont, peer)
 	if err != nil {
@@ -357,4 +364,15 @@ func toNetlinkAddr(p netip.Prefix) *netlink.Addr {
 		IP:   p.Addr().AsSlice(),
 		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
 	}}
+}
+
+// waitOperUp polls until the named link reports operstate up, for at most
+// two seconds; a link that stays down is the caller's problem to discover,
+// not a reason to fail the attach.
+func waitOperUp(name string, lookup func(string) (netlink.Link, error)) {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if l, err := lookup(name); err != nil || l.Attrs().OperState == netlink.OperUp {
+			return
+		}
+	}
 }

@@ -82,12 +82,6 @@ func (c *macCache) forgetPeer(peer mesh.PeerName) {
 	}
 }
 
-func (c *macCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
-}
-
 func (c *macCache) expire(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

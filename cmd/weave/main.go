@@ -152,7 +152,7 @@ func attach(on bool) cli.ActionFunc {
 func connect(ctx context.Context, cmd *cli.Command) error {
 	peers := cmd.Args().Slice()
 	if len(peers) == 0 && !cmd.Bool("replace") {
-		return errors.New("usage: weave connect [--replace] PEER...")
+		return errors.New("name at least one PEER to connect to: weave connect [--replace] PEER")
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -162,7 +162,7 @@ func connect(ctx context.Context, cmd *cli.Command) error {
 func forget(ctx context.Context, cmd *cli.Command) error {
 	peers := cmd.Args().Slice()
 	if len(peers) == 0 {
-		return errors.New("usage: weave forget PEER...")
+		return errors.New("name at least one PEER to forget: weave forget PEER")
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()

@@ -1,0 +1,101 @@
+# weavenet developer targets. `make test`, `make demo` and `make bench` need
+# root (network namespaces): run them with sudo.
+
+SHELL := /bin/bash
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+BIN := $(CURDIR)/bin
+
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK := $(GOBIN_DIR)/staticcheck
+
+# Debian packages the tests, demo and benchmark use; installed only if missing.
+APT_PACKAGES := iproute2 iputils-ping iperf3
+# Installed when the distribution has it; nothing fails without it.
+APT_OPTIONAL := arping
+
+# The unit tests run with the race detector; `make test RACE=` turns it off.
+RACE ?= -race
+UNIT_TIMEOUT ?= 10m
+INTEGRATION_TIMEOUT ?= 25m
+TEST_TIMEOUT ?= 25m
+FUZZTIME ?= 10s
+
+.PHONY: all build deps staticcheck test unit integration lint demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+deps: staticcheck
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	optional=""; \
+	for p in $(APT_OPTIONAL); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || optional="$$optional $$p"; \
+	done; \
+	if [ -z "$$missing$$optional" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		if [ -n "$$missing" ]; then echo "make deps: missing Debian packages:$$missing; run sudo make deps" >&2; exit 1; fi; \
+		exit 0; \
+	fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	if [ -n "$$missing" ]; then apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	for p in $$optional; do \
+		apt-get install -y -qq --no-install-recommends $$p || echo "make deps: optional package $$p not available; skipped"; \
+	done
+
+staticcheck:
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# Packages whose tests run real mesh routers in-process. The pinned mesh
+# (a 2019 snapshot) has data races in its own connection bookkeeping (its
+# route calculation reads a flag that a connection goroutine writes), so the
+# race detector would fail these tests for mesh's sake: they run without it,
+# and their mesh-free tests (codecs, crypto, receive path) run with it.
+MESH_PKGS := ./router ./gossip
+MESH_FREE_TESTS := Decode|Alloc|Segment|Sealed|PutHeaders|Fuzz
+
+# Lint, then every package's tests; the integration tests (real daemons in
+# network namespaces) run last, so the last lines are go test's summary.
+test: deps lint
+	@rc=0; \
+	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) -run '$(MESH_FREE_TESTS)' ./router || rc=1; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(MESH_PKGS) || rc=1; \
+	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/router$$' -e '/gossip$$') || rc=1; \
+	exit $$rc
+
+unit:
+	$(GO) test $(RACE) -count=1 -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '/integration')
+
+integration: deps
+	$(GO) test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) ./integration/...
+
+lint: staticcheck
+	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+demo: deps build
+	BIN=$(BIN) examples/demo.sh
+
+bench: deps build
+	BIN=$(BIN) examples/bench.sh
+
+# Runs every Fuzz* target of every package for $(FUZZTIME).
+fuzz:
+	@set -e; \
+	for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# weavenet benchmark: single-stream TCP throughput (iperf3 -t 10) and ping
+# RTT (20 pings, 50 ms apart) host to host on the underlay and container to
+# container over weave, on two "hosts" (network namespaces on a veth
+# underlay), with the overlay/underlay ratios.
+#
+# Usage: sudo make bench     (or: sudo BIN=path/to/bin examples/bench.sh)
+# Everything it creates carries a random prefix and is removed on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+BIN=$(cd "${BIN:-$here/../bin}" 2>/dev/null && pwd) || { echo "bench: no bin directory; run make build first" >&2; exit 1; }
+for b in weave weaved; do
+	[ -x "$BIN/$b" ] || { echo "bench: $BIN/$b not found; run make build first" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "bench: needs root for network namespaces; run sudo make bench" >&2; exit 1; }
+for c in ip ping iperf3 awk; do
+	command -v "$c" >/dev/null || { echo "bench: $c not found; run sudo make deps" >&2; exit 1; }
+done
+DURATION=${DURATION:-10}
+
+P=wn$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+H1=${P}h1 H2=${P}h2 C1=${P}c1 C2=${P}c2
+WORK=$(mktemp -d /tmp/weavenet-bench-XXXXXX)
+
+cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT
+	if [ "$rc" != 0 ]; then
+		for h in h1 h2; do
+			[ -f "$WORK/$h/weaved.log" ] && { echo "--- $h weaved.log (tail)"; tail -n 20 "$WORK/$h/weaved.log"; }
+		done
+	fi
+	for ns in "$H1" "$H2"; do
+		[ -e "/var/run/netns/$ns" ] && ip netns exec "$ns" "$BIN/weave" stop >/dev/null 2>&1
+	done
+	for ns in "$C1" "$C2" "$H1" "$H2"; do
+		[ -e "/var/run/netns/$ns" ] || continue
+		pids=$(ip netns pids "$ns" 2>/dev/null || true)
+		[ -n "$pids" ] && kill -9 $pids 2>/dev/null
+		ip netns delete "$ns"
+	done
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+log() { echo "bench: $*" >&2; }
+
+for ns in "$H1" "$H2" "$C1" "$C2"; do
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+done
+ip link add eth0 netns "$H1" type veth peer name eth0 netns "$H2"
+ip -n "$H1" addr add 192.168.200.1/24 dev eth0
+ip -n "$H2" addr add 192.168.200.2/24 dev eth0
+ip -n "$H1" link set eth0 up
+ip -n "$H2" link set eth0 up
+
+log "launching weave on h1 and h2"
+on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 >/dev/null
+on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 192.168.200.1 >/dev/null
+for i in $(seq 100); do
+	# Both ends gossip the link as established once the mesh has settled.
+	links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
+	[ "$links" = xx ] && break
+	[ "$i" = 100 ] && { log "h2 did not connect to h1 within 20s"; exit 1; }
+	sleep 0.2
+done
+on "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1" >/dev/null
+on "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2" >/dev/null
+on "$C1" ping -c 1 -W 5 10.32.0.2 >/dev/null || { log "c1 cannot reach c2"; exit 1; }
+
+# tcp FROM_NS TO_NS TO_ADDR: receiver-side bits per second of one stream.
+tcp() {
+	local from=$1 to=$2 addr=$3 out=$WORK/iperf-$1.json
+	on "$to" iperf3 -s -1 >/dev/null 2>&1 &
+	local server=$!
+	for i in $(seq 50); do
+		on "$to" ss -Htln 'sport = :5201' | grep -q . && break
+		sleep 0.1
+	done
+	on "$from" iperf3 -c "$addr" -t "$DURATION" -J >"$out"
+	wait "$server" || true
+	awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.eE+-]/, "", $2); print $2; exit }' "$out"
+}
+
+# rtt NS ADDR: average RTT in ms of 20 pings 50 ms apart.
+rtt() {
+	on "$1" ping -n -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/ { print $5 }'
+}
+
+log "underlay TCP (h1 -> h2, ${DURATION}s)"
+tcp_under=$(tcp "$H1" "$H2" 192.168.200.2)
+log "overlay TCP (c1 -> c2, ${DURATION}s)"
+tcp_over=$(tcp "$C1" "$C2" 10.32.0.2)
+log "ping RTT"
+rtt_under=$(rtt "$H1" 192.168.200.2)
+rtt_over=$(rtt "$C1" 10.32.0.2)
+for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over"; do
+	[ -n "$v" ] || { log "a measurement produced no number"; exit 1; }
+done
+
+awk -v tu="$tcp_under" -v to="$tcp_over" -v ru="$rtt_under" -v ro="$rtt_over" 'BEGIN {
+	printf "%-22s %12s %12s %18s\n", "", "underlay", "overlay", "overlay/underlay"
+	printf "%-22s %12.2f %12.2f %17.0f%%\n", "TCP 1 stream (Gbit/s)", tu / 1e9, to / 1e9, 100 * to / tu
+	printf "%-22s %12.3f %12.3f %17.2fx\n", "ping RTT avg (ms)", ru, ro, ro / ru
+}'
