@@ -278,4 +278,3 @@ func BenchmarkOpen(b *testing.B) {
 func sizeName(n int) string {
 	return map[int]string{64: "64B", 1400: "1400B", 65000: "65000B"}[n]
 }
-
