@@ -221,6 +221,9 @@ var explanations = map[string]string{
 	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password",
 	"password specified, but peer requested an":  "password mismatch: we have a password, the peer has none, and it asked for an",
 	"no password specificed, but peer requested": "password mismatch: we have no password, but the peer has one and requested",
+	// The end that finds the mismatch closes the connection; the other end
+	// only sees the reset.
+	"connection reset by peer": "connection reset by peer (during a handshake this means the peer refused us, e.g. a password mismatch: see its log)",
 }
 
 // meshLogger turns mesh's printf logging into structured log lines, and

@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -117,12 +118,15 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool, explain ...func() string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if cond() {
 			return
 		}
+	}
+	for _, e := range explain {
+		t.Log(e())
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
@@ -265,14 +269,22 @@ func TestEncryptedRoutersForwardFrames(t *testing.T) {
 
 func TestWrongPasswordIsRefused(t *testing.T) {
 	var logs syncBuffer
-	a := startPeerWith(t, "02:00:00:00:05:0a", withPassword("right"))
-	b := startPeerWith(t, "02:00:00:00:05:0b", func(c *gossip.Config) {
-		c.Password = []byte("wrong")
+	a := startPeerWith(t, "02:00:00:00:05:0a", func(c *gossip.Config) {
+		c.Password = []byte("right")
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	b := startPeerWith(t, "02:00:00:00:05:0b", withPassword("wrong"), a.addr)
+	c := startPeerWith(t, "02:00:00:00:05:0c", func(c *gossip.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	}, a.addr)
-	c := startPeer(t, "02:00:00:00:05:0c", a.addr)
+	// Whichever end notices the mismatch first says why and resets.
 	waitFor(t, "refused handshakes", func() bool {
-		return a.node.HandshakeFailures() >= 2 && strings.Contains(logs.String(), "password mismatch")
+		l := logs.String()
+		return a.node.HandshakeFailures() >= 2 &&
+			strings.Contains(l, "password mismatch: the peer's handshake does not decrypt") &&
+			strings.Contains(l, "password mismatch: we have") // a password and c none, or the reverse
+	}, func() string {
+		return fmt.Sprintf("handshake failures at a: %d; logs of a and c:\n%s", a.node.HandshakeFailures(), logs.String())
 	})
 	for _, p := range []*testPeer{a, b, c} {
 		if n := len(p.node.Mesh.Routes.Broadcast(p.node.Name)); n != 0 {
