@@ -209,6 +209,11 @@ func peerName(configured, dataDir string) (mesh.PeerName, error) {
 
 // Explain rewrites mesh's handshake errors into what a user can act on.
 func Explain(msg string) string {
+	if strings.Contains(msg, "handshake") && strings.Contains(msg, resetByPeer) {
+		// The end that finds a mismatch closes the connection; the other
+		// end only sees the reset.
+		return strings.Replace(msg, resetByPeer, resetByPeer+" (the peer refused us, e.g. a password mismatch: see its log)", 1)
+	}
 	for raw, why := range explanations {
 		if strings.Contains(msg, raw) {
 			return strings.Replace(msg, raw, why, 1)
@@ -221,10 +226,9 @@ var explanations = map[string]string{
 	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password",
 	"password specified, but peer requested an":  "password mismatch: we have a password, the peer has none, and it asked for an",
 	"no password specificed, but peer requested": "password mismatch: we have no password, but the peer has one and requested",
-	// The end that finds the mismatch closes the connection; the other end
-	// only sees the reset.
-	"connection reset by peer": "connection reset by peer (during a handshake this means the peer refused us, e.g. a password mismatch: see its log)",
 }
+
+const resetByPeer = "connection reset by peer"
 
 // meshLogger turns mesh's printf logging into structured log lines, and
 // counts the failures that a daemon should expose as metrics.

@@ -9,6 +9,7 @@
 //	wntool mcast-send [-count N] GROUP:PORT IFACE   send N datagrams (default 1) to GROUP:PORT out of IFACE
 //	wntool garbage-udp [-max-size B] ADDR:PORT N    send N datagrams of random bytes and sizes
 //	wntool garbage-tcp [-max-size B] ADDR:PORT N    open N connections, send random bytes, close
+//	wntool capture IFACE MARKER DURATION            count frames on IFACE, and those containing MARKER: print "FRAMES MATCHES"
 //
 // Listeners print "listening on ADDR" on stderr once ready; results go to
 // stdout. IFACE may be "auto": the only up, non-loopback, multicast-capable
@@ -38,6 +39,7 @@ const (
 	usageMcastSend  = "mcast-send [-count N] [-interval D] [-size B] GROUP:PORT IFACE"
 	usageGarbageUDP = "garbage-udp [-max-size B] [-seed S] ADDR:PORT N"
 	usageGarbageTCP = "garbage-tcp [-max-size B] [-seed S] ADDR:PORT N"
+	usageCapture    = "capture IFACE MARKER DURATION"
 )
 
 var commands = map[string]command{
@@ -49,6 +51,7 @@ var commands = map[string]command{
 	"mcast-send":  {usageMcastSend, runMcastSend},
 	"garbage-udp": {usageGarbageUDP, runGarbageUDP},
 	"garbage-tcp": {usageGarbageTCP, runGarbageTCP},
+	"capture":     {usageCapture, runCapture},
 }
 
 func main() {
