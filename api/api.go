@@ -52,6 +52,9 @@ type Connection struct {
 	Transport string `json:",omitempty"`
 	MTU       int    `json:",omitempty"`
 	Encrypted bool
+	// Cipher is nacl (Weave Net's), aes-256-gcm (between weavenet peers
+	// with AES hardware) or none.
+	Cipher string `json:",omitempty"`
 }
 
 // Peer is a peer of the mesh and the connections it reports.

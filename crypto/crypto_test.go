@@ -21,19 +21,24 @@ func testKey(t testing.TB) *Key {
 
 // sealed builds a datagram: 6-byte sender, then plaintext, sealed.
 func sealed(s *Sealer, plain []byte) []byte {
-	pkt := make([]byte, 6+Overhead+len(plain))
+	suite := NaCl
+	if s.gcm != nil {
+		suite = AESGCM
+	}
+	pkt := make([]byte, 6+suite.Headroom()+len(plain), 6+Overhead+len(plain))
 	copy(pkt, "sender")
-	copy(pkt[6+Overhead:], plain)
-	s.Seal(pkt, 6)
-	return pkt
+	copy(pkt[6+suite.Headroom():], plain)
+	return s.Seal(pkt, 6)
 }
+
+var suites = []Suite{NaCl, AESGCM}
 
 // TestCompatibleWithSecretbox: what Seal writes is exactly NaCl secretbox
 // (Weave Net's format), and secretbox's output opens with Open.
 func TestCompatibleWithSecretbox(t *testing.T) {
 	key := testKey(t)
 	msg := bytes.Repeat([]byte("0123456789"), 20)
-	pkt := sealed(NewSealer(key, true), msg)
+	pkt := sealed(NewSealer(key, true, NaCl), msg)
 	var n [24]byte
 	n[0] = 0x80
 	copy(n[16:], pkt[6:6+seqLen])
@@ -45,7 +50,7 @@ func TestCompatibleWithSecretbox(t *testing.T) {
 		n[0] = 0
 		binary.BigEndian.PutUint64(n[16:], uint64(size))
 		box := append(binary.BigEndian.AppendUint64(nil, uint64(size)), secretbox.Seal(nil, msg[:size], &n, key)...)
-		plain, err := NewOpener(key, true).Open(box)
+		plain, err := NewOpener(key, true, NaCl).Open(box)
 		if err != nil || !bytes.Equal(plain, msg[:size]) {
 			t.Fatalf("size %d: Open of secretbox output: %v", size, err)
 		}
@@ -53,9 +58,15 @@ func TestCompatibleWithSecretbox(t *testing.T) {
 }
 
 func TestSealOpenBothDirections(t *testing.T) {
+	for _, suite := range suites {
+		t.Run(suite.String(), func(t *testing.T) { testSealOpenBothDirections(t, suite) })
+	}
+}
+
+func testSealOpenBothDirections(t *testing.T, suite Suite) {
 	key := testKey(t)
-	dialer, acceptor := NewSealer(key, true), NewSealer(key, false)
-	atDialer, atAcceptor := NewOpener(key, true), NewOpener(key, false)
+	dialer, acceptor := NewSealer(key, true, suite), NewSealer(key, false, suite)
+	atDialer, atAcceptor := NewOpener(key, true, suite), NewOpener(key, false, suite)
 	for i := range 100 {
 		msg := []byte{byte(i), 'x', 'y'}
 		got, err := atAcceptor.Open(sealed(dialer, msg)[6:])
@@ -69,7 +80,7 @@ func TestSealOpenBothDirections(t *testing.T) {
 	}
 	// A datagram reflected back to its sender must not open: the direction
 	// bit differs, so the nonce does.
-	if _, err := NewOpener(key, true).Open(sealed(dialer, []byte("x"))[6:]); !errors.Is(err, ErrAuth) {
+	if _, err := NewOpener(key, true, suite).Open(sealed(dialer, []byte("x"))[6:]); !errors.Is(err, ErrAuth) {
 		t.Fatalf("reflected datagram: %v", err)
 	}
 }
@@ -80,7 +91,7 @@ func TestNoncesNeverRepeat(t *testing.T) {
 	key := testKey(t)
 	seen := map[[24]byte]bool{}
 	for _, outbound := range []bool{true, false} {
-		s := NewSealer(key, outbound)
+		s := NewSealer(key, outbound, NaCl)
 		for range 100000 {
 			pkt := sealed(s, nil)
 			var nonce [24]byte
@@ -97,7 +108,7 @@ func TestNoncesNeverRepeat(t *testing.T) {
 }
 
 func TestSealConcurrentUniqueSeq(t *testing.T) {
-	s := NewSealer(testKey(t), true)
+	s := NewSealer(testKey(t), true, AESGCM)
 	const workers, each = 4, 5000
 	seqs := make(chan uint64, workers*each)
 	done := make(chan bool)
@@ -123,8 +134,14 @@ func TestSealConcurrentUniqueSeq(t *testing.T) {
 }
 
 func TestOpenRejectsReplayAndTampering(t *testing.T) {
+	for _, suite := range suites {
+		t.Run(suite.String(), func(t *testing.T) { testOpenRejectsReplayAndTampering(t, suite) })
+	}
+}
+
+func testOpenRejectsReplayAndTampering(t *testing.T, suite Suite) {
 	key := testKey(t)
-	s, o := NewSealer(key, true), NewOpener(key, false)
+	s, o := NewSealer(key, true, suite), NewOpener(key, false, suite)
 	pkt := sealed(s, []byte("secret frame"))
 	replay := bytes.Clone(pkt)
 	if _, err := o.Open(pkt[6:]); err != nil {
@@ -228,12 +245,13 @@ func TestReplayWindowModel(t *testing.T) {
 // FuzzOpen: arbitrary bytes never panic the opener, and never open.
 func FuzzOpen(f *testing.F) {
 	key := &Key{1, 2, 3}
-	s := NewSealer(key, true)
-	f.Add(sealed(s, []byte("hello"))[6:])
-	f.Add(make([]byte, Overhead))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, box []byte) {
-		o := NewOpener(key, false)
+	for _, suite := range suites {
+		f.Add(byte(suite), sealed(NewSealer(key, true, suite), []byte("hello"))[6:])
+	}
+	f.Add(byte(0), make([]byte, Overhead))
+	f.Add(byte(1), []byte{})
+	f.Fuzz(func(t *testing.T, suite byte, box []byte) {
+		o := NewOpener(key, false, Suite(suite%2))
 		if plain, err := o.Open(box); err == nil && len(box) != 0 {
 			// Only a genuine datagram opens; the seed is one.
 			if !bytes.Equal(plain, []byte("hello")) {
@@ -244,34 +262,40 @@ func FuzzOpen(f *testing.F) {
 }
 
 func BenchmarkSeal(b *testing.B) {
-	for _, size := range []int{64, 1400, 65000} {
-		b.Run(sizeName(size), func(b *testing.B) {
-			s := NewSealer(testKey(b), true)
-			pkt := make([]byte, 6+Overhead+size)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				s.Seal(pkt, 6)
-			}
-		})
+	for _, suite := range suites {
+		for _, size := range []int{64, 1400, 65000} {
+			b.Run(suite.String()+"/"+sizeName(size), func(b *testing.B) {
+				s := NewSealer(testKey(b), true, suite)
+				pkt := make([]byte, 6+suite.Headroom()+size, 6+Overhead+size)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					s.Seal(pkt, 6)
+				}
+			})
+		}
 	}
 }
 
-func BenchmarkOpen(b *testing.B) {
-	for _, size := range []int{64, 1400, 65000} {
-		b.Run(sizeName(size), func(b *testing.B) {
-			key := testKey(b)
-			s, o := NewSealer(key, true), NewOpener(key, false)
-			pkt := make([]byte, 6+Overhead+size)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				s.Seal(pkt, 6)
-				if _, err := o.Open(pkt[6:]); err != nil {
-					b.Fatal(err)
+// BenchmarkSealOpen seals and opens each datagram: the cost of one
+// encrypted hop.
+func BenchmarkSealOpen(b *testing.B) {
+	for _, suite := range suites {
+		for _, size := range []int{64, 1400, 65000} {
+			b.Run(suite.String()+"/"+sizeName(size), func(b *testing.B) {
+				key := testKey(b)
+				s, o := NewSealer(key, true, suite), NewOpener(key, false, suite)
+				pkt := make([]byte, 6+suite.Headroom()+size, 6+Overhead+size)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					p := s.Seal(pkt, 6)
+					if _, err := o.Open(p[6:]); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

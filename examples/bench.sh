@@ -60,19 +60,26 @@ ip -n "$H2" addr add 192.168.200.2/24 dev eth0
 ip -n "$H1" link set eth0 up
 ip -n "$H2" link set eth0 up
 
-log "launching weave on h1 and h2"
-on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 >/dev/null
-on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 192.168.200.1 >/dev/null
-for i in $(seq 100); do
-	# Both ends gossip the link as established once the mesh has settled.
-	links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
-	[ "$links" = xx ] && break
-	[ "$i" = 100 ] && { log "h2 did not connect to h1 within 20s"; exit 1; }
-	sleep 0.2
-done
-on "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1" >/dev/null
-on "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2" >/dev/null
-on "$C1" ping -c 1 -W 5 10.32.0.2 >/dev/null || { log "c1 cannot reach c2"; exit 1; }
+# up [WEAVED FLAGS...]: (re)launch weave on both hosts with the flags and
+# plug the containers in again.
+up() {
+	for ns in "$H1" "$H2"; do
+		on "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true
+	done
+	log "launching weave on h1 and h2 $*"
+	on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 "$@" >/dev/null
+	on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 "$@" 192.168.200.1 >/dev/null
+	for i in $(seq 100); do
+		# Both ends gossip the link as established once the mesh has settled.
+		links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
+		[ "$links" = xx ] && break
+		[ "$i" = 100 ] && { log "h2 did not connect to h1 within 20s"; exit 1; }
+		sleep 0.2
+	done
+	on "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1" >/dev/null
+	on "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2" >/dev/null
+	on "$C1" ping -c 1 -W 5 10.32.0.2 >/dev/null || { log "c1 cannot reach c2"; exit 1; }
+}
 
 # tcp FROM_NS TO_NS TO_ADDR: receiver-side bits per second of one stream.
 tcp() {
@@ -93,6 +100,7 @@ rtt() {
 	on "$1" ping -n -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/ { print $5 }'
 }
 
+up
 log "underlay TCP (h1 -> h2, ${DURATION}s)"
 tcp_under=$(tcp "$H1" "$H2" 192.168.200.2)
 log "overlay TCP (c1 -> c2, ${DURATION}s)"
@@ -100,12 +108,17 @@ tcp_over=$(tcp "$C1" "$C2" 10.32.0.2)
 log "ping RTT"
 rtt_under=$(rtt "$H1" 192.168.200.2)
 rtt_over=$(rtt "$C1" 10.32.0.2)
-for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over"; do
+
+up --password bench-secret
+log "encrypted overlay TCP (c1 -> c2, ${DURATION}s)"
+tcp_enc=$(tcp "$C1" "$C2" 10.32.0.2)
+rtt_enc=$(rtt "$C1" 10.32.0.2)
+for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over" "$tcp_enc" "$rtt_enc"; do
 	[ -n "$v" ] || { log "a measurement produced no number"; exit 1; }
 done
 
-awk -v tu="$tcp_under" -v to="$tcp_over" -v ru="$rtt_under" -v ro="$rtt_over" 'BEGIN {
-	printf "%-22s %12s %12s %18s\n", "", "underlay", "overlay", "overlay/underlay"
-	printf "%-22s %12.2f %12.2f %17.0f%%\n", "TCP 1 stream (Gbit/s)", tu / 1e9, to / 1e9, 100 * to / tu
-	printf "%-22s %12.3f %12.3f %17.2fx\n", "ping RTT avg (ms)", ru, ro, ro / ru
+awk -v tu="$tcp_under" -v to="$tcp_over" -v te="$tcp_enc" -v ru="$rtt_under" -v ro="$rtt_over" -v re="$rtt_enc" 'BEGIN {
+	printf "%-22s %10s %10s %10s %12s %12s\n", "", "underlay", "overlay", "encrypted", "overlay/und", "enc/overlay"
+	printf "%-22s %10.2f %10.2f %10.2f %11.0f%% %11.0f%%\n", "TCP 1 stream (Gbit/s)", tu / 1e9, to / 1e9, te / 1e9, 100 * to / tu, 100 * te / to
+	printf "%-22s %10.3f %10.3f %10.3f %11s  %11s\n", "ping RTT avg (ms)", ru, ro, re, sprintf("+%.3f", ro - ru), sprintf("+%.3f", re - ru)
 }'

@@ -49,6 +49,7 @@ const (
 const (
 	featureOverlays = "Overlays"
 	featureVnetHdr  = "WeavenetVnetHdr"
+	featureCipher   = "WeavenetCipher" // a faster cipher than Weave Net's that we can use
 	overlayName     = "sleeve"
 )
 
@@ -65,6 +66,7 @@ type forwarder struct {
 	sendControl func(tag byte, msg []byte) error
 	// sealer and opener are nil on an unencrypted link. The opener is used
 	// only by the receive loop.
+	suite  crypto.Suite
 	sealer *crypto.Sealer
 	opener *crypto.Opener
 
@@ -96,6 +98,9 @@ type control struct {
 func (r *Router) AddFeaturesTo(features map[string]string) {
 	features[featureOverlays] = overlayName
 	features[featureVnetHdr] = "1"
+	if r.fastCipher {
+		features[featureCipher] = crypto.AESGCM.String()
+	}
 }
 
 // Diagnostics implements mesh.Overlay.
@@ -127,8 +132,12 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 	}
 	// mesh gives a session key unless both ends trust each other's subnet.
 	if p.SessionKey != nil {
-		f.sealer = crypto.NewSealer(p.SessionKey, p.Outbound)
-		f.opener = crypto.NewOpener(p.SessionKey, p.Outbound)
+		// Weave Net's NaCl unless both ends run AES in hardware.
+		if r.fastCipher && p.Features[featureCipher] == crypto.AESGCM.String() {
+			f.suite = crypto.AESGCM
+		}
+		f.sealer = crypto.NewSealer(p.SessionKey, p.Outbound, f.suite)
+		f.opener = crypto.NewOpener(p.SessionKey, p.Outbound, f.suite)
 	}
 	// Only for a connection we dialled is the peer's address known up front
 	// (Weave Net uses the same port for UDP as for TCP); otherwise the first
@@ -187,6 +196,7 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"mtu":       f.r.mtu,
 		"vnet_hdr":  f.vnetHdr,
 		"encrypted": f.sealer != nil,
+		"cipher":    f.cipher(),
 		// superframes: offloaded 64 KiB frames cross this link whole.
 		"superframes": f.takesSuperFrames(),
 	}
@@ -203,9 +213,16 @@ func (f *forwarder) takesSuperFrames() bool {
 // overhead is what the link adds to a frame in device form.
 func (f *forwarder) overhead() int {
 	if f.sealer != nil {
-		return packetHdrLen + crypto.Overhead + frameHdrLen
+		return packetHdrLen + f.suite.Headroom() + frameHdrLen + f.suite.Tailroom()
 	}
 	return packetHdrLen + frameHdrLen
+}
+
+func (f *forwarder) cipher() string {
+	if f.sealer == nil {
+		return "none"
+	}
+	return f.suite.String()
 }
 
 func (f *forwarder) control(tag byte, msg []byte) error {
@@ -344,7 +361,7 @@ func (f *forwarder) sendSpecial(n int, fill func(eth []byte)) error {
 	if f.vnetHdr {
 		hdr = tun.VirtioNetHdrLen
 	}
-	b := make([]byte, txHeadroom+hdr+n)
+	b := make([]byte, txHeadroom+hdr+n+crypto.MaxTailroom)
 	if fill != nil {
 		fill(b[txHeadroom+hdr:])
 	}

@@ -62,11 +62,13 @@ func (r *Router) receivePacket(buf []byte, n int, from netip.AddrPort) {
 	}
 	off := packetHdrLen
 	if f.opener != nil {
-		if _, err := f.opener.Open(pkt[packetHdrLen:]); err != nil {
+		plain, err := f.opener.Open(pkt[packetHdrLen:])
+		if err != nil {
 			r.stats.drop(openDropReason(err))
 			return
 		}
-		off += crypto.Overhead
+		off += f.suite.Headroom()
+		pkt = pkt[:off+len(plain)]
 	}
 	for {
 		h, next, ok, err := nextFrame(pkt, off)

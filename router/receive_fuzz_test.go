@@ -102,9 +102,9 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 	r := fuzzRouter(t)
 	key := &crypto.Key{9, 9, 9}
 	f := &forwarder{r: r, remoteName: 3, vnetHdr: true, specials: make(chan special, 1), stop: make(chan struct{}),
-		opener: crypto.NewOpener(key, false)}
+		opener: crypto.NewOpener(key, false, crypto.NaCl)}
 	r.setForwarder(3, f, nil)
-	peer := crypto.NewSealer(key, true) // the other end dialled
+	peer := crypto.NewSealer(key, true, crypto.NaCl) // the other end dialled
 
 	eth := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 3, 8, 0}, []byte("marker")...)
 	payload := append(make([]byte, 10), eth...)
@@ -113,8 +113,7 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 		putPeerName(pkt, 3)
 		putFrameHeader(pkt[packetHdrLen+crypto.Overhead:], 3, r.name, len(payload))
 		copy(pkt[packetHdrLen+crypto.Overhead+frameHdrLen:], payload)
-		peer.Seal(pkt, packetHdrLen)
-		return pkt
+		return peer.Seal(pkt, packetHdrLen)
 	}
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
 	from := netip.MustParseAddrPort("127.0.0.1:6783")

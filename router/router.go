@@ -11,6 +11,8 @@ import (
 
 	"github.com/weaveworks/mesh"
 	"golang.org/x/sys/unix"
+
+	"weavenet/crypto"
 )
 
 // DefaultPort is the TCP (control) and UDP (data) port of Weave Net.
@@ -40,6 +42,10 @@ type Config struct {
 	MTU int
 	// Logger receives connection events; nil means slog.Default().
 	Logger *slog.Logger
+	// NaClOnly seals encrypted links with Weave Net's NaCl even where both
+	// ends could use the faster AES-GCM: for interoperability tests, or a
+	// policy of one cipher.
+	NaClOnly bool
 }
 
 // Router forwards frames between its Device and its peers. Build it with New,
@@ -50,6 +56,8 @@ type Router struct {
 	mtu  int
 	port int
 	log  *slog.Logger
+	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
+	fastCipher bool
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -103,13 +111,14 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: configure UDP socket: %w", err)
 	}
 	r := &Router{
-		dev:     cfg.Device,
-		conn:    conn,
-		mtu:     cfg.MTU,
-		port:    cfg.Port,
-		log:     cfg.Logger,
-		macs:    newMACCache(),
-		closing: make(chan struct{}),
+		dev:        cfg.Device,
+		conn:       conn,
+		mtu:        cfg.MTU,
+		port:       cfg.Port,
+		log:        cfg.Logger,
+		fastCipher: crypto.HardwareAES() && !cfg.NaClOnly,
+		macs:       newMACCache(),
+		closing:    make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)

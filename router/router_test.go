@@ -92,10 +92,17 @@ func startPeer(t *testing.T, name string, peers ...string) *testPeer {
 
 func startPeerWith(t *testing.T, name string, configure func(*gossip.Config), peers ...string) *testPeer {
 	t.Helper()
+	return startPeerFull(t, name, func(*router.Config) {}, configure, peers...)
+}
+
+func startPeerFull(t *testing.T, name string, configureRouter func(*router.Config), configure func(*gossip.Config), peers ...string) *testPeer {
+	t.Helper()
 	port := freePort(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p := &testPeer{name: name, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dev: newFakeDevice()}
-	r, err := router.New(router.Config{Device: p.dev, Host: "127.0.0.1", Port: port, Logger: log})
+	rcfg := router.Config{Device: p.dev, Host: "127.0.0.1", Port: port, Logger: log}
+	configureRouter(&rcfg)
+	r, err := router.New(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,16 +262,22 @@ func withPassword(pw string) func(*gossip.Config) {
 }
 
 func TestEncryptedRoutersForwardFrames(t *testing.T) {
-	a := startPeerWith(t, "02:00:00:00:04:0a", withPassword("s3cret"))
-	b := startPeerWith(t, "02:00:00:00:04:0b", withPassword("s3cret"), a.addr)
-	routed(t, a, b)
-	a.dev.in <- frame(broadcast, macA, "sealed-broadcast")
-	b.expect(t, "sealed-broadcast")
-	b.dev.in <- frame(macA, macB, "sealed-reply")
-	a.expect(t, "sealed-reply")
-	big := string(bytes.Repeat([]byte("x"), 9000))
-	a.dev.in <- frame(macB, macA, big)
-	b.expect(t, big)
+	for _, nacl := range []bool{false, true} {
+		t.Run(map[bool]string{false: "negotiated", true: "nacl"}[nacl], func(t *testing.T) {
+			onlyNaCl := func(c *router.Config) { c.NaClOnly = nacl }
+			a := startPeerFull(t, "02:00:00:00:04:0a", onlyNaCl, withPassword("s3cret"))
+			// One end offering NaCl only is enough to fall back to it.
+			b := startPeerFull(t, "02:00:00:00:04:0b", func(*router.Config) {}, withPassword("s3cret"), a.addr)
+			routed(t, a, b)
+			a.dev.in <- frame(broadcast, macA, "sealed-broadcast")
+			b.expect(t, "sealed-broadcast")
+			b.dev.in <- frame(macA, macB, "sealed-reply")
+			a.expect(t, "sealed-reply")
+			big := string(bytes.Repeat([]byte("x"), 9000))
+			a.dev.in <- frame(macB, macA, big)
+			b.expect(t, big)
+		})
+	}
 }
 
 func TestWrongPasswordIsRefused(t *testing.T) {

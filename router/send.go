@@ -29,16 +29,18 @@ import (
 const (
 	// txHeadroom holds the datagram and frame headers written in front of a
 	// frame read from the device, with room for sealing.
-	txHeadroom = packetHdrLen + crypto.Overhead + frameHdrLen
+	txHeadroom = packetHdrLen + crypto.MaxHeadroom + frameHdrLen
+	// txTailroom is where sealing may append an authentication tag.
+	txTailroom = crypto.MaxTailroom
 	// maxDeviceFrame is the largest frame the device hands over: a 64 KiB
 	// TSO super-frame plus its Ethernet and virtio headers.
 	maxDeviceFrame = tun.VirtioNetHdrLen + ethHdrLen + 65535
 )
 
 func (r *Router) sendLoop() {
-	buf := make([]byte, txHeadroom+maxDeviceFrame)
+	buf := make([]byte, txHeadroom+maxDeviceFrame+txTailroom)
 	for {
-		n, err := r.dev.Read(buf[txHeadroom:])
+		n, err := r.dev.Read(buf[txHeadroom : txHeadroom+maxDeviceFrame])
 		if err != nil {
 			if r.isClosing() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
 				return
@@ -155,12 +157,12 @@ func (r *Router) transmit(f *forwarder, addr netip.AddrPort, buf []byte, off, n 
 	putFrameHeader(buf[off-frameHdrLen:], src, dst, n)
 	start := off - frameHdrLen - packetHdrLen
 	if f.sealer != nil {
-		start -= crypto.Overhead
+		start -= f.suite.Headroom()
 	}
 	putPeerName(buf[start:], r.name)
 	pkt := buf[start : off+n]
 	if f.sealer != nil {
-		f.sealer.Seal(pkt, packetHdrLen)
+		pkt = f.sealer.Seal(pkt, packetHdrLen) // grows into the tailroom
 	}
 	r.send(pkt, addr)
 }
@@ -184,7 +186,7 @@ func (r *Router) sendFrameCopy(f *forwarder, frame []byte, src, dst mesh.PeerNam
 	bp := frameBufs.Get().(*[]byte)
 	defer frameBufs.Put(bp)
 	b := *bp
-	n := copy(b[txHeadroom:], frame)
+	n := copy(b[txHeadroom:txHeadroom+maxDeviceFrame], frame)
 	r.sendFrame(f, b, txHeadroom, n, src, dst)
 }
 
@@ -192,7 +194,7 @@ func (r *Router) sendFrameCopy(f *forwarder, frame []byte, src, dst mesh.PeerNam
 // rare sends that cannot work in the buffer the frame arrived in. Pooled
 // because both forwarding loops may need one.
 var frameBufs = sync.Pool{New: func() any {
-	b := make([]byte, txHeadroom+maxDeviceFrame)
+	b := make([]byte, txHeadroom+maxDeviceFrame+txTailroom)
 	return &b
 }}
 

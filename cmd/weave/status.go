@@ -129,6 +129,9 @@ func renderConnections(w io.Writer, rep *api.Report) {
 			enc := "unencrypted"
 			if c.Encrypted {
 				enc = "encrypted"
+				if c.Cipher != "" {
+					extra += " cipher=" + c.Cipher
+				}
 			}
 			extra += " " + enc
 		}

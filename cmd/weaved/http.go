@@ -169,6 +169,9 @@ func connection(c mesh.LocalConnectionStatus) api.Connection {
 	if enc, ok := c.Attrs["encrypted"].(bool); ok {
 		out.Encrypted = enc
 	}
+	if cipher, ok := c.Attrs["cipher"].(string); ok {
+		out.Cipher = cipher
+	}
 	return out
 }
 
