@@ -42,6 +42,11 @@ type Config struct {
 	MTU int
 	// Logger receives connection events; nil means slog.Default().
 	Logger *slog.Logger
+	// HostLocal are addresses every host gives its own bridge (the DNS
+	// server's, say): ARP for them never leaves the host, so each host's
+	// containers find their own host's, and no host hears the others claim
+	// the same address.
+	HostLocal []netip.Addr
 	// NaClOnly seals encrypted links with Weave Net's NaCl even where both
 	// ends could use the faster AES-GCM: for interoperability tests, or a
 	// policy of one cipher.
@@ -58,6 +63,7 @@ type Router struct {
 	log  *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
 	fastCipher bool
+	hostLocal  []netip.Addr
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -117,6 +123,7 @@ func New(cfg Config) (*Router, error) {
 		port:       cfg.Port,
 		log:        cfg.Logger,
 		fastCipher: crypto.HardwareAES() && !cfg.NaClOnly,
+		hostLocal:  cfg.HostLocal,
 		macs:       newMACCache(),
 		closing:    make(chan struct{}),
 	}

@@ -57,6 +57,9 @@ func (r *Router) sendLoop() {
 		copy(dst[:], eth[0:6])
 		copy(src[:], eth[6:12])
 		r.learn(src, r.name)
+		if len(r.hostLocal) > 0 && arpsFor(eth, r.hostLocal) {
+			continue
+		}
 		if dst.isUnicast() {
 			if owner, ok := r.macs.lookup(dst); ok {
 				if owner != r.name { // a frame for a local MAC has no business here
@@ -224,4 +227,25 @@ func (r *Router) isClosing() bool {
 	default:
 		return false
 	}
+}
+
+// arpsFor reports whether eth is an ARP packet whose sender or target is one
+// of addrs.
+func arpsFor(eth []byte, addrs []netip.Addr) bool {
+	const arpLen = 28
+	if len(eth) < ethHdrLen+arpLen || eth[12] != 0x08 || eth[13] != 0x06 {
+		return false
+	}
+	arp := eth[ethHdrLen:]
+	if arp[4] != 6 || arp[5] != 4 { // Ethernet and IPv4 addresses
+		return false
+	}
+	sender := netip.AddrFrom4([4]byte(arp[14:18]))
+	target := netip.AddrFrom4([4]byte(arp[24:28]))
+	for _, a := range addrs {
+		if a == sender || a == target {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 
 	"github.com/weaveworks/mesh"
@@ -127,4 +128,28 @@ func FuzzDecodePacket(f *testing.F) {
 			t.Fatalf("consumed %d of %d bytes without error", consumed, len(pkt))
 		}
 	})
+}
+
+func TestARPForHostLocalAddressStaysHome(t *testing.T) {
+	dns := netip.MustParseAddr("169.254.53.53")
+	arp := func(sender, target string) []byte {
+		eth := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}
+		body := []byte{0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1}
+		body = append(body, netip.MustParseAddr(sender).AsSlice()...)
+		body = append(body, 0, 0, 0, 0, 0, 0)
+		body = append(body, netip.MustParseAddr(target).AsSlice()...)
+		return append(eth, body...)
+	}
+	if !arpsFor(arp("10.32.0.1", "169.254.53.53"), []netip.Addr{dns}) {
+		t.Error("who-has for the host-local address would leave the host")
+	}
+	if !arpsFor(arp("169.254.53.53", "10.32.0.1"), []netip.Addr{dns}) {
+		t.Error("the host's own who-has from the host-local address would leave the host")
+	}
+	if arpsFor(arp("10.32.0.1", "10.32.0.2"), []netip.Addr{dns}) {
+		t.Error("ordinary ARP held back")
+	}
+	if arpsFor(arp("10.32.0.1", "169.254.53.53")[:30], []netip.Addr{dns}) {
+		t.Error("truncated ARP matched")
+	}
 }
