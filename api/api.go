@@ -10,6 +10,15 @@
 //	POST /attach              AttachRequest → AttachResponse
 //	POST /detach              AttachRequest → AttachResponse
 //	POST /stop                {}            → {} (the daemon exits)
+//	POST /reset               {}            → {} (hand IPAM space away, remove bridge and state, exit)
+//	GET  /ps                  → []Container
+//	POST /rm                  ContainerRequest → {}
+//	POST /expose              AttachRequest (Container empty) → AttachResponse
+//	POST /hide                AttachRequest (Container empty) → AttachResponse
+//	POST /rmpeer              PeersRequest  → RmpeerResponse
+//	POST /dns-add             DNSRequest    → {}
+//	POST /dns-remove          DNSRequest    → {}
+//	GET  /dns-lookup?name=N   → []string (addresses)
 package api
 
 // Version is the weavenet release, shown by `weave version` and status.
@@ -19,6 +28,51 @@ const Version = "0.1.0"
 type Report struct {
 	Version string
 	Router  Router
+	IPAM    *IPAM `json:",omitempty"`
+	DNS     *DNS  `json:",omitempty"`
+}
+
+// IPAM is the address allocator's section of the report.
+type IPAM struct {
+	// Status: idle, ready, awaiting consensus (quorum Q, known peers K),
+	// waiting for the ring from other peers, waiting for donation, ...
+	Status        string
+	Range         string // first-last
+	RangeCIDR     string
+	DefaultSubnet string
+	Init          string
+	Allocations   int // addresses held by containers on this peer
+	Peers         []IPAMPeer
+}
+
+// IPAMPeer is one owner of address space.
+type IPAMPeer struct {
+	Name      string
+	NickName  string
+	Ourself   bool
+	Reachable bool
+	Ranges    []string
+	Addresses uint64  // size of its ranges
+	Share     float64 // of the whole range, 0..1
+	Free      uint64
+}
+
+// DNS is weaveDNS's section of the report.
+type DNS struct {
+	Domain   string
+	Address  string // where containers reach it
+	Upstream []string
+	TTL      uint32
+	Entries  []DNSEntry
+}
+
+// DNSEntry is one name → address record.
+type DNSEntry struct {
+	Hostname  string
+	Address   string
+	Container string
+	Origin    string // peer name
+	Tombstone bool   `json:",omitempty"`
 }
 
 // Router is the router section of the report.
@@ -93,10 +147,38 @@ type PeersRequest struct {
 
 // AttachRequest asks to plug a container into the weave bridge (attach) or
 // to take addresses from it (detach). Container is a netns name, a netns
-// path, or a PID. Addrs are CIDRs such as 10.32.0.1/12.
+// path, or a PID. Addrs are the CLI's ADDR forms: a CIDR (that address),
+// net:default, net:CIDR (allocate from that subnet), none. Hostname is the
+// name to register in DNS (default: the container's name).
 type AttachRequest struct {
 	Container string
 	Addrs     []string
+	Hostname  string `json:",omitempty"`
+}
+
+// ContainerRequest names a container.
+type ContainerRequest struct {
+	Container string
+}
+
+// Container is one line of weave ps.
+type Container struct {
+	Container string
+	MAC       string
+	Addrs     []string
+}
+
+// RmpeerResponse says how many addresses were taken over per peer.
+type RmpeerResponse struct {
+	Reclaimed map[string]uint64
+}
+
+// DNSRequest adds or removes names: Addrs (default: the container's
+// addresses) of Container under Hostname (default: its name).
+type DNSRequest struct {
+	Container string
+	Addrs     []string `json:",omitempty"`
+	Hostname  string   `json:",omitempty"`
 }
 
 // AttachResponse is the container's interface after the change.

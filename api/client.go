@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -56,6 +57,57 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest) (*AttachResponse
 func (c *Client) Detach(ctx context.Context, req AttachRequest) (*AttachResponse, error) {
 	var r AttachResponse
 	return &r, c.do(ctx, http.MethodPost, "/detach", req, &r)
+}
+
+// Ps lists the containers attached here.
+func (c *Client) Ps(ctx context.Context) ([]Container, error) {
+	var r []Container
+	return r, c.do(ctx, http.MethodGet, "/ps", nil, &r)
+}
+
+// Rm releases a container's addresses and names and unplugs it.
+func (c *Client) Rm(ctx context.Context, container string) error {
+	return c.do(ctx, http.MethodPost, "/rm", ContainerRequest{Container: container}, nil)
+}
+
+// Expose gives the host addresses on the weave network.
+func (c *Client) Expose(ctx context.Context, req AttachRequest) (*AttachResponse, error) {
+	var r AttachResponse
+	return &r, c.do(ctx, http.MethodPost, "/expose", req, &r)
+}
+
+// Hide takes them away.
+func (c *Client) Hide(ctx context.Context, req AttachRequest) (*AttachResponse, error) {
+	var r AttachResponse
+	return &r, c.do(ctx, http.MethodPost, "/hide", req, &r)
+}
+
+// Rmpeer takes over the address space of peers gone for good.
+func (c *Client) Rmpeer(ctx context.Context, req PeersRequest) (*RmpeerResponse, error) {
+	var r RmpeerResponse
+	return &r, c.do(ctx, http.MethodPost, "/rmpeer", req, &r)
+}
+
+// DNSAdd registers names.
+func (c *Client) DNSAdd(ctx context.Context, req DNSRequest) error {
+	return c.do(ctx, http.MethodPost, "/dns-add", req, nil)
+}
+
+// DNSRemove removes names.
+func (c *Client) DNSRemove(ctx context.Context, req DNSRequest) error {
+	return c.do(ctx, http.MethodPost, "/dns-remove", req, nil)
+}
+
+// DNSLookup resolves a name in the weave domain.
+func (c *Client) DNSLookup(ctx context.Context, name string) ([]string, error) {
+	var r []string
+	return r, c.do(ctx, http.MethodGet, "/dns-lookup?name="+url.QueryEscape(name), nil, &r)
+}
+
+// Reset asks the daemon to hand its address space to another peer, remove
+// its bridge and persisted state, and exit.
+func (c *Client) Reset(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/reset", struct{}{}, nil)
 }
 
 // Stop asks the daemon to exit.

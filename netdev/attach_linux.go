@@ -31,6 +31,9 @@ type AttachConfig struct {
 	HostIfName string         // host-side veth name; derived from the namespace's identity if empty
 	MTU        int            // of both veth ends; 0 = kernel default
 	Addrs      []netip.Prefix // addresses to add inside; ones already there are kept
+	// Routes are destinations reached directly over IfName (link scope),
+	// e.g. the host's DNS server address on the bridge.
+	Routes []netip.Prefix
 }
 
 // Attach creates the veth pair if it is missing, with one end inside the
@@ -204,6 +207,11 @@ func configure(cont *netlink.Handle, br, host, peer netlink.Link, cfg AttachConf
 	if added {
 		if have, err = listAddrs(cont, peer); err != nil {
 			return nil, nil, err
+		}
+	}
+	for _, p := range cfg.Routes {
+		if err := cont.RouteReplace(&netlink.Route{LinkIndex: peer.Attrs().Index, Dst: ipNet(p), Scope: netlink.SCOPE_LINK}); err != nil {
+			return nil, nil, fmt.Errorf("add route to %v: %w", p, err)
 		}
 	}
 	return slices.Clone(peer.Attrs().HardwareAddr), have, nil

@@ -21,6 +21,7 @@ type AttachConfig struct {
 	HostIfName string
 	MTU        int
 	Addrs      []netip.Prefix
+	Routes     []netip.Prefix
 }
 
 // errUnsupported is what every function returns outside Linux, where there
@@ -46,3 +47,15 @@ func Attach(cfg AttachConfig) (net.HardwareAddr, []netip.Prefix, error) {
 func Detach(netnsPath, ifName string, addrs []netip.Prefix) ([]netip.Prefix, error) {
 	return nil, errUnsupported
 }
+
+// AddAddr is unsupported off Linux.
+func AddAddr(link string, p netip.Prefix) error { return errUnsupported }
+
+// DelAddr is unsupported off Linux.
+func DelAddr(link string, p netip.Prefix) error { return errUnsupported }
+
+// AddRoute is unsupported off Linux.
+func AddRoute(link string, dst netip.Prefix, src netip.Addr) error { return errUnsupported }
+
+// OverlappingRoutes is unsupported off Linux.
+func OverlappingRoutes(p netip.Prefix, except string) ([]string, error) { return nil, errUnsupported }

@@ -93,6 +93,15 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
 // peer gets it exactly once, whether or not it is directly connected to src.
 func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 	hops := r.mesh.Routes.Broadcast(src)
+	if len(hops) == 0 && src == r.name {
+		// Right after a connection comes up, mesh has not yet computed the
+		// broadcast tree: send our own frame to every neighbour rather than
+		// lose it (a container's first ARP request, which it would only
+		// repeat a second later).
+		for name := range *r.fwds.Load() {
+			hops = append(hops, name)
+		}
+	}
 	for i, hop := range hops {
 		f := r.forwarder(hop)
 		switch {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"text/template"
@@ -19,6 +18,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == execInNetNS {
+		execIn(os.Args[2:])
+	}
+	// -h is weave's hostname flag (weave run, dns-add), as in Weave Net;
+	// help is --help only.
+	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
 	if err := app().Run(context.Background(), os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "weave: %s\n", strings.Join(strings.Fields(err.Error()), " "))
 		os.Exit(1)
@@ -46,7 +51,7 @@ func app() *cli.Command {
 			{
 				Name:      "status",
 				Usage:     "show the daemon's status, or one part of it",
-				ArgsUsage: "[peers|connections|targets]",
+				ArgsUsage: "[peers|connections|targets|ipam|dns]",
 				Action:    status,
 			},
 			{
@@ -55,8 +60,25 @@ func app() *cli.Command {
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "Go `TEMPLATE` applied to the report instead of JSON"}},
 				Action: report,
 			},
-			{Name: "attach", Usage: "plug a container (netns name, path or PID) into the weave network", ArgsUsage: "CIDR... CONTAINER", Action: attach(true)},
-			{Name: "detach", Usage: "take addresses (all given) from a container; the last one unplugs it", ArgsUsage: "CIDR... CONTAINER", Action: attach(false)},
+			{Name: "attach", Usage: "plug a container (netns name, path or PID) into the weave network; ADDR: CIDR, net:default (the default), net:CIDR, none", ArgsUsage: "[ADDR...] CONTAINER",
+				Flags: []cli.Flag{hostnameFlag}, Action: attach(true)},
+			{Name: "detach", Usage: "take addresses from a container (all if none given); the last one unplugs it", ArgsUsage: "[ADDR...] CONTAINER", Action: attach(false)},
+			{
+				Name:            "run",
+				Usage:           "make a container: a network namespace NAME on the weave network, its name in DNS, CMD running in it",
+				ArgsUsage:       "[ADDR...] --name NAME [-h FQDN] -- CMD [ARG...]",
+				SkipFlagParsing: true,
+				Action:          run,
+			},
+			{Name: "ps", Usage: "list containers with their MAC and addresses", Action: ps},
+			{Name: "rm", Usage: "kill a container's processes, release its addresses and names, delete it", ArgsUsage: "NAME...", Action: rm},
+			{Name: "expose", Usage: "give the host an address on the weave network", ArgsUsage: "[ADDR...]", Action: expose(true)},
+			{Name: "hide", Usage: "take the host's weave addresses away", ArgsUsage: "[ADDR...]", Action: expose(false)},
+			{Name: "rmpeer", Usage: "take over the address space of peers gone for good", ArgsUsage: "PEER...", Action: rmpeer},
+			{Name: "reset", Usage: "stop the daemon, hand its address space to a peer, remove the bridge and persisted state", Action: reset},
+			{Name: "dns-add", Usage: "register names", ArgsUsage: "[IP...] CONTAINER [-h FQDN]", Flags: []cli.Flag{hostnameFlag}, Action: dnsAdd},
+			{Name: "dns-remove", Usage: "remove names", ArgsUsage: "[IP...] CONTAINER [-h FQDN]", Flags: []cli.Flag{hostnameFlag}, Action: dnsRemove},
+			{Name: "dns-lookup", Usage: "resolve a name in the weave domain", ArgsUsage: "NAME", Action: dnsLookup},
 			{Name: "connect", Usage: "add peers to connect to", ArgsUsage: "PEER...", Flags: []cli.Flag{&cli.BoolFlag{Name: "replace", Usage: "drop the targets not named"}}, Action: connect},
 			{Name: "forget", Usage: "stop trying to connect to peers", ArgsUsage: "PEER...", Action: forget},
 			{Name: "version", Usage: "print the version", Action: func(context.Context, *cli.Command) error {
@@ -66,6 +88,8 @@ func app() *cli.Command {
 		},
 	}
 }
+
+var hostnameFlag = &cli.StringFlag{Name: "hostname", Aliases: []string{"h"}, Usage: "`FQDN` to register in DNS (default: the container's name)"}
 
 func usageError(_ context.Context, _ *cli.Command, err error, _ bool) error { return err }
 
@@ -80,13 +104,18 @@ func stop(ctx context.Context, cmd *cli.Command) error {
 	if err := c.Stop(ctx); err != nil {
 		return err
 	}
-	// Wait until it is gone, so that a launch right after succeeds.
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	return waitGone(ctx, c)
+}
+
+// waitGone waits until the daemon no longer answers, so that a launch right
+// after succeeds.
+func waitGone(ctx context.Context, c *api.Client) error {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if _, err := c.Report(ctx); errors.Is(err, api.ErrNoDaemon) {
 			return nil
 		}
 	}
-	return errors.New("the daemon did not stop within 10s")
+	return errors.New("the daemon did not stop within 15s")
 }
 
 func report(ctx context.Context, cmd *cli.Command) error {
@@ -120,23 +149,19 @@ func attach(on bool) cli.ActionFunc {
 	return func(ctx context.Context, cmd *cli.Command) error {
 		args := cmd.Args().Slice()
 		if len(args) < 1 {
-			return fmt.Errorf("usage: weave %s CIDR... CONTAINER", verb)
+			return fmt.Errorf("name the container: weave %s [ADDR...] CONTAINER", verb)
 		}
-		cidrs, container := args[:len(args)-1], args[len(args)-1]
-		if on && len(cidrs) == 0 {
-			return fmt.Errorf("usage: weave attach CIDR... CONTAINER (give an address such as 10.32.0.1/12)")
+		addrs, container := args[:len(args)-1], args[len(args)-1]
+		if err := checkAddrs(addrs); err != nil {
+			return err
 		}
-		for _, s := range cidrs {
-			if p, err := netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
-				return fmt.Errorf("%q is not an IPv4 CIDR such as 10.32.0.1/12", s)
-			}
-		}
-		ctx, cancel := withTimeout(ctx)
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
-		req := api.AttachRequest{Container: container, Addrs: cidrs}
+		req := api.AttachRequest{Container: container, Addrs: addrs}
 		var resp *api.AttachResponse
 		var err error
 		if on {
+			req.Hostname = cmd.String("hostname")
 			resp, err = client(cmd).Attach(ctx, req)
 		} else {
 			resp, err = client(cmd).Detach(ctx, req)

@@ -17,7 +17,7 @@ func status(ctx context.Context, cmd *cli.Command) error {
 	view := cmd.Args().First()
 	render, ok := statusViews[view]
 	if !ok || cmd.Args().Len() > 1 {
-		return fmt.Errorf("unknown status view %q: want one of peers, connections, targets, or none", strings.Join(cmd.Args().Slice(), " "))
+		return fmt.Errorf("unknown status view %q: want one of peers, connections, targets, ipam, dns, or none", strings.Join(cmd.Args().Slice(), " "))
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -34,6 +34,8 @@ var statusViews = map[string]func(io.Writer, *api.Report){
 	"peers":       renderPeers,
 	"connections": renderConnections,
 	"targets":     renderTargets,
+	"ipam":        renderIPAM,
+	"dns":         renderDNS,
 }
 
 // renderStatus prints the summary in Weave Net's layout: right-aligned labels.
@@ -62,6 +64,49 @@ func renderStatus(w io.Writer, rep *api.Report) {
 		trusted = strings.Join(r.TrustedSubnets, ", ")
 	}
 	line("TrustedSubnets", trusted)
+	if ip := rep.IPAM; ip != nil {
+		fmt.Fprintln(w)
+		line("Service", "ipam")
+		line("Status", ip.Status)
+		line("Range", ip.Range)
+		line("DefaultSubnet", ip.DefaultSubnet)
+	}
+	if d := rep.DNS; d != nil {
+		fmt.Fprintln(w)
+		line("Service", "dns")
+		line("Domain", d.Domain)
+		upstream := "none"
+		if len(d.Upstream) > 0 {
+			upstream = strings.Join(d.Upstream, ", ")
+		}
+		line("Upstream", upstream)
+		line("TTL", fmt.Sprint(d.TTL))
+		line("Entries", fmt.Sprint(len(d.Entries)))
+	}
+}
+
+// renderIPAM lists who owns how much of the range.
+func renderIPAM(w io.Writer, rep *api.Report) {
+	if rep.IPAM == nil {
+		return
+	}
+	for _, p := range rep.IPAM.Peers {
+		note := ""
+		if !p.Reachable {
+			note = " - unreachable!"
+		}
+		fmt.Fprintf(w, "%s(%s) %10d IPs (%5.1f%% of total) %s%s\n", p.Name, p.NickName, p.Addresses, 100*p.Share, strings.Join(p.Ranges, " "), note)
+	}
+}
+
+// renderDNS lists the names: name, address, owning peer, container.
+func renderDNS(w io.Writer, rep *api.Report) {
+	if rep.DNS == nil {
+		return
+	}
+	for _, e := range rep.DNS.Entries {
+		fmt.Fprintf(w, "%-24s %-15s %s %s\n", e.Hostname, e.Address, e.Origin, e.Container)
+	}
 }
 
 func enabled(b bool) string {

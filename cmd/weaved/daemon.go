@@ -7,12 +7,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/weaveworks/mesh"
+
+	"weavenet/dns"
 	"weavenet/gossip"
+	"weavenet/ipam"
 	"weavenet/netdev"
 	"weavenet/router"
 	"weavenet/tun"
@@ -25,8 +31,13 @@ type daemon struct {
 	log           *slog.Logger
 	node          *gossip.Node
 	router        *router.Router
+	store         *ipam.Store
+	alloc         *ipam.Allocator
+	dns           *dns.Server // nil with --no-dns
+	containers    *registry
 	bridgeCreated bool
 	stop          chan struct{}
+	reset         bool // on the way out, remove bridge and state too
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
@@ -86,6 +97,23 @@ func run(ctx context.Context, cfg config) error {
 
 func (d *daemon) start() error {
 	cfg := d.cfg
+	if !cfg.ipRangeExplicit {
+		clash, err := netdev.OverlappingRoutes(cfg.ipRange, cfg.bridge)
+		if err != nil {
+			return err
+		}
+		if len(clash) > 0 {
+			return fmt.Errorf("the default --ipalloc-range %v overlaps this host's route %s: pass --ipalloc-range with a free range", cfg.ipRange, clash[0])
+		}
+	}
+	store, err := ipam.OpenStore(filepath.Join(cfg.dataDir, "ipam.db"))
+	if err != nil {
+		return fmt.Errorf("--data-dir %s: %w", cfg.dataDir, err)
+	}
+	d.store = store
+	if d.containers, err = openRegistry(filepath.Join(cfg.dataDir, "containers.json")); err != nil {
+		return err
+	}
 	created, err := netdev.EnsureBridge(cfg.bridge, cfg.mtu)
 	if err != nil {
 		return fmt.Errorf("--bridge %s: %w", cfg.bridge, err)
@@ -101,7 +129,11 @@ func (d *daemon) start() error {
 	if err != nil {
 		return fmt.Errorf("bridge port: %w", err)
 	}
-	r, err := router.New(router.Config{Device: tap, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log})
+	rcfg := router.Config{Device: tap, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log}
+	if cfg.dns {
+		rcfg.HostLocal = []netip.Addr{cfg.dnsAddr}
+	}
+	r, err := router.New(rcfg)
 	if err != nil {
 		tap.Close()
 		return fmt.Errorf("--port %d: %w", cfg.port, err)
@@ -123,20 +155,106 @@ func (d *daemon) start() error {
 		return err
 	}
 	d.node = node
+
+	// Gossipers register before the mesh starts, so that no message for
+	// them arrives first.
+	peers := meshPeers{node.Mesh}
+	alloc, err := ipam.New(ipam.Config{
+		Ourself:       node.Name,
+		NickName:      node.Mesh.Ourself.NickName,
+		Range:         cfg.ipRange,
+		DefaultSubnet: cfg.defaultSubnet,
+		Init:          cfg.ipInit,
+		InitialPeers:  len(cfg.peers) + 1,
+		Store:         store,
+		Peers:         peers,
+		Logger:        d.log.With("component", "ipam"),
+	})
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	d.alloc = alloc
+	g, err := node.Mesh.NewGossip("ipam", alloc)
+	if err != nil {
+		return fmt.Errorf("ipam gossip: %w", err)
+	}
+	alloc.SetGossip(g)
+	node.Mesh.Routes.OnChange(alloc.PeersChanged)
+
+	if cfg.dns {
+		if err := d.startDNS(); err != nil {
+			return err
+		}
+	}
 	r.Start(node.Mesh)
 	return node.Start(cfg.peers)
 }
 
-// cleanup removes what this daemon created, and nothing of the user's.
+// startDNS builds weaveDNS, re-registers the names of the containers still
+// here from before a restart, and serves on the bridge's DNS address.
+func (d *daemon) startDNS() error {
+	cfg := d.cfg
+	srv, err := dns.New(dns.Config{
+		Ourself:  d.node.Name,
+		Domain:   cfg.dnsDomain,
+		TTL:      uint32(cfg.dnsTTL),
+		Upstream: dns.NewResolvConf(dns.DefaultResolvConf, d.log),
+		Logger:   d.log.With("component", "dns"),
+	})
+	if err != nil {
+		return fmt.Errorf("--dns-domain: %w", err)
+	}
+	d.dns = srv
+	if err := srv.Reconcile(d.registrations()); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	g, err := d.node.Mesh.NewGossip("dns", srv)
+	if err != nil {
+		return fmt.Errorf("dns gossip: %w", err)
+	}
+	srv.SetGossip(g)
+	d.node.Mesh.Peers.OnGC(func(p *mesh.Peer) { go srv.PeerGone(p.Name) })
+	// Containers reach the server on the bridge; the host reaches them back
+	// over it.
+	if err := netdev.AddAddr(cfg.bridge, netip.PrefixFrom(cfg.dnsAddr, 32)); err != nil {
+		return err
+	}
+	if err := netdev.AddRoute(cfg.bridge, cfg.ipRange, cfg.dnsAddr); err != nil {
+		return err
+	}
+	if err := srv.Start(netip.AddrPortFrom(cfg.dnsAddr, 53)); err != nil {
+		return fmt.Errorf("dns: serve on %v:53: %w", cfg.dnsAddr, err)
+	}
+	return nil
+}
+
+// cleanup removes what this daemon created, and nothing of the user's; after
+// weave reset, also the bridge and the persisted state.
 func (d *daemon) cleanup() {
+	if d.dns != nil {
+		d.dns.Close()
+	}
+	if d.alloc != nil {
+		d.alloc.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
 	if d.router != nil {
 		if err := d.router.Close(); err != nil {
 			d.log.Warn("closing router", "err", err)
 		}
 	}
-	if d.bridgeCreated {
+	if d.bridgeCreated || d.reset {
 		if err := netdev.DeleteLink(d.cfg.bridge); err != nil {
 			d.log.Warn("removing bridge", "bridge", d.cfg.bridge, "err", err)
+		}
+	}
+	if d.reset {
+		for _, f := range []string{"ipam.db", "containers.json", "peer-name"} {
+			if err := os.Remove(filepath.Join(d.cfg.dataDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				d.log.Warn("removing state", "file", f, "err", err)
+			}
 		}
 	}
 }
@@ -148,4 +266,28 @@ func tapName(bridge string) string {
 		name = name[:15]
 	}
 	return name
+}
+
+// meshPeers tells IPAM who is reachable: ourselves and every peer we have a
+// route to.
+type meshPeers struct{ m *mesh.Router }
+
+func (p meshPeers) Reachable() []mesh.PeerName {
+	out := []mesh.PeerName{p.m.Ourself.Name}
+	for _, d := range p.m.Peers.Descriptions() {
+		if d.Self {
+			continue
+		}
+		if _, ok := p.m.Routes.Unicast(d.Name); ok {
+			out = append(out, d.Name)
+		}
+	}
+	return out
+}
+
+func (p meshPeers) NickName(name mesh.PeerName) string {
+	if peer := p.m.Peers.Fetch(name); peer != nil {
+		return peer.NickName
+	}
+	return ""
 }

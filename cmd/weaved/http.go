@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/weaveworks/mesh"
 
 	"weavenet/api"
 	"weavenet/gossip"
-	"weavenet/netdev"
+	"weavenet/ipam"
 )
 
 func (d *daemon) handler() http.Handler {
@@ -39,71 +43,198 @@ func (d *daemon) handler() http.Handler {
 		d.node.Forget(req.Peers)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
-	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) { d.attach(w, r, true) })
-	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) { d.attach(w, r, false) })
+	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AttachRequest
+		if readJSON(w, r, &req) {
+			reply(w)(d.attach(r.Context(), req))
+		}
+	})
+	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AttachRequest
+		if readJSON(w, r, &req) {
+			reply(w)(d.detach(req))
+		}
+	})
+	mux.HandleFunc("GET /ps", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, d.ps())
+	})
+	mux.HandleFunc("POST /rm", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ContainerRequest
+		if readJSON(w, r, &req) {
+			reply(w)(struct{}{}, d.rm(req.Container))
+		}
+	})
+	mux.HandleFunc("POST /expose", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AttachRequest
+		if readJSON(w, r, &req) {
+			reply(w)(d.expose(r.Context(), req))
+		}
+	})
+	mux.HandleFunc("POST /hide", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AttachRequest
+		if readJSON(w, r, &req) {
+			reply(w)(d.hide(req))
+		}
+	})
+	mux.HandleFunc("POST /rmpeer", func(w http.ResponseWriter, r *http.Request) {
+		var req api.PeersRequest
+		if readJSON(w, r, &req) {
+			reply(w)(d.rmpeer(req.Peers))
+		}
+	})
+	mux.HandleFunc("POST /dns-add", func(w http.ResponseWriter, r *http.Request) {
+		var req api.DNSRequest
+		if readJSON(w, r, &req) {
+			reply(w)(struct{}{}, d.dnsChange(req, true))
+		}
+	})
+	mux.HandleFunc("POST /dns-remove", func(w http.ResponseWriter, r *http.Request) {
+		var req api.DNSRequest
+		if readJSON(w, r, &req) {
+			reply(w)(struct{}{}, d.dnsChange(req, false))
+		}
+	})
+	mux.HandleFunc("GET /dns-lookup", func(w http.ResponseWriter, r *http.Request) {
+		if d.dns == nil {
+			writeError(w, http.StatusNotFound, errNoDNS)
+			return
+		}
+		addrs := []string{}
+		for _, a := range d.dns.Lookup(r.URL.Query().Get("name")) {
+			addrs = append(addrs, a.String())
+		}
+		writeJSON(w, http.StatusOK, addrs)
+	})
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, struct{}{})
-		select {
-		case <-d.stop:
-		default:
-			close(d.stop)
+		d.requestStop()
+	})
+	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
+		// Hand our address space to a peer before leaving, so that it is
+		// not lost with us.
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		for key := range d.containers.all() {
+			if err := d.rm(key); err != nil {
+				d.log.Warn("reset: removing container", "container", key, "err", err)
+			}
 		}
+		if err := d.alloc.Shutdown(ctx); err != nil {
+			d.log.Warn("reset: handing over address space", "err", err)
+		}
+		d.reset = true
+		writeJSON(w, http.StatusOK, struct{}{})
+		d.requestStop()
 	})
 	return mux
 }
 
-const containerIfName = "ethwe"
-
-func (d *daemon) attach(w http.ResponseWriter, r *http.Request, attach bool) {
-	var req api.AttachRequest
-	if !readJSON(w, r, &req) {
-		return
+func (d *daemon) requestStop() {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
 	}
-	addrs, err := parseCIDRs(req.Addrs)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	ns, err := netdev.ContainerNetNSPath(req.Container)
-	if err != nil {
-		writeError(w, http.StatusNotFound, err)
-		return
-	}
-	var resp api.AttachResponse
-	var left []netip.Prefix
-	if attach {
-		if len(addrs) == 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("attach %s: give at least one CIDR (automatic allocation comes with IPAM)", req.Container))
-			return
-		}
-		mac, got, err := netdev.Attach(netdev.AttachConfig{Bridge: d.cfg.bridge, NetNS: ns, IfName: containerIfName, MTU: d.cfg.mtu, Addrs: addrs})
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, err)
-			return
-		}
-		resp.MAC, left = mac.String(), got
-	} else {
-		if left, err = netdev.Detach(ns, containerIfName, addrs); err != nil {
-			writeError(w, http.StatusInternalServerError, err)
-			return
-		}
-	}
-	for _, p := range left {
-		resp.Addrs = append(resp.Addrs, p.String())
-	}
-	writeJSON(w, http.StatusOK, resp)
 }
 
-func parseCIDRs(in []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(in))
-	for _, s := range in {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
-			return nil, fmt.Errorf("%q is not an IPv4 CIDR such as 10.32.0.1/12", s)
+// reply writes v, or err: 404 for what does not exist, else 400 (the
+// request cannot be met as asked).
+func reply(w http.ResponseWriter) func(v any, err error) {
+	return func(v any, err error) {
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, v)
+		case errors.Is(err, os.ErrNotExist):
+			writeError(w, http.StatusNotFound, err)
+		default:
+			writeError(w, http.StatusBadRequest, err)
 		}
-		out = append(out, p)
 	}
-	return out, nil
+}
+
+const containerIfName = "ethwe"
+
+var errNoDNS = errors.New("weaveDNS is off (--no-dns)")
+
+// rmpeer takes over the address space of peers gone for good, named by
+// peer name or nickname.
+func (d *daemon) rmpeer(peers []string) (*api.RmpeerResponse, error) {
+	resp := &api.RmpeerResponse{Reclaimed: map[string]uint64{}}
+	for _, p := range peers {
+		name, err := d.peerByNameOrNick(p)
+		if err != nil {
+			return nil, err
+		}
+		n, err := d.alloc.RemovePeer(name)
+		if err != nil {
+			return nil, fmt.Errorf("rmpeer %s: %w", p, err)
+		}
+		if d.dns != nil {
+			d.dns.PeerGone(name)
+		}
+		resp.Reclaimed[p] = n
+	}
+	return resp, nil
+}
+
+func (d *daemon) peerByNameOrNick(s string) (mesh.PeerName, error) {
+	if name, err := mesh.PeerNameFromString(s); err == nil {
+		return name, nil
+	}
+	for _, p := range d.alloc.Status().Peers {
+		if p.NickName == s {
+			return mesh.PeerNameFromString(p.Name)
+		}
+	}
+	return 0, fmt.Errorf("no peer named %q: give a peer name (aa:bb:cc:dd:ee:ff) or a nickname from weave status ipam", s)
+}
+
+func (d *daemon) dnsChange(req api.DNSRequest, add bool) error {
+	if d.dns == nil {
+		return errNoDNS
+	}
+	info, _ := d.containers.get(req.Container)
+	hostname := req.Hostname
+	if hostname == "" {
+		hostname = info.Hostname
+	}
+	var addrs []netip.Addr
+	for _, s := range req.Addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address", s)
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		for _, p := range d.alloc.Lookup(req.Container) {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	if !add {
+		if len(addrs) == 0 {
+			_, err := d.dns.RemoveEntries(req.Container, req.Hostname, netip.Addr{})
+			return err
+		}
+		for _, a := range addrs {
+			if _, err := d.dns.RemoveEntries(req.Container, req.Hostname, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if hostname == "" {
+		return fmt.Errorf("no name for %q: give one with -h FQDN", req.Container)
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("%q has no addresses: give them, or attach it first", req.Container)
+	}
+	for _, a := range addrs {
+		if err := d.dns.AddEntry(req.Container, hostname, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *daemon) report() api.Report {
@@ -132,6 +263,8 @@ func (d *daemon) report() api.Report {
 		},
 	}
 	rep.Router.Stats.Drops["handshake"] = d.node.HandshakeFailures()
+	rep.IPAM = d.ipamReport()
+	rep.DNS = d.dnsReport()
 	if rep.Router.Targets == nil {
 		rep.Router.Targets = []string{}
 	}
@@ -152,6 +285,52 @@ func (d *daemon) report() api.Report {
 	}
 	sort.Slice(rep.Router.Peers, func(i, j int) bool { return rep.Router.Peers[i].Name < rep.Router.Peers[j].Name })
 	return rep
+}
+
+func (d *daemon) ipamReport() *api.IPAM {
+	st := d.alloc.Status()
+	out := &api.IPAM{
+		Status:        st.Status,
+		Range:         ipam.RangeString(st.Range),
+		RangeCIDR:     st.Range.String(),
+		DefaultSubnet: st.DefaultSubnet.String(),
+		Init:          st.Init,
+		Allocations:   st.Allocations,
+	}
+	for _, p := range st.Peers {
+		ap := api.IPAMPeer{Name: p.Name, NickName: p.NickName, Ourself: p.Ourself, Reachable: p.Reachable,
+			Addresses: p.Addresses, Share: p.Share, Free: p.Free}
+		for _, r := range p.Ranges {
+			ap.Ranges = append(ap.Ranges, r.String())
+		}
+		out.Peers = append(out.Peers, ap)
+	}
+	return out
+}
+
+func (d *daemon) dnsReport() *api.DNS {
+	if d.dns == nil {
+		return nil
+	}
+	st := d.dns.Status()
+	out := &api.DNS{Domain: st.Domain, TTL: st.TTL, Upstream: []string{}, Entries: []api.DNSEntry{}}
+	if st.Address.IsValid() {
+		out.Address = st.Address.String()
+	}
+	for _, u := range st.Upstream {
+		out.Upstream = append(out.Upstream, u.Addr().String())
+	}
+	for _, e := range d.dns.Entries() {
+		if e.Tombstone {
+			continue
+		}
+		out.Entries = append(out.Entries, api.DNSEntry{Hostname: e.Hostname, Address: e.Addr.String(), Container: e.Container, Origin: e.Origin.String()})
+	}
+	sort.Slice(out.Entries, func(i, j int) bool {
+		a, b := out.Entries[i], out.Entries[j]
+		return a.Hostname < b.Hostname || a.Hostname == b.Hostname && a.Address < b.Address
+	})
+	return out
 }
 
 func connection(c mesh.LocalConnectionStatus) api.Connection {

@@ -16,6 +16,7 @@ import (
 
 	"weavenet/api"
 	"weavenet/gossip"
+	"weavenet/ipam"
 	"weavenet/router"
 )
 
@@ -59,6 +60,13 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "trusted-subnets", Usage: "`CIDR,...` of peers that may talk to us unencrypted (if they trust us too)"},
 		&cli.BoolFlag{Name: "no-discovery", Usage: "connect only to the peers given, not to peers learned from them"},
 		&cli.IntFlag{Name: "conn-limit", Value: 100, Usage: "maximum number of connections to peers"},
+		&cli.StringFlag{Name: "ipalloc-range", Usage: "`CIDR` containers' addresses are allocated from (default 10.32.0.0/12)"},
+		&cli.StringFlag{Name: "ipalloc-default-subnet", Usage: "`CIDR` inside the range that containers get by default (default: the whole range)"},
+		&cli.StringFlag{Name: "ipalloc-init", Usage: "how the first peers share the range: consensus[=N], seed=NAME,..., or observer (default consensus, N = this peer and the peers given)"},
+		&cli.StringFlag{Name: "dns-domain", Value: "weave.local.", Usage: "domain weaveDNS answers for"},
+		&cli.IntFlag{Name: "dns-ttl", Value: 1, Usage: "TTL of weaveDNS answers, in seconds"},
+		&cli.StringFlag{Name: "dns-address", Value: defaultDNSAddr.String(), Usage: "address weaveDNS serves on, on every host's bridge"},
+		&cli.BoolFlag{Name: "no-dns", Usage: "do not run weaveDNS"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
@@ -81,6 +89,16 @@ type config struct {
 	offload   bool
 	password  []byte
 	trusted   []netip.Prefix
+	// IPAM
+	ipRange         netip.Prefix
+	ipRangeExplicit bool
+	defaultSubnet   netip.Prefix
+	ipInit          ipam.Init
+	// DNS
+	dns       bool
+	dnsDomain string
+	dnsTTL    int
+	dnsAddr   netip.Addr
 	logLevel  string
 	logFormat string
 }
@@ -122,6 +140,18 @@ func configFrom(cmd *cli.Command) (config, error) {
 		return c, err
 	}
 	c.password = pw
+	if err := ipamConfig(cmd, &c); err != nil {
+		return c, err
+	}
+	c.dns = !cmd.Bool("no-dns")
+	c.dnsDomain = cmd.String("dns-domain")
+	c.dnsTTL = cmd.Int("dns-ttl")
+	if c.dnsTTL < 0 {
+		return c, fmt.Errorf("--dns-ttl %d: want 0 or more seconds", c.dnsTTL)
+	}
+	if c.dnsAddr, err = netip.ParseAddr(cmd.String("dns-address")); err != nil || !c.dnsAddr.Is4() {
+		return c, fmt.Errorf("--dns-address %q: want an IPv4 address such as %v", cmd.String("dns-address"), defaultDNSAddr)
+	}
 	if s := cmd.String("trusted-subnets"); s != "" {
 		for _, f := range strings.Split(s, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(f))
@@ -135,6 +165,39 @@ func configFrom(cmd *cli.Command) (config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// defaultDNSAddr is link-local, so it collides with nothing a user routes;
+// every host gives it to its bridge and the router keeps its ARP at home.
+var defaultDNSAddr = netip.MustParseAddr("169.254.53.53")
+
+func ipamConfig(cmd *cli.Command, c *config) error {
+	c.ipRange = ipam.DefaultRange
+	if s := cmd.String("ipalloc-range"); s != "" {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+			return fmt.Errorf("--ipalloc-range %q: want an IPv4 CIDR of at least 4 addresses, such as 10.32.0.0/12", s)
+		}
+		c.ipRange, c.ipRangeExplicit = p.Masked(), true
+	}
+	c.defaultSubnet = c.ipRange
+	if s := cmd.String("ipalloc-default-subnet"); s != "" {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("--ipalloc-default-subnet %q: want an IPv4 CIDR inside --ipalloc-range", s)
+		}
+		p = p.Masked()
+		if !c.ipRange.Contains(p.Addr()) || p.Bits() < c.ipRange.Bits() {
+			return fmt.Errorf("--ipalloc-default-subnet %v is not inside --ipalloc-range %v", p, c.ipRange)
+		}
+		c.defaultSubnet = p
+	}
+	init, err := ipam.ParseInit(cmd.String("ipalloc-init"))
+	if err != nil {
+		return fmt.Errorf("--ipalloc-init: %w", err)
+	}
+	c.ipInit = init
+	return nil
 }
 
 // password returns the secret from --password (or WEAVE_PASSWORD) or from

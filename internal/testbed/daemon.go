@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -48,7 +49,8 @@ func (h *Host) StartWeaved(t testing.TB, args ...string) *Daemon {
 	}
 	fmt.Fprintf(f, "==== testbed %s: weaved %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(full, " "))
 	d := &Daemon{Host: h, Args: full, LogPath: logPath, t: t, logFile: f, done: make(chan struct{})}
-	d.cmd = exec.Command("ip", append([]string{"netns", "exec", h.NS.Name, filepath.Join(bin, "weaved")}, full...)...)
+	d.cmd = h.command(context.Background(), append([]string{filepath.Join(bin, "weaved")}, full...))
+	d.cmd.WaitDelay = 0
 	d.cmd.Stdout, d.cmd.Stderr = f, f
 	if err := d.cmd.Start(); err != nil {
 		f.Close()

@@ -61,6 +61,12 @@ func Stderr(err error) string {
 // NS is a network namespace of a bed: a host, a container or the underlay.
 type NS struct {
 	Name string // name under /var/run/netns
+	// keepMounts runs commands with nsenter --net instead of ip netns exec,
+	// in the test's own mount namespace. Hosts need it: weave run creates
+	// named namespaces (bind mounts), which must be visible to everyone, as
+	// they are when a user runs it on a real host; ip netns exec would
+	// confine them to a private mount namespace.
+	keepMounts bool
 }
 
 func (n *NS) String() string { return n.Name }
@@ -69,8 +75,12 @@ func (n *NS) String() string { return n.Name }
 func (n *NS) Path() string { return netnsDir + "/" + n.Name }
 
 func (n *NS) command(ctx context.Context, args []string) *exec.Cmd {
-	full := append([]string{"netns", "exec", n.Name}, args...)
-	cmd := exec.CommandContext(ctx, "ip", full...)
+	var cmd *exec.Cmd
+	if n.keepMounts {
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	}
 	// A command may leave children holding our pipes (weave launch does):
 	// stop waiting for them shortly after the command itself has exited.
 	cmd.WaitDelay = 2 * time.Second

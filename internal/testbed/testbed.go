@@ -98,7 +98,7 @@ func New(t testing.TB, opts Options) *Bed {
 
 	for i := 1; i <= opts.Hosts; i++ {
 		h := &Host{Name: fmt.Sprintf("h%d", i), Bed: b}
-		h.NS = NS{Name: b.Prefix + h.Name}
+		h.NS = NS{Name: b.Prefix + h.Name, keepMounts: true}
 		h.DataDir = filepath.Join(dir, h.Name)
 		if err := os.MkdirAll(h.DataDir, 0o755); err != nil {
 			t.Fatal(err)
