@@ -1,0 +1,328 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/weaveworks/mesh"
+)
+
+// gossipState is the GossipData of the "ipam" channel: an immutable
+// snapshot of the ring and, until the ring exists, the consensus state.
+// mesh merges and encodes it on its own goroutines, so nothing may change
+// it after it is made.
+type gossipState struct {
+	ring  *ring
+	paxos paxosState
+}
+
+var _ mesh.GossipData = (*gossipState)(nil)
+var _ mesh.Gossiper = (*Allocator)(nil)
+
+// Encode returns one message in the versioned format of codec.go.
+func (g *gossipState) Encode() [][]byte {
+	return [][]byte{encodeMessage(&message{kind: kindState, state: g})}
+}
+
+// Merge returns the join of g and other, changing neither.
+func (g *gossipState) Merge(other mesh.GossipData) mesh.GossipData {
+	o, ok := other.(*gossipState)
+	if !ok {
+		return g
+	}
+	out := &gossipState{ring: g.ring, paxos: paxosState{}}
+	if r, err := g.ring.merge(o.ring); err == nil {
+		out.ring = r
+	}
+	out.paxos.merge(g.paxos)
+	out.paxos.merge(o.paxos)
+	return out
+}
+
+// snapshot is our state to send. Lock held.
+func (a *Allocator) snapshot() *gossipState {
+	if a.refreshFree() {
+		// Persisted so that versions never go back after a restart.
+		if err := a.cfg.Store.putRing(a.ring); err != nil {
+			a.log.Error("persist ring", "err", err)
+		}
+	}
+	st := &gossipState{ring: a.ring.clone(), paxos: paxosState{}}
+	if a.paxos != nil && !a.ring.ready() {
+		st.paxos = a.paxos.state.clone()
+	}
+	return st
+}
+
+// refreshFree updates the Free hints of our entries and reports whether
+// any changed. Lock held.
+func (a *Allocator) refreshFree() bool {
+	changed := false
+	for i, e := range a.ring.Entries {
+		if e.Peer == a.cfg.Ourself && a.ring.setFree(i, a.space.freeIn(a.ring.spanAt(i))) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// Gossip implements mesh.Gossiper: our whole state, or nil if we have
+// nothing worth telling.
+func (a *Allocator) Gossip() mesh.GossipData {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || (!a.ring.ready() && (a.paxos == nil || len(a.paxos.state) == 0)) {
+		return nil
+	}
+	return a.snapshot()
+}
+
+// OnGossip implements mesh.Gossiper: merge a peer's periodic gossip and
+// return it if it taught us something, so that mesh passes it on.
+func (a *Allocator) OnGossip(msg []byte) (mesh.GossipData, error) {
+	m, err := decodeMessage(msg)
+	if err != nil {
+		return nil, err
+	}
+	if m.kind != kindState {
+		return nil, fmt.Errorf("ipam: gossip of kind %d, want state", m.kind)
+	}
+	a.mu.Lock()
+	defer a.unlock()
+	if a.closed {
+		return nil, nil
+	}
+	learned, err := a.mergeState(m.state)
+	if err != nil || !learned {
+		return nil, err
+	}
+	return m.state, nil
+}
+
+// OnGossipBroadcast implements mesh.Gossiper: merge a peer's broadcast
+// and return it for mesh to relay further.
+func (a *Allocator) OnGossipBroadcast(src mesh.PeerName, update []byte) (mesh.GossipData, error) {
+	m, err := decodeMessage(update)
+	if err != nil {
+		return nil, err
+	}
+	if m.kind != kindState {
+		return nil, fmt.Errorf("ipam: broadcast of kind %d from %v, want state", m.kind, src)
+	}
+	a.mu.Lock()
+	defer a.unlock()
+	if a.closed {
+		return nil, nil
+	}
+	if _, err := a.mergeState(m.state); err != nil {
+		return nil, err
+	}
+	return m.state, nil
+}
+
+// OnGossipUnicast implements mesh.Gossiper: requests and answers between
+// two peers. Only undecodable or incompatible messages return an error
+// (mesh then drops the connection); refusals travel as messages.
+func (a *Allocator) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
+	m, err := decodeMessage(msg)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.unlock()
+	if a.closed {
+		return nil
+	}
+	if m.state != nil {
+		if _, err := a.mergeState(m.state); err != nil {
+			return err
+		}
+	}
+	switch m.kind {
+	case kindSpaceRequest:
+		a.onSpaceRequest(src, m.subnet)
+	case kindSpaceGrant, kindSpaceRefused:
+		if req := a.spaceReqs[m.subnet]; req != nil {
+			if m.kind == kindSpaceGrant {
+				delete(a.spaceReqs, m.subnet)
+			} else if req.asked == src {
+				req.refused[src] = true
+				req.asked = mesh.UnknownPeerName
+			}
+			a.signal()
+		}
+	case kindClaimRequest:
+		a.onClaimRequest(src, m.addr)
+	case kindClaimGrant:
+		a.onClaimGrant(m.addr)
+	case kindClaimRefused:
+		a.onClaimRefused(src, m.addr, m.reason)
+	case kindHandover:
+		a.log.Info("took over the address ranges of a leaving peer", "peer", a.peerString(src))
+		a.send(src, &message{kind: kindHandoverAck}, nil)
+	case kindHandoverAck:
+		if h := a.handover; h != nil && h.to == src {
+			h.acked = true
+			a.signal()
+		}
+	case kindWantRing:
+		if a.ring.ready() {
+			a.send(src, &message{kind: kindState, state: a.snapshot()}, nil)
+		} else if a.paxos != nil {
+			a.needRing()
+		}
+	}
+	return nil
+}
+
+// mergeState merges a peer's state into ours and reports whether we
+// learned anything. Lock held.
+func (a *Allocator) mergeState(st *gossipState) (bool, error) {
+	if st.ring.Range != a.cfg.Range {
+		err := fmt.Errorf("%w: a peer uses %v, we use %v: give every peer the same --ipalloc-range", errRangeMismatch, st.ring.Range, a.cfg.Range)
+		a.log.Error(err.Error())
+		return false, err
+	}
+	learned := false
+	merged, err := a.ring.merge(st.ring)
+	if err != nil {
+		a.log.Error("refusing a peer's ring", "err", err)
+		return false, err
+	}
+	if !merged.equal(a.ring) {
+		learned = true
+		if err := a.adoptRing(merged); err != nil {
+			return false, err
+		}
+	}
+	if a.paxos != nil && !a.ring.ready() && len(st.paxos) > 0 {
+		if a.paxos.state.merge(st.paxos) {
+			learned = true
+		}
+		joined := a.paxos.join()
+		if a.paxos.step(a.quorumOK()) || joined {
+			a.paxosChanged()
+		} else {
+			a.checkDecision()
+		}
+	}
+	if a.ring.ready() && !st.ring.ready() && len(st.paxos) > 0 {
+		a.bcast = true // they are still bootstrapping: show them the ring
+	}
+	return learned, nil
+}
+
+// adoptRing installs r as our ring, durably, and updates what we own.
+// Lock held.
+func (a *Allocator) adoptRing(r *ring) error {
+	if err := a.cfg.Store.putRing(r); err != nil {
+		err = fmt.Errorf("ipam: persist ring: %w", err)
+		a.log.Error(err.Error())
+		return err
+	}
+	a.ring = r
+	if owned := r.ownedBy(a.cfg.Ourself); !slices.Equal(owned, a.space.owned) {
+		a.space.setOwned(owned)
+		a.checkConflicts()
+	}
+	if r.ready() {
+		a.wantRing = false
+	}
+	a.signal()
+	return nil
+}
+
+// checkConflicts reports addresses we hand out that the ring now gives to
+// someone else: a peer was removed with rmpeer while it was alive.
+func (a *Allocator) checkConflicts() {
+	if !a.ring.ready() {
+		return
+	}
+	var lost []netip.Addr
+	for _, o := range a.space.inRange() {
+		if !a.space.owns(o) {
+			lost = append(lost, a.geo.addr(o))
+		}
+	}
+	if len(lost) > 0 {
+		a.log.Error("addresses in use here are owned by other peers in the ring; was this peer removed with rmpeer while alive? They may be handed out twice",
+			"count", len(lost), "first", lost[0])
+	}
+}
+
+// paxosChanged persists our consensus record and spreads it. Lock held.
+func (a *Allocator) paxosChanged() {
+	if err := a.cfg.Store.putPaxos(a.paxos.state); err != nil {
+		a.log.Error("persist consensus state", "err", err)
+	}
+	a.bcast = true
+	a.checkDecision()
+}
+
+// checkDecision claims the ring once consensus is reached. Lock held.
+func (a *Allocator) checkDecision() {
+	if a.paxos == nil || a.ring.ready() {
+		return
+	}
+	value, ok := a.paxos.state.decision(a.quorum)
+	if !ok {
+		return
+	}
+	r := &ring{Range: a.cfg.Range}
+	r.claim(value)
+	names := make([]string, len(value))
+	for i, p := range value {
+		names[i] = a.peerString(p)
+	}
+	a.log.Info("consensus reached: the range is split among the initial peers", "peers", names)
+	if a.adoptRing(r) == nil {
+		a.bcast = true
+	}
+}
+
+// send queues a unicast for after the lock is released. Lock held.
+func (a *Allocator) send(dst mesh.PeerName, m *message, onFail func()) {
+	a.outbox = append(a.outbox, outMsg{dst: dst, msg: encodeMessage(m), onFail: onFail})
+}
+
+// unlock releases the lock, then sends what was queued under it: mesh is
+// never called with our lock held.
+func (a *Allocator) unlock() {
+	for {
+		out := a.outbox
+		a.outbox = nil
+		var st *gossipState
+		if a.bcast {
+			a.bcast = false
+			st = a.snapshot()
+		}
+		g := a.gossip
+		a.mu.Unlock()
+		var failed []func()
+		for _, m := range out {
+			var err error
+			if g == nil {
+				err = fmt.Errorf("no gossip channel")
+			} else {
+				err = g.GossipUnicast(m.dst, m.msg)
+			}
+			if err != nil {
+				a.log.Debug("unicast failed", "to", m.dst, "err", err)
+				if m.onFail != nil {
+					failed = append(failed, m.onFail)
+				}
+			}
+		}
+		if st != nil && g != nil {
+			g.GossipBroadcast(st)
+		}
+		if len(failed) == 0 {
+			return
+		}
+		a.mu.Lock()
+		for _, f := range failed {
+			f()
+		}
+	}
+}
