@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/weaveworks/mesh"
 )
@@ -115,6 +116,20 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 func (n *Node) Start(peers []string) error {
 	if err := ValidatePeers(peers); err != nil {
 		return err
+	}
+	// mesh panics when it cannot listen; find out first, giving a daemon
+	// that is just exiting a moment to let go of the port.
+	addr := net.JoinHostPort(n.Mesh.Host, fmt.Sprint(n.Mesh.Port))
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			l.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gossip: listen on TCP %s: %w", addr, err)
+		}
 	}
 	n.Mesh.Start()
 	n.Connect(peers, false)

@@ -17,6 +17,7 @@ import (
 
 	"weavenet/api"
 	"weavenet/dns"
+	"weavenet/ipam"
 	"weavenet/netdev"
 )
 
@@ -204,13 +205,30 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 
 func isNumber(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
+// ownerGrace is how long a claim waits for an unreachable owner to become
+// reachable before giving up.
+const ownerGrace = 5 * time.Second
+
 // obtain gets one address for key as spec says.
 func (d *daemon) obtain(ctx context.Context, key string, s addrSpec) (netip.Prefix, error) {
+	start := time.Now()
 	if !s.isNet {
-		if err := d.alloc.Claim(ctx, key, s.claim); err != nil {
-			return netip.Prefix{}, fmt.Errorf("claim %v: %w", s.claim, err)
+		for {
+			err := d.alloc.Claim(ctx, key, s.claim)
+			if err == nil {
+				return s.claim, nil
+			}
+			// Just after a peer connects its routes, and so its
+			// reachability, lag behind by a moment: give it a few.
+			if !errors.Is(err, ipam.ErrOwnerUnreachable) || time.Since(start) > ownerGrace {
+				return netip.Prefix{}, fmt.Errorf("claim %v: %w", s.claim, err)
+			}
+			select {
+			case <-ctx.Done():
+				return netip.Prefix{}, fmt.Errorf("claim %v: %w", s.claim, err)
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
-		return s.claim, nil
 	}
 	p, err := d.alloc.Allocate(ctx, key, s.subnet)
 	if err != nil {

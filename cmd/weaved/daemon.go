@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ type daemon struct {
 	bridgeCreated bool
 	stop          chan struct{}
 	reset         bool // on the way out, remove bridge and state too
+	cleanupOnce   sync.Once
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
@@ -89,6 +91,9 @@ func run(ctx context.Context, cfg config) error {
 		log.Info("stopping", "reason", "API request")
 	case <-ctx.Done():
 	}
+	// Release devices and ports before the API goes quiet: weave stop
+	// returns when it does, and a launch right after must find them free.
+	d.cleanup()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
@@ -230,7 +235,9 @@ func (d *daemon) startDNS() error {
 
 // cleanup removes what this daemon created, and nothing of the user's; after
 // weave reset, also the bridge and the persisted state.
-func (d *daemon) cleanup() {
+func (d *daemon) cleanup() { d.cleanupOnce.Do(d.doCleanup) }
+
+func (d *daemon) doCleanup() {
 	if d.dns != nil {
 		d.dns.Close()
 	}

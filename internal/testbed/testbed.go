@@ -309,3 +309,31 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Run makes a container with weave run on h: namespace prefix+name, DNS name
+// name.weave.local (the short name, so tests read naturally), running
+// sleep, attached with addrs (none: net:default). It returns the container
+// and the addresses weave run printed. The bed deletes the namespace and its
+// /etc/netns directory at cleanup whatever happens to the daemon.
+func (h *Host) Run(t testing.TB, name string, addrs ...string) (*Container, string, error) {
+	t.Helper()
+	full := h.Bed.Prefix + name
+	h.Bed.mu.Lock()
+	h.Bed.namespaces = append(h.Bed.namespaces, full)
+	h.Bed.mu.Unlock()
+	t.Cleanup(func() { os.RemoveAll(filepath.Join("/etc/netns", full)) })
+	args := append([]string{"run"}, addrs...)
+	args = append(args, "--name", full, "-h", name+".weave.local", "--", "sleep", "3600")
+	out, err := h.Weave(t, args...)
+	return &Container{Name: name, NS: NS{Name: full}, Host: h}, strings.TrimSpace(out), err
+}
+
+// MustRun is Run that fails the test on error.
+func (h *Host) MustRun(t testing.TB, name string, addrs ...string) (*Container, string) {
+	t.Helper()
+	c, out, err := h.Run(t, name, addrs...)
+	if err != nil {
+		t.Fatalf("%s: weave run %s: %v", h.Name, name, err)
+	}
+	return c, out
+}

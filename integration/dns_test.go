@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"weavenet/internal/testbed"
+)
+
+// resolve runs getent hosts NAME in c and returns the addresses.
+func resolve(t *testing.T, c *testbed.Container, name string) []string {
+	t.Helper()
+	out, err := c.ExecTimeout(t, 10*time.Second, "getent", "hosts", name)
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			addrs = append(addrs, f[0])
+		}
+	}
+	return addrs
+}
+
+// Containers on three hosts find each other by name; names go when the
+// container goes and come back after a daemon restart.
+func TestDNSAcrossHosts(t *testing.T) {
+	b, hosts := launchTrio(t)
+	var cs []*testbed.Container
+	for i, h := range hosts {
+		c, _ := h.MustRun(t, fmt.Sprintf("n%d", i+1))
+		cs = append(cs, c)
+	}
+	for _, from := range cs {
+		for _, to := range cs {
+			if from == to {
+				continue
+			}
+			testbed.WaitFor(t, 10*time.Second, func() bool {
+				return len(resolve(t, from, to.Name+".weave.local")) == 1
+			}, from.Name+" resolves "+to.Name+".weave.local")
+			pingAll(t, from, to.Name, 1)
+		}
+	}
+
+	// Two containers named web: the name has both addresses, in varying order.
+	_, w1 := hosts[0].MustRun(t, "web")
+	_, w2 := hosts[1].MustRun(t, "web2")
+	hosts[1].MustWeave(t, "dns-add", b.Prefix+"web2", "-h", "web.weave.local")
+	orders := map[string]bool{}
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		got := resolve(t, cs[2], "web.weave.local")
+		if len(got) == 2 {
+			orders[strings.Join(got, ",")] = true
+		}
+		return len(orders) == 2
+	}, fmt.Sprintf("web resolves to both %s and %s, in both orders", w1, w2))
+
+	// weave rm: gone from every host within 2 s; a new one resolves anew.
+	old := resolve(t, cs[1], "n1.weave.local")
+	hosts[0].MustWeave(t, "rm", b.Prefix+"n1")
+	for _, c := range cs[1:] {
+		testbed.WaitFor(t, 2*time.Second, func() bool { return len(resolve(t, c, "n1.weave.local")) == 0 },
+			c.Name+" stops resolving n1 within 2s")
+	}
+	_, newN1 := hosts[2].MustRun(t, "n1b")
+	hosts[2].MustWeave(t, "dns-add", b.Prefix+"n1b", "-h", "n1.weave.local")
+	want := addrOf(t, newN1).Addr().String()
+	testbed.WaitFor(t, 5*time.Second, func() bool {
+		got := resolve(t, cs[1], "n1.weave.local")
+		return len(got) == 1 && got[0] == want
+	}, "the new n1 resolves to its new address "+want)
+	_ = old
+
+	// Restart h2's daemon: its names are back everywhere within 5 s.
+	hosts[1].MustWeave(t, "stop")
+	launch(t, hosts[1], peerArg(t, hosts[1], hosts[0])[1], peerArg(t, hosts[1], hosts[2])[1])
+	testbed.WaitFor(t, 5*time.Second+meshTimeout, func() bool {
+		return len(resolve(t, cs[2], "n2.weave.local")) == 1
+	}, "n2 resolves on h3 after h2 restarted")
+	lookup := hosts[0].MustWeave(t, "dns-lookup", "n2")
+	if strings.TrimSpace(lookup) == "" {
+		t.Errorf("weave dns-lookup n2 on h1 found nothing")
+	}
+}

@@ -1,0 +1,170 @@
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"weavenet/internal/testbed"
+)
+
+// addrOf parses the first address weave run/attach printed.
+func addrOf(t *testing.T, printed string) netip.Prefix {
+	t.Helper()
+	f := strings.Fields(printed)
+	if len(f) == 0 {
+		t.Fatalf("no address printed")
+	}
+	p, err := netip.ParsePrefix(f[0])
+	if err != nil {
+		t.Fatalf("printed %q: %v", printed, err)
+	}
+	return p
+}
+
+// launchTrio starts three fully meshed hosts (consensus among three) and
+// waits for the mesh.
+func launchTrio(t *testing.T, extra ...string) (*testbed.Bed, []*testbed.Host) {
+	t.Helper()
+	b := testbed.New(t, testbed.Options{Hosts: 3, Topology: testbed.FullMesh})
+	h := b.Hosts
+	launch(t, h[0], append(extra, peerArg(t, h[0], h[1])[1], peerArg(t, h[0], h[2])[1])...)
+	launch(t, h[1], append(extra, peerArg(t, h[1], h[0])[1], peerArg(t, h[1], h[2])[1])...)
+	launch(t, h[2], append(extra, peerArg(t, h[2], h[0])[1], peerArg(t, h[2], h[1])[1])...)
+	for _, host := range h {
+		waitMesh(t, host, 2, 3)
+	}
+	return b, h
+}
+
+// Three hosts agree on the range by consensus; 20 containers spread over
+// them get distinct addresses in 10.32.0.0/12 and reach each other.
+func TestIPAMConsensusUniqueAddresses(t *testing.T) {
+	_, hosts := launchTrio(t)
+	rng := netip.MustParsePrefix("10.32.0.0/12")
+	seen := map[netip.Addr]string{}
+	var cs []*testbed.Container
+	var addrs []netip.Addr
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("c%d", i)
+		c, out := hosts[i%3].MustRun(t, name)
+		p := addrOf(t, out)
+		if !rng.Contains(p.Addr()) || p.Bits() != 12 {
+			t.Errorf("%s got %v, outside 10.32.0.0/12", name, p)
+		}
+		if other, dup := seen[p.Addr()]; dup {
+			t.Fatalf("%s and %s both got %v", name, other, p.Addr())
+		}
+		seen[p.Addr()] = name
+		cs = append(cs, c)
+		addrs = append(addrs, p.Addr())
+	}
+	// Each container reaches the next one, which lives on another host.
+	for i, c := range cs {
+		c.WaitPing(t, addrs[(i+1)%len(cs)].String(), pingTimeout)
+	}
+	st := hosts[0].MustWeave(t, "status", "ipam")
+	if strings.Count(st, "IPs") != 3 {
+		t.Errorf("weave status ipam does not list three owners:\n%s", st)
+	}
+}
+
+// Specific addresses, subnets, isolation, several subnets, detach of one,
+// none then attach.
+func TestIPAMSubnetsAndIsolation(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	ipam := []string{"--ipalloc-range", "10.2.0.0/16", "--ipalloc-default-subnet", "10.2.1.0/24", "--ipalloc-init", "consensus=2"}
+	launch(t, h1, append(ipam, peerArg(t, h1, h2)[1])...)
+	launch(t, h2, append(ipam, peerArg(t, h2, h1)[1])...)
+	waitMesh(t, h1, 1, 2)
+
+	_, out := h1.MustRun(t, "a", "10.2.1.200/24")
+	if out != "10.2.1.200/24" {
+		t.Fatalf("weave run 10.2.1.200/24 gave %q", out)
+	}
+	if _, _, err := h2.Run(t, "a2", "10.2.1.200/24"); err == nil {
+		t.Fatal("a second container got 10.2.1.200, already taken")
+	}
+	x, outX := h1.MustRun(t, "x", "net:10.2.2.0/24")
+	_, outY := h2.MustRun(t, "y", "net:10.2.2.0/24")
+	d, outD := h2.MustRun(t, "d") // net:default
+	both, outBoth := h2.MustRun(t, "both", "net:default", "net:10.2.2.0/24")
+	ax, ay, ad := addrOf(t, outX).Addr().String(), addrOf(t, outY).Addr().String(), addrOf(t, outD).Addr().String()
+	if !strings.HasPrefix(ax, "10.2.2.") || !strings.HasPrefix(ay, "10.2.2.") || ax == ay {
+		t.Fatalf("net:10.2.2.0/24 gave %s and %s", ax, ay)
+	}
+	if len(strings.Fields(outBoth)) != 2 {
+		t.Fatalf("a container in two subnets got %q", outBoth)
+	}
+	x.WaitPing(t, ay, pingTimeout)
+	if err := x.Ping(t, ad, 2); err == nil {
+		t.Errorf("x (10.2.2.0/24) reached d (default subnet)")
+	}
+	both.WaitPing(t, ax, pingTimeout)
+	both.WaitPing(t, ad, pingTimeout)
+	_ = d
+
+	// Detach just the 10.2.2.0/24 address of "both".
+	left := h2.MustWeave(t, "detach", "net:10.2.2.0/24", b.Prefix+"both")
+	if strings.Contains(left, "10.2.2.") || !strings.Contains(left, "10.2.1.") {
+		t.Errorf("after detach net:10.2.2.0/24, both has %q", left)
+	}
+	// none, then attach.
+	n, outN := h1.MustRun(t, "n", "none")
+	if outN != "" {
+		t.Errorf("weave run none printed %q", outN)
+	}
+	got := h1.MustWeave(t, "attach", b.Prefix+"n")
+	n.WaitPing(t, addrOf(t, got).Addr().String(), pingTimeout) // its own address, at least
+	n.WaitPing(t, ad, pingTimeout)
+}
+
+// A daemon killed with -9 and launched again keeps every container's
+// address; nothing is handed out twice, and freed addresses are reused.
+func TestIPAMSurvivesRestart(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+	h := b.Hosts[0]
+	d := launch(t, h)
+	_, out1 := h.MustRun(t, "r1")
+	_, out2 := h.MustRun(t, "r2")
+	d.Kill()
+	launch(t, h)
+	ps := h.MustWeave(t, "ps")
+	for _, want := range []string{out1, out2} {
+		if !strings.Contains(ps, want) {
+			t.Errorf("after restart, weave ps lacks %s:\n%s", want, ps)
+		}
+	}
+	_, out3 := h.MustRun(t, "r3")
+	if out3 == out1 || out3 == out2 {
+		t.Fatalf("restarted daemon handed out %s twice", out3)
+	}
+	h.MustWeave(t, "rm", b.Prefix+"r1")
+	_, out4 := h.MustRun(t, "r4")
+	if out4 != out1 {
+		t.Errorf("freed %s was not reused: got %s", out1, out4)
+	}
+}
+
+// The default range overlapping a host route fails launch with a clear
+// error; an explicit --ipalloc-range fixes it.
+func TestIPAMRangeOverlapsHostRoute(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+	h := b.Hosts[0]
+	h.MustExec(t, "ip", "link", "add", "clash0", "type", "bridge")
+	h.MustExec(t, "ip", "addr", "add", "10.40.1.1/16", "dev", "clash0")
+	h.MustExec(t, "ip", "link", "set", "clash0", "up")
+	_, err := h.Weaved(t, "--data-dir", h.DataDir)
+	if err == nil || !strings.Contains(testbed.Stderr(err), "--ipalloc-range") || testbed.ExitCode(err) != 1 {
+		t.Fatalf("weaved with an overlapping default range: %v", err)
+	}
+	launch(t, h, "--ipalloc-range", "10.128.0.0/16")
+	_, out := h.MustRun(t, "ok")
+	if !strings.HasPrefix(out, "10.128.") {
+		t.Fatalf("got %q from --ipalloc-range 10.128.0.0/16", out)
+	}
+	_ = time.Second
+}
