@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # weavenet demo: two "hosts" (network namespaces joined by a veth underlay),
-# weave launched on both, one container on each, then ping and iperf3 between
-# the containers over the weave network.
+# weave launched on both, a container made with weave run on each (addresses
+# from IPAM, names in weaveDNS), then the containers ping each other by name
+# and run iperf3 over the weave network.
 #
 # Usage: sudo make demo      (or: sudo BIN=path/to/bin examples/demo.sh)
 # Everything it creates carries a random prefix and is removed on exit.
@@ -30,9 +31,12 @@ cleanup() {
 			[ -f "$WORK/$h/weaved.log" ] && { echo "--- $h weaved.log (tail)"; tail -n 20 "$WORK/$h/weaved.log"; }
 		done
 	fi
+	[ -e "/var/run/netns/$H1" ] && host "$H1" "$BIN/weave" rm "$C1" >/dev/null 2>&1
+	[ -e "/var/run/netns/$H2" ] && host "$H2" "$BIN/weave" rm "$C2" >/dev/null 2>&1
 	for ns in "$H1" "$H2"; do
-		[ -e "/var/run/netns/$ns" ] && ip netns exec "$ns" "$BIN/weave" stop >/dev/null 2>&1
+		[ -e "/var/run/netns/$ns" ] && host "$ns" "$BIN/weave" stop >/dev/null 2>&1
 	done
+	rm -rf "/etc/netns/$C1" "/etc/netns/$C2"
 	for ns in "$C1" "$C2" "$H1" "$H2"; do
 		[ -e "/var/run/netns/$ns" ] || continue
 		pids=$(ip netns pids "$ns" 2>/dev/null || true)
@@ -46,11 +50,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# host runs a command on a host: in its network namespace, but in our mount
+# namespace, as on a real machine (weave run's namespaces must be visible to
+# everyone). on runs a command in a container, as ip netns exec does, with
+# the container's /etc/netns/NAME/resolv.conf pointing at weaveDNS.
+host() { local ns=$1; shift; nsenter --net="/var/run/netns/$ns" -- "$@"; }
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
 
 step "hosts h1 ($H1) and h2 ($H2) on a veth underlay: 192.168.200.1 <-> 192.168.200.2"
-for ns in "$H1" "$H2" "$C1" "$C2"; do
+for ns in "$H1" "$H2"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 done
@@ -61,14 +70,14 @@ ip -n "$H1" link set eth0 up
 ip -n "$H2" link set eth0 up
 
 step "h1: weave launch"
-on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1
+host "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1
 step "h2: weave launch 192.168.200.1"
-on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 192.168.200.1
+host "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 192.168.200.1
 
 printf 'waiting for the connection'
 for i in $(seq 100); do
 	# Both ends gossip the link as established once the mesh has settled.
-	links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
+	links=$(host "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
 	[ "$links" = xx ] && break
 	[ "$i" = 100 ] && { echo; echo "demo: h2 did not connect to h1 within 20s" >&2; exit 1; }
 	printf .
@@ -77,17 +86,25 @@ done
 echo " established"
 
 step "containers: c1 10.32.0.1/12 on h1, c2 10.32.0.2/12 on h2"
-on "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1"
-on "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2"
+step "h1: weave run --name c1 -- sleep 3600;  h2: weave run --name c2 -- sleep 3600"
+host "$H1" "$BIN/weave" run --name "$C1" -h c1.weave.local -- sleep 3600
+host "$H2" "$BIN/weave" run --name "$C2" -h c2.weave.local -- sleep 3600
 
 step "h2: weave status"
-on "$H2" "$BIN/weave" status
-step "h2: weave status connections"
-on "$H2" "$BIN/weave" status connections
+host "$H2" "$BIN/weave" status
+step "h2: weave status connections, ipam, dns"
+host "$H2" "$BIN/weave" status connections
+host "$H2" "$BIN/weave" status ipam
+host "$H2" "$BIN/weave" status dns
 
-step "c1: ping -c 3 10.32.0.2"
-if ! on "$C1" ping -c 3 -W 2 10.32.0.2; then
-	echo "demo: ping from c1 to c2 failed" >&2
+step "c2: ping -c 3 c1   (c1 lives on h1)"
+if ! on "$C2" ping -c 3 -W 2 c1; then
+	echo "demo: ping from c2 to c1 by name failed" >&2
+	exit 1
+fi
+step "c1: ping -c 3 c2   (c2 lives on h2)"
+if ! on "$C1" ping -c 3 -W 2 c2; then
+	echo "demo: ping from c1 to c2 by name failed" >&2
 	exit 1
 fi
 
@@ -97,7 +114,7 @@ for i in $(seq 50); do
 	on "$C2" ss -Htln 'sport = :5201' | grep -q . && break
 	sleep 0.1
 done
-on "$C1" iperf3 -c 10.32.0.2 -t 5
+on "$C1" iperf3 -c c2 -t 5
 wait
 
 step "done: c1 and c2 talk over weave across two hosts"
