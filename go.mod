@@ -12,7 +12,7 @@ require (
 
 require (
 	github.com/miekg/dns v1.1.73 // indirect
-	go.etcd.io/bbolt v1.4.3 // indirect
+	go.etcd.io/bbolt v1.4.3
 	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 )

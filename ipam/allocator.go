@@ -164,7 +164,7 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	a := &Allocator{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "ipam"),
+		log:       cfg.Logger,
 		geo:       geo,
 		now:       cfg.clock,
 		ring:      &ring{Range: cfg.Range},

@@ -119,13 +119,17 @@ func (a *Allocator) onSpaceRequest(src mesh.PeerName, subnet netip.Prefix) {
 		refuse()
 		return
 	}
-	best := a.space.largestFree(usable(sub))
+	u := usable(sub)
+	best := a.space.largestFree(u)
 	if best.empty() {
 		refuse()
 		return
 	}
 	n := (best.len() + 1) / 2
 	chunk := span{best.hi - n, best.hi}
+	if tail := (span{u.hi, sub.hi}); chunk.hi == u.hi && !tail.empty() && a.space.freeIn(tail) == tail.len() {
+		chunk.hi = sub.hi // the subnet's broadcast address too, rather than keep a useless sliver
+	}
 	r := a.ring.clone()
 	if err := r.transfer(a.cfg.Ourself, src, chunk); err != nil {
 		a.log.Error("donation failed", "err", err)

@@ -79,7 +79,8 @@ func (a *Allocator) Gossip() mesh.GossipData {
 }
 
 // OnGossip implements mesh.Gossiper: merge a peer's periodic gossip and
-// return it if it taught us something, so that mesh passes it on.
+// return it if it taught us something, so that mesh passes it on. msg is
+// not retained.
 func (a *Allocator) OnGossip(msg []byte) (mesh.GossipData, error) {
 	m, err := decodeMessage(msg)
 	if err != nil {
@@ -101,7 +102,7 @@ func (a *Allocator) OnGossip(msg []byte) (mesh.GossipData, error) {
 }
 
 // OnGossipBroadcast implements mesh.Gossiper: merge a peer's broadcast
-// and return it for mesh to relay further.
+// and return it for mesh to relay further. update is not retained.
 func (a *Allocator) OnGossipBroadcast(src mesh.PeerName, update []byte) (mesh.GossipData, error) {
 	m, err := decodeMessage(update)
 	if err != nil {
@@ -123,7 +124,8 @@ func (a *Allocator) OnGossipBroadcast(src mesh.PeerName, update []byte) (mesh.Go
 
 // OnGossipUnicast implements mesh.Gossiper: requests and answers between
 // two peers. Only undecodable or incompatible messages return an error
-// (mesh then drops the connection); refusals travel as messages.
+// (mesh then drops the connection); refusals travel as messages. msg is
+// not retained.
 func (a *Allocator) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 	m, err := decodeMessage(msg)
 	if err != nil {
