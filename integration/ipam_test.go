@@ -168,3 +168,33 @@ func TestIPAMRangeOverlapsHostRoute(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// rmpeer: refused for a live peer; for a dead one its space is taken over.
+func TestIPAMRmpeer(t *testing.T) {
+	_, hosts := launchTrio(t)
+	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
+	h3.MustRun(t, "doomed")
+	if out, err := h1.Weave(t, "rmpeer", "h2"); err == nil || testbed.ExitCode(err) != 1 {
+		t.Fatalf("rmpeer of live h2 was not refused: %q %v", out, err)
+	}
+	hosts[2].Report(t) // still answering
+	for _, d := range []*testbed.Host{h3} {
+		d.MustWeave(t, "stop")
+	}
+	testbed.WaitFor(t, 20*time.Second, func() bool {
+		out, err := h1.Weave(t, "status", "ipam")
+		return err == nil && strings.Contains(out, "(h3)") && strings.Contains(out, "unreachable")
+	}, "h1 sees h3 unreachable")
+	out := h1.MustWeave(t, "rmpeer", "h3")
+	var n int
+	fmt.Sscan(out, &n)
+	if n == 0 {
+		t.Fatalf("rmpeer h3 took over nothing: %q", out)
+	}
+	st := h1.MustWeave(t, "status", "ipam")
+	if strings.Contains(st, "(h3)") {
+		t.Errorf("h3 still owns space after rmpeer:\n%s", st)
+	}
+	// Its space is usable: h2 can allocate as before.
+	h2.MustRun(t, "after")
+}
