@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"sort"
 )
 
 // Addresses inside the Range are handled as offsets from the Range's first
@@ -126,21 +125,4 @@ func RangeString(p netip.Prefix) string {
 		return p.String()
 	}
 	return g.addrRange(g.all()).String()
-}
-
-// mergeSpans sorts spans and joins overlapping or adjacent ones.
-func mergeSpans(in []span) []span {
-	sort.Slice(in, func(i, j int) bool { return in[i].lo < in[j].lo })
-	out := in[:0]
-	for _, s := range in {
-		if s.empty() {
-			continue
-		}
-		if n := len(out); n > 0 && s.lo <= out[n-1].hi {
-			out[n-1].hi = max(out[n-1].hi, s.hi)
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
 }

@@ -21,7 +21,6 @@ type space struct {
 	free   []span                    // owned minus allocated, same form
 	allocs map[netip.Addr]allocation // everything recorded
 	owners map[string][]netip.Addr   // owner -> its addresses
-	inUse  map[uint32]struct{}       // offsets of allocs inside the Range
 }
 
 func newSpace(geo geometry) *space {
