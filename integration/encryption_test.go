@@ -92,8 +92,11 @@ func TestPasswordEncryptsAndExcludes(t *testing.T) {
 	transfer(t, c1, c2, "10.32.0.2", "200M", 5010)
 
 	// Intruders: one with the wrong password, one with none.
-	launch(t, h3, append([]string{"--password", "wrong"}, peerArg(t, h3, h1)...)...)
-	launch(t, h4, peerArg(t, h4, h1)...)
+	// Their own IPAM range, so that they can record 10.32.0.x without a
+	// ring they will never get.
+	own := []string{"--ipalloc-range", "10.99.0.0/16"}
+	launch(t, h3, append(own, append([]string{"--password", "wrong"}, peerArg(t, h3, h1)...)...)...)
+	launch(t, h4, append(own, peerArg(t, h4, h1)...)...)
 	c3 := attach(t, h3, "c3", "10.32.0.3/12")
 	c4 := attach(t, h4, "c4", "10.32.0.4/12")
 	testbed.WaitFor(t, 20*time.Second, func() bool {
