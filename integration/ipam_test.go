@@ -181,10 +181,15 @@ func TestIPAMRmpeer(t *testing.T) {
 	for _, d := range []*testbed.Host{h3} {
 		d.MustWeave(t, "stop")
 	}
-	testbed.WaitFor(t, 20*time.Second, func() bool {
+	var last string
+	ok := testbed.Poll(20*time.Second, func() bool {
 		out, err := h1.Weave(t, "status", "ipam")
+		last = out
 		return err == nil && strings.Contains(out, "(h3)") && strings.Contains(out, "unreachable")
-	}, "h1 sees h3 unreachable")
+	})
+	if !ok {
+		t.Fatalf("h1 does not see h3 unreachable:\n%s\n%s", last, describe(&h1.Report(t).Router))
+	}
 	out := h1.MustWeave(t, "rmpeer", "h3")
 	var n int
 	fmt.Sscan(out, &n)

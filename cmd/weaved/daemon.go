@@ -163,7 +163,7 @@ func (d *daemon) start() error {
 
 	// Gossipers register before the mesh starts, so that no message for
 	// them arrives first.
-	peers := meshPeers{node.Mesh}
+	peers := &meshPeers{m: node.Mesh, nicks: map[mesh.PeerName]string{}}
 	alloc, err := ipam.New(ipam.Config{
 		Ourself:       node.Name,
 		NickName:      node.Mesh.Ourself.NickName,
@@ -275,26 +275,36 @@ func tapName(bridge string) string {
 	return name
 }
 
-// meshPeers tells IPAM who is reachable: ourselves and every peer we have a
-// route to.
-type meshPeers struct{ m *mesh.Router }
+// meshPeers tells IPAM who is reachable: every peer mesh knows. mesh
+// forgets (garbage-collects) a peer as soon as no path leads to it, and
+// knows a new one before its routes are computed, so this neither lags
+// behind a peer that just connected nor keeps one that is gone. Nicknames
+// are remembered after a peer is gone, so that weave rmpeer NICKNAME works.
+type meshPeers struct {
+	m     *mesh.Router
+	mu    sync.Mutex
+	nicks map[mesh.PeerName]string
+}
 
-func (p meshPeers) Reachable() []mesh.PeerName {
-	out := []mesh.PeerName{p.m.Ourself.Name}
-	for _, d := range p.m.Peers.Descriptions() {
-		if d.Self {
-			continue
-		}
-		if _, ok := p.m.Routes.Unicast(d.Name); ok {
-			out = append(out, d.Name)
+func (p *meshPeers) Reachable() []mesh.PeerName {
+	descs := p.m.Peers.Descriptions()
+	out := make([]mesh.PeerName, 0, len(descs))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range descs {
+		out = append(out, d.Name)
+		if d.NickName != "" {
+			p.nicks[d.Name] = d.NickName
 		}
 	}
 	return out
 }
 
-func (p meshPeers) NickName(name mesh.PeerName) string {
-	if peer := p.m.Peers.Fetch(name); peer != nil {
-		return peer.NickName
+func (p *meshPeers) NickName(name mesh.PeerName) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if peer := p.m.Peers.Fetch(name); peer != nil && peer.NickName != "" {
+		p.nicks[name] = peer.NickName
 	}
-	return ""
+	return p.nicks[name]
 }

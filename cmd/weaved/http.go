@@ -165,6 +165,9 @@ func (d *daemon) rmpeer(peers []string) (*api.RmpeerResponse, error) {
 		if err != nil {
 			return nil, err
 		}
+		if d.node.Mesh.Peers.Fetch(name) != nil {
+			return nil, fmt.Errorf("rmpeer %s: the peer is still part of the mesh; stop it first (or wait until its connections are gone)", p)
+		}
 		n, err := d.alloc.RemovePeer(name)
 		if err != nil {
 			return nil, fmt.Errorf("rmpeer %s: %w", p, err)
