@@ -42,7 +42,7 @@ func TestDNSAcrossHosts(t *testing.T) {
 			testbed.WaitFor(t, 10*time.Second, func() bool {
 				return len(resolve(t, from, to.Name+".weave.local")) == 1
 			}, from.Name+" resolves "+to.Name+".weave.local")
-			pingAll(t, from, to.Name, 1)
+			from.WaitPing(t, to.Name, pingTimeout)
 		}
 	}
 
@@ -69,10 +69,14 @@ func TestDNSAcrossHosts(t *testing.T) {
 	_, newN1 := hosts[2].MustRun(t, "n1b")
 	hosts[2].MustWeave(t, "dns-add", b.Prefix+"n1b", "-h", "n1.weave.local")
 	want := addrOf(t, newN1).Addr().String()
-	testbed.WaitFor(t, 5*time.Second, func() bool {
-		got := resolve(t, cs[1], "n1.weave.local")
+	var got []string
+	if !testbed.Poll(5*time.Second, func() bool {
+		got = resolve(t, cs[1], "n1.weave.local")
 		return len(got) == 1 && got[0] == want
-	}, "the new n1 resolves to its new address "+want)
+	}) {
+		t.Fatalf("the new n1 resolves to %v, want %s; h2's table:\n%s\nh3's:\n%s", got, want,
+			hosts[1].MustWeave(t, "status", "dns"), hosts[2].MustWeave(t, "status", "dns"))
+	}
 	_ = old
 
 	// Restart h2's daemon: its names are back everywhere within 5 s.

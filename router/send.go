@@ -77,8 +77,9 @@ func (r *Router) sendLoop() {
 func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
 	hop, ok := r.mesh.Routes.Unicast(dst)
 	if !ok {
-		r.stats.drop(DropNoRoute)
-		return
+		// Routes lag a moment behind a new connection; a direct
+		// neighbour needs none.
+		hop = dst
 	}
 	f := r.forwarder(hop)
 	if f == nil {
