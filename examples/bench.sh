@@ -67,8 +67,9 @@ up() {
 		on "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true
 	done
 	log "launching weave on h1 and h2 $*"
-	on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 "$@" >/dev/null
-	on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 "$@" 192.168.200.1 >/dev/null
+	: > "$WORK/upstream-resolv.conf"
+	on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 --dns-resolv-conf "$WORK/upstream-resolv.conf" "$@" >/dev/null
+	on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 --dns-resolv-conf "$WORK/upstream-resolv.conf" "$@" 192.168.200.1 >/dev/null
 	for i in $(seq 100); do
 		# Both ends gossip the link as established once the mesh has settled.
 		links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)

@@ -70,9 +70,10 @@ ip -n "$H1" link set eth0 up
 ip -n "$H2" link set eth0 up
 
 step "h1: weave launch"
-host "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1
+: > "$WORK/upstream-resolv.conf"  # weaveDNS forwards nothing off this machine
+host "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 --dns-resolv-conf "$WORK/upstream-resolv.conf"
 step "h2: weave launch 192.168.200.1"
-host "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 192.168.200.1
+host "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 --dns-resolv-conf "$WORK/upstream-resolv.conf" 192.168.200.1
 
 printf 'waiting for the connection'
 for i in $(seq 100); do

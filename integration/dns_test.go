@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,36 @@ func TestDNSAcrossHosts(t *testing.T) {
 	lookup := hosts[0].MustWeave(t, "dns-lookup", "n2")
 	if strings.TrimSpace(lookup) == "" {
 		t.Errorf("weave dns-lookup n2 on h1 found nothing")
+	}
+}
+
+// Names outside the domain go to the upstream resolvers of the host's
+// resolv.conf: here a stub inside the test topology. With no upstream
+// answering, the query fails fast (SERVFAIL), it does not hang.
+func TestDNSForwardsUpstream(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	conf := filepath.Join(h1.DataDir, "resolv.conf")
+	if err := os.WriteFile(conf, []byte("nameserver "+h2.Addr.String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stub := h2.StartTool(t, "dns-stub", h2.Addr.String()+":53", "10.1.2.3", "60s")
+	stub.WaitStderr(t, "listening", 10*time.Second)
+	launch(t, h1, "--dns-resolv-conf", conf)
+	c, _ := h1.MustRun(t, "asker")
+	if got := resolve(t, c, "www.example.test"); len(got) != 1 || got[0] != "10.1.2.3" {
+		t.Fatalf("www.example.test via the stub upstream: %v", got)
+	}
+	st := h1.MustWeave(t, "status")
+	if !strings.Contains(st, "Upstream: "+h2.Addr.String()) {
+		t.Errorf("weave status does not show the upstream:\n%s", st)
+	}
+	stub.Kill()
+	start := time.Now()
+	if got := resolve(t, c, "gone.example.test"); len(got) != 0 {
+		t.Fatalf("resolved %v with no upstream", got)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("a query with no upstream took %v", d)
 	}
 }

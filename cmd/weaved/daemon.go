@@ -203,7 +203,7 @@ func (d *daemon) startDNS() error {
 		Ourself:  d.node.Name,
 		Domain:   cfg.dnsDomain,
 		TTL:      uint32(cfg.dnsTTL),
-		Upstream: dns.NewResolvConf(dns.DefaultResolvConf, d.log),
+		Upstream: dns.NewResolvConf(cfg.dnsConf, d.log),
 		Logger:   d.log.With("component", "dns"),
 	})
 	if err != nil {

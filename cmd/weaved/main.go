@@ -66,6 +66,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "dns-domain", Value: "weave.local.", Usage: "domain weaveDNS answers for"},
 		&cli.IntFlag{Name: "dns-ttl", Value: 1, Usage: "TTL of weaveDNS answers, in seconds"},
 		&cli.StringFlag{Name: "dns-address", Value: defaultDNSAddr.String(), Usage: "address weaveDNS serves on, on every host's bridge"},
+		&cli.StringFlag{Name: "dns-resolv-conf", Value: "/etc/resolv.conf", Usage: "resolv.conf `FILE` naming the upstream resolvers for names outside the domain (re-read when it changes)"},
 		&cli.BoolFlag{Name: "no-dns", Usage: "do not run weaveDNS"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -99,6 +100,7 @@ type config struct {
 	dnsDomain string
 	dnsTTL    int
 	dnsAddr   netip.Addr
+	dnsConf   string
 	logLevel  string
 	logFormat string
 }
@@ -146,6 +148,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 	c.dns = !cmd.Bool("no-dns")
 	c.dnsDomain = cmd.String("dns-domain")
 	c.dnsTTL = cmd.Int("dns-ttl")
+	c.dnsConf = cmd.String("dns-resolv-conf")
 	if c.dnsTTL < 0 {
 		return c, fmt.Errorf("--dns-ttl %d: want 0 or more seconds", c.dnsTTL)
 	}

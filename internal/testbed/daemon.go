@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +43,15 @@ func (h *Host) StartWeaved(t testing.TB, args ...string) *Daemon {
 	t.Helper()
 	bin := BinDir(t)
 	full := append([]string{"--data-dir", h.DataDir, "--nickname", h.Name}, args...)
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dns-resolv-conf") }) {
+		// weaveDNS forwards names outside its domain upstream: never to the
+		// machine's resolvers from a test, only where a test says.
+		conf := filepath.Join(h.DataDir, "upstream-resolv.conf")
+		if err := os.WriteFile(conf, []byte("# no upstream in tests\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		full = append(full, "--dns-resolv-conf", conf)
+	}
 	logPath := filepath.Join(h.DataDir, LogFile)
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -10,6 +10,7 @@
 //	wntool garbage-udp [-max-size B] ADDR:PORT N    send N datagrams of random bytes and sizes
 //	wntool garbage-tcp [-max-size B] ADDR:PORT N    open N connections, send random bytes, close
 //	wntool capture IFACE MARKER DURATION            count frames on IFACE, and those containing MARKER: print "FRAMES MATCHES"
+//	wntool dns-stub ADDR:PORT ANSWER DURATION       a DNS server answering every A query with ANSWER
 //
 // Listeners print "listening on ADDR" on stderr once ready; results go to
 // stdout. IFACE may be "auto": the only up, non-loopback, multicast-capable
@@ -40,6 +41,7 @@ const (
 	usageGarbageUDP = "garbage-udp [-max-size B] [-seed S] ADDR:PORT N"
 	usageGarbageTCP = "garbage-tcp [-max-size B] [-seed S] ADDR:PORT N"
 	usageCapture    = "capture IFACE MARKER DURATION"
+	usageDNSStub    = "dns-stub ADDR:PORT ANSWER DURATION"
 )
 
 var commands = map[string]command{
@@ -52,6 +54,7 @@ var commands = map[string]command{
 	"garbage-udp": {usageGarbageUDP, runGarbageUDP},
 	"garbage-tcp": {usageGarbageTCP, runGarbageTCP},
 	"capture":     {usageCapture, runCapture},
+	"dns-stub":    {usageDNSStub, runDNSStub},
 }
 
 func main() {
