@@ -203,3 +203,79 @@ func TestIPAMRmpeer(t *testing.T) {
 	// Its space is usable: h2 can allocate as before.
 	h2.MustRun(t, "after")
 }
+
+// Partition: cut h3 off, allocate on both sides, heal: no address is
+// handed out twice and every peer ends up with the same ring.
+func TestIPAMPartition(t *testing.T) {
+	_, hosts := launchTrio(t)
+	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
+	h1.MustRun(t, "before") // the ring exists on all three
+	iface := underlayIface(t, h3)
+	h3.MustExec(t, "ip", "link", "set", iface, "down")
+	healed := false
+	t.Cleanup(func() {
+		if !healed {
+			h3.Exec(t, "ip", "link", "set", iface, "up")
+		}
+	})
+	testbed.WaitFor(t, 30*time.Second, func() bool {
+		r, err := h1.TryReport(t)
+		return err == nil && r.Router.Established() == 1
+	}, "h1 notices h3 is gone")
+
+	seen := map[string]string{}
+	record := func(name, out string) {
+		a := addrOf(t, out).Addr().String()
+		if other, dup := seen[a]; dup {
+			t.Fatalf("%s and %s both got %s", name, other, a)
+		}
+		seen[a] = name
+	}
+	for i := 0; i < 3; i++ {
+		_, a := h1.MustRun(t, fmt.Sprintf("p1x%d", i))
+		record(fmt.Sprintf("p1x%d", i), a)
+		_, b := h2.MustRun(t, fmt.Sprintf("p2x%d", i))
+		record(fmt.Sprintf("p2x%d", i), b)
+		_, c := h3.MustRun(t, fmt.Sprintf("p3x%d", i))
+		record(fmt.Sprintf("p3x%d", i), c)
+	}
+
+	h3.MustExec(t, "ip", "link", "set", iface, "up")
+	healed = true
+	ring := func(h *testbed.Host) string {
+		out, err := h.Weave(t, "status", "ipam")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		// Each line: owner, size, share and ranges; only the ranges and
+		// owners matter here.
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) > 0 {
+				lines = append(lines, f[0]+" "+strings.Join(f[6:], " "))
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	var r1, r2, r3 string
+	if !testbed.Poll(90*time.Second, func() bool {
+		r1, r2, r3 = ring(h1), ring(h2), ring(h3)
+		return r1 == r2 && r2 == r3 && !strings.Contains(r1, "unreachable") && strings.Count(r1, "\n") == 2
+	}) {
+		t.Fatalf("rings did not converge after healing:\nh1:\n%s\nh2:\n%s\nh3:\n%s", r1, r2, r3)
+	}
+	// And every container keeps a distinct address that works.
+	for _, h := range hosts {
+		for _, c := range strings.Split(strings.TrimSpace(h.MustWeave(t, "ps")), "\n") {
+			f := strings.Fields(c)
+			if len(f) < 3 || f[0] == "weave:expose" {
+				continue
+			}
+			a := strings.Split(f[2], "/")[0]
+			if owner, ok := seen[a]; ok && !strings.HasSuffix(f[0], owner) {
+				t.Errorf("%s on %s has %s, which %s got", f[0], h.Name, a, owner)
+			}
+		}
+	}
+}
