@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/weaveworks/mesh"
 
 	"weavenet/dns"
@@ -80,6 +83,19 @@ func run(ctx context.Context, cfg config) error {
 			log.Error("API server", "err", err)
 		}
 	}()
+	if cfg.metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newMetrics(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mln, err := net.Listen("tcp", cfg.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr %s: %w", cfg.metrics, err)
+		}
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+	}
 	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
 
 	sigs := make(chan os.Signal, 1)

@@ -58,6 +58,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
 		&cli.StringFlag{Name: "trusted-subnets", Usage: "`CIDR,...` of peers that may talk to us unencrypted (if they trust us too)"},
+		&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:6782", Usage: "address to serve Prometheus metrics on (/metrics); empty for none"},
 		&cli.BoolFlag{Name: "no-discovery", Usage: "connect only to the peers given, not to peers learned from them"},
 		&cli.IntFlag{Name: "conn-limit", Value: 100, Usage: "maximum number of connections to peers"},
 		&cli.StringFlag{Name: "ipalloc-range", Usage: "`CIDR` containers' addresses are allocated from (default 10.32.0.0/12)"},
@@ -85,6 +86,7 @@ type config struct {
 	mtu       int
 	dataDir   string
 	httpAddr  string
+	metrics   string
 	discovery bool
 	connLimit int
 	offload   bool
@@ -116,6 +118,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 		mtu:       cmd.Int("mtu"),
 		dataDir:   cmd.String("data-dir"),
 		httpAddr:  cmd.String("http-addr"),
+		metrics:   cmd.String("metrics-addr"),
 		discovery: !cmd.Bool("no-discovery"),
 		connLimit: cmd.Int("conn-limit"),
 		offload:   !cmd.Bool("no-offload"),

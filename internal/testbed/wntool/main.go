@@ -11,6 +11,7 @@
 //	wntool garbage-tcp [-max-size B] ADDR:PORT N    open N connections, send random bytes, close
 //	wntool capture IFACE MARKER DURATION            count frames on IFACE, and those containing MARKER: print "FRAMES MATCHES"
 //	wntool dns-stub ADDR:PORT ANSWER DURATION       a DNS server answering every A query with ANSWER
+//	wntool http-get [-timeout D] URL                print the body of a GET
 //
 // Listeners print "listening on ADDR" on stderr once ready; results go to
 // stdout. IFACE may be "auto": the only up, non-loopback, multicast-capable
@@ -42,6 +43,7 @@ const (
 	usageGarbageTCP = "garbage-tcp [-max-size B] [-seed S] ADDR:PORT N"
 	usageCapture    = "capture IFACE MARKER DURATION"
 	usageDNSStub    = "dns-stub ADDR:PORT ANSWER DURATION"
+	usageHTTPGet    = "http-get [-timeout D] URL"
 )
 
 var commands = map[string]command{
@@ -55,6 +57,7 @@ var commands = map[string]command{
 	"garbage-tcp": {usageGarbageTCP, runGarbageTCP},
 	"capture":     {usageCapture, runCapture},
 	"dns-stub":    {usageDNSStub, runDNSStub},
+	"http-get":    {usageHTTPGet, runHTTPGet},
 }
 
 func main() {
