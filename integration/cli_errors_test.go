@@ -1,0 +1,54 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"weavenet/internal/testbed"
+)
+
+// Every CLI command given a wrong argument, or with no daemon to talk to,
+// prints one line that names the problem and exits 1.
+func TestCLIErrorsAreOneLine(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, idle := b.Hosts[0], b.Hosts[1]
+	launch(t, h1)
+	cases := []struct {
+		host *testbed.Host
+		args []string
+		want string // in the message
+	}{
+		{h1, []string{"attach", "10.32.0.1/99", "c1"}, "10.32.0.1/99"},
+		{h1, []string{"attach", "net:nonsense", "c1"}, "net:nonsense"},
+		{h1, []string{"attach", "10.32.0.9/12", "no-such-container"}, "no-such-container"},
+		{h1, []string{"detach"}, "container"},
+		{h1, []string{"run", "--name", "x"}, "--"},
+		{h1, []string{"run", "--", "sleep", "1"}, "--name"},
+		{h1, []string{"rm", "no-such-container"}, "no-such-container"},
+		{h1, []string{"rmpeer", "no-such-peer"}, "no-such-peer"},
+		{h1, []string{"connect", "1.2.3.4:notaport"}, "notaport"},
+		{h1, []string{"status", "bogus"}, "bogus"},
+		{h1, []string{"dns-lookup"}, "name"},
+		{h1, []string{"dns-add", "not-an-ip", "c1"}, "not-an-ip"},
+		{h1, []string{"report", "-f", "{{.Nope"}, "-f"},
+		{idle, []string{"status"}, "not running"},
+		{idle, []string{"ps"}, "not running"},
+	}
+	for _, c := range cases {
+		out, err := c.host.Weave(t, c.args...)
+		msg := strings.TrimSpace(testbed.Stderr(err))
+		switch {
+		case err == nil:
+			t.Errorf("weave %v succeeded: %q", c.args, out)
+		case testbed.ExitCode(err) != 1:
+			t.Errorf("weave %v: exit code %d, want 1", c.args, testbed.ExitCode(err))
+		case strings.Count(msg, "\n") != 0 || msg == "":
+			t.Errorf("weave %v: want one line on stderr, got %q", c.args, msg)
+		case !strings.Contains(msg, c.want):
+			t.Errorf("weave %v: %q does not name %q", c.args, msg, c.want)
+		}
+	}
+	if got := strings.TrimSpace(h1.MustWeave(t, "report", "-f", "{{.Router.NickName}}")); got != "h1" {
+		t.Errorf("weave report -f '{{.Router.NickName}}' = %q", got)
+	}
+}
