@@ -96,6 +96,9 @@ func run(ctx context.Context, cfg config) error {
 		go func() { _ = msrv.Serve(mln) }()
 		defer msrv.Close()
 	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("telling systemd we are ready", "err", err)
+	}
 	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
 
 	sigs := make(chan os.Signal, 1)
@@ -107,6 +110,7 @@ func run(ctx context.Context, cfg config) error {
 		log.Info("stopping", "reason", "API request")
 	case <-ctx.Done():
 	}
+	_ = sdNotify("STOPPING=1")
 	// Release devices and ports before the API goes quiet: weave stop
 	// returns when it does, and a launch right after must find them free.
 	d.cleanup()
