@@ -24,75 +24,23 @@ func (d *daemon) handler() http.Handler {
 	mux.HandleFunc("GET /report", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.report())
 	})
-	mux.HandleFunc("POST /connect", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PeersRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
-		if err := d.node.Connect(req.Peers, req.Replace); err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, struct{}{})
+	post(mux, "/connect", func(_ context.Context, req api.PeersRequest) (any, error) {
+		return struct{}{}, d.node.Connect(req.Peers, req.Replace)
 	})
-	mux.HandleFunc("POST /forget", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PeersRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
+	post(mux, "/forget", func(_ context.Context, req api.PeersRequest) (any, error) {
 		d.node.Forget(req.Peers)
-		writeJSON(w, http.StatusOK, struct{}{})
+		return struct{}{}, nil
 	})
-	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) {
-		var req api.AttachRequest
-		if readJSON(w, r, &req) {
-			reply(w)(d.attach(r.Context(), req))
-		}
-	})
-	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) {
-		var req api.AttachRequest
-		if readJSON(w, r, &req) {
-			reply(w)(d.detach(req))
-		}
-	})
+	post(mux, "/attach", func(ctx context.Context, req api.AttachRequest) (any, error) { return d.attach(ctx, req) })
+	post(mux, "/detach", func(_ context.Context, req api.AttachRequest) (any, error) { return d.detach(req) })
+	post(mux, "/expose", func(ctx context.Context, req api.AttachRequest) (any, error) { return d.expose(ctx, req) })
+	post(mux, "/hide", func(_ context.Context, req api.AttachRequest) (any, error) { return d.hide(req) })
+	post(mux, "/rm", func(_ context.Context, req api.ContainerRequest) (any, error) { return struct{}{}, d.rm(req.Container) })
+	post(mux, "/rmpeer", func(_ context.Context, req api.PeersRequest) (any, error) { return d.rmpeer(req.Peers) })
+	post(mux, "/dns-add", func(_ context.Context, req api.DNSRequest) (any, error) { return struct{}{}, d.dnsChange(req, true) })
+	post(mux, "/dns-remove", func(_ context.Context, req api.DNSRequest) (any, error) { return struct{}{}, d.dnsChange(req, false) })
 	mux.HandleFunc("GET /ps", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.ps())
-	})
-	mux.HandleFunc("POST /rm", func(w http.ResponseWriter, r *http.Request) {
-		var req api.ContainerRequest
-		if readJSON(w, r, &req) {
-			reply(w)(struct{}{}, d.rm(req.Container))
-		}
-	})
-	mux.HandleFunc("POST /expose", func(w http.ResponseWriter, r *http.Request) {
-		var req api.AttachRequest
-		if readJSON(w, r, &req) {
-			reply(w)(d.expose(r.Context(), req))
-		}
-	})
-	mux.HandleFunc("POST /hide", func(w http.ResponseWriter, r *http.Request) {
-		var req api.AttachRequest
-		if readJSON(w, r, &req) {
-			reply(w)(d.hide(req))
-		}
-	})
-	mux.HandleFunc("POST /rmpeer", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PeersRequest
-		if readJSON(w, r, &req) {
-			reply(w)(d.rmpeer(req.Peers))
-		}
-	})
-	mux.HandleFunc("POST /dns-add", func(w http.ResponseWriter, r *http.Request) {
-		var req api.DNSRequest
-		if readJSON(w, r, &req) {
-			reply(w)(struct{}{}, d.dnsChange(req, true))
-		}
-	})
-	mux.HandleFunc("POST /dns-remove", func(w http.ResponseWriter, r *http.Request) {
-		var req api.DNSRequest
-		if readJSON(w, r, &req) {
-			reply(w)(struct{}{}, d.dnsChange(req, false))
-		}
 	})
 	mux.HandleFunc("GET /dns-lookup", func(w http.ResponseWriter, r *http.Request) {
 		if d.dns == nil {
@@ -137,10 +85,16 @@ func (d *daemon) requestStop() {
 	}
 }
 
-// reply writes v, or err: 404 for what does not exist, else 400 (the
-// request cannot be met as asked).
-func reply(w http.ResponseWriter) func(v any, err error) {
-	return func(v any, err error) {
+// post serves a JSON request of type Req at POST path with do: its answer
+// as JSON, or its error as a 404 (what does not exist) or 400 (the request
+// cannot be met as asked).
+func post[Req any](mux *http.ServeMux, path string, do func(context.Context, Req) (any, error)) {
+	mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !readJSON(w, r, &req) {
+			return
+		}
+		v, err := do(r.Context(), req)
 		switch {
 		case err == nil:
 			writeJSON(w, http.StatusOK, v)
@@ -149,7 +103,7 @@ func reply(w http.ResponseWriter) func(v any, err error) {
 		default:
 			writeError(w, http.StatusBadRequest, err)
 		}
-	}
+	})
 }
 
 const containerIfName = "ethwe"
