@@ -52,9 +52,11 @@ func launch(ctx context.Context, cmd *cli.Command) error {
 	exited := make(chan error, 1)
 	go func() { exited <- p.Wait() }()
 
+	start := time.Now()
 	deadline := time.After(60 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	said := false
 	for {
 		select {
 		case <-exited:
@@ -64,7 +66,17 @@ func launch(ctx context.Context, cmd *cli.Command) error {
 		case <-tick.C:
 			rep, err := c.Report(ctx)
 			if err != nil {
+				if !said && time.Since(start) > time.Second {
+					fmt.Fprintf(os.Stderr, "waiting for weaved to answer at %s (log: %s)\n", httpAddr, logPath)
+					said = true
+				}
 				continue
+			}
+			// Addresses wait for the first peers to agree on the range;
+			// say so rather than leave a user wondering why weave run
+			// hangs.
+			if ip := rep.IPAM; ip != nil && strings.HasPrefix(ip.Status, "awaiting consensus") {
+				fmt.Fprintf(os.Stderr, "IPAM is %s: addresses are handed out once enough of the first peers are connected\n", ip.Status)
 			}
 			fmt.Println(rep.Router.Name)
 			return nil
