@@ -102,13 +102,21 @@ func run(ctx context.Context, cfg config) error {
 	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case s := <-sigs:
-		log.Info("stopping", "signal", s.String())
-	case <-d.stop:
-		log.Info("stopping", "reason", "API request")
-	case <-ctx.Done():
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			log.Info("stopping", "signal", s.String())
+		case <-d.stop:
+			log.Info("stopping", "reason", "API request")
+		case <-ctx.Done():
+		}
+		break wait
 	}
 	_ = sdNotify("STOPPING=1")
 	// Release devices and ports before the API goes quiet: weave stop
@@ -213,6 +221,27 @@ func (d *daemon) start() error {
 	}
 	r.Start(node.Mesh)
 	return node.Start(cfg.peers)
+}
+
+// reload is SIGHUP: connect again to every --peer (targets dropped with
+// weave forget come back), and check the password file. mesh reads its
+// password without a lock, so a new one cannot be swapped in safely while
+// connections come and go: a changed file is reported, and takes effect at
+// the next start.
+func (d *daemon) reload() {
+	if err := d.node.Connect(d.cfg.peers, false); err != nil {
+		d.log.Warn("SIGHUP: peers", "err", err)
+	}
+	if d.cfg.passwordFile != "" {
+		pw, err := password("", d.cfg.passwordFile)
+		switch {
+		case err != nil:
+			d.log.Warn("SIGHUP: password file", "err", err)
+		case string(pw) != string(d.cfg.password):
+			d.log.Warn("SIGHUP: the password file changed; restart weaved to use the new password", "file", d.cfg.passwordFile)
+		}
+	}
+	d.log.Info("SIGHUP: reconnecting to peers", "peers", d.cfg.peers)
 }
 
 // startDNS builds weaveDNS, re-registers the names of the containers still

@@ -91,7 +91,9 @@ type config struct {
 	connLimit int
 	offload   bool
 	password  []byte
-	trusted   []netip.Prefix
+	// passwordFile is re-read on SIGHUP.
+	passwordFile string
+	trusted      []netip.Prefix
 	// IPAM
 	ipRange         netip.Prefix
 	ipRangeExplicit bool
@@ -144,7 +146,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 	if err != nil {
 		return c, err
 	}
-	c.password = pw
+	c.password, c.passwordFile = pw, cmd.String("password-file")
 	if err := ipamConfig(cmd, &c); err != nil {
 		return c, err
 	}
