@@ -76,7 +76,9 @@ func TestDNSAcrossHosts(t *testing.T) {
 		got = resolve(t, cs[1], "n1.weave.local")
 		return len(got) == 1 && got[0] == want
 	}) {
-		t.Fatalf("the new n1 resolves to %v, want %s; h2's table:\n%s\nh3's:\n%s", got, want,
+		q, qerr := cs[1].Tool(t, 10*time.Second, "dns-query", "169.254.53.53:53", "n1.weave.local", "A")
+		neigh, _ := cs[1].Exec(t, "ip", "neigh")
+		t.Fatalf("the new n1 resolves to %v, want %s; direct query: %q %v; neighbours:\n%s\nh2's table:\n%s\nh3's:\n%s", got, want, q, qerr, neigh,
 			hosts[1].MustWeave(t, "status", "dns"), hosts[2].MustWeave(t, "status", "dns"))
 	}
 	_ = old

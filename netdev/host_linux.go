@@ -91,3 +91,21 @@ func OverlappingRoutes(p netip.Prefix, except string) ([]string, error) {
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// SetMAC gives the named link a fixed hardware address. A Linux bridge
+// otherwise takes the lowest address of its ports and changes it as
+// containers come and go, which strands what containers cached for the
+// host's own addresses on the bridge (the DNS server's).
+func SetMAC(link string, mac net.HardwareAddr) error {
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("netdev: %s: %w", link, err)
+	}
+	if l.Attrs().HardwareAddr.String() == mac.String() {
+		return nil
+	}
+	if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+		return fmt.Errorf("netdev: set %s's MAC to %v: %w", link, mac, err)
+	}
+	return nil
+}

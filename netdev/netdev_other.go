@@ -59,3 +59,6 @@ func AddRoute(link string, dst netip.Prefix, src netip.Addr) error { return errU
 
 // OverlappingRoutes is unsupported off Linux.
 func OverlappingRoutes(p netip.Prefix, except string) ([]string, error) { return nil, errUnsupported }
+
+// SetMAC is unsupported off Linux.
+func SetMAC(link string, mac net.HardwareAddr) error { return errUnsupported }

@@ -188,6 +188,11 @@ func (d *daemon) start() error {
 		return err
 	}
 	d.node = node
+	// A bridge MAC of our own, stable across restarts: the peer name is a
+	// locally administered unicast MAC no one else uses.
+	if err := netdev.SetMAC(cfg.bridge, net.HardwareAddr(peerNameBytes(node.Name))); err != nil {
+		return err
+	}
 
 	// Gossipers register before the mesh starts, so that no message for
 	// them arrives first.
@@ -313,6 +318,16 @@ func (d *daemon) doCleanup() {
 			}
 		}
 	}
+}
+
+func peerNameBytes(n mesh.PeerName) []byte {
+	b := make([]byte, 6)
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(n)
+		n >>= 8
+	}
+	b[0] = (b[0] | 0x02) &^ 0x01
+	return b
 }
 
 // tapName is the bridge port the router reads frames from.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -51,4 +52,31 @@ func runDNSStub(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "listening on %s\n", pc.LocalAddr())
 	go func() { time.Sleep(d); _ = srv.Shutdown() }()
 	return srv.ActivateAndServe()
+}
+
+// runDNSQuery asks one server one question over UDP and prints the rcode,
+// the answers and how long it took.
+func runDNSQuery(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dns-query", flag.ContinueOnError)
+	pos, err := parseFlags(fs, args, 3, usageDNSQuery)
+	if err != nil {
+		return err
+	}
+	qtype, ok := mdns.StringToType[pos[2]]
+	if !ok {
+		return fmt.Errorf("TYPE %q: want A, AAAA, PTR, MX...", pos[2])
+	}
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(pos[1]), qtype)
+	c := &mdns.Client{Timeout: 3 * time.Second}
+	r, rtt, err := c.Exchange(m, pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %v", mdns.RcodeToString[r.Rcode], rtt)
+	for _, a := range r.Answer {
+		fmt.Fprintf(stdout, " %s", strings.Join(strings.Fields(a.String())[3:], " "))
+	}
+	fmt.Fprintln(stdout)
+	return nil
 }

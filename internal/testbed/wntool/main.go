@@ -12,6 +12,7 @@
 //	wntool capture IFACE MARKER DURATION            count frames on IFACE, and those containing MARKER: print "FRAMES MATCHES"
 //	wntool dns-stub ADDR:PORT ANSWER DURATION       a DNS server answering every A query with ANSWER
 //	wntool http-get [-timeout D] URL                print the body of a GET
+//	wntool dns-query SERVER:PORT NAME TYPE          one DNS question: print rcode, time and answers
 //
 // Listeners print "listening on ADDR" on stderr once ready; results go to
 // stdout. IFACE may be "auto": the only up, non-loopback, multicast-capable
@@ -44,6 +45,7 @@ const (
 	usageCapture    = "capture IFACE MARKER DURATION"
 	usageDNSStub    = "dns-stub ADDR:PORT ANSWER DURATION"
 	usageHTTPGet    = "http-get [-timeout D] URL"
+	usageDNSQuery   = "dns-query SERVER:PORT NAME TYPE"
 )
 
 var commands = map[string]command{
@@ -58,6 +60,7 @@ var commands = map[string]command{
 	"capture":     {usageCapture, runCapture},
 	"dns-stub":    {usageDNSStub, runDNSStub},
 	"http-get":    {usageHTTPGet, runHTTPGet},
+	"dns-query":   {usageDNSQuery, runDNSQuery},
 }
 
 func main() {
