@@ -64,7 +64,7 @@ func runDNSQuery(args []string, stdout, stderr io.Writer) error {
 	}
 	qtype, ok := mdns.StringToType[pos[2]]
 	if !ok {
-		return fmt.Errorf("TYPE %q: want A, AAAA, PTR, MX...", pos[2])
+		return fmt.Errorf("TYPE %q: want a type such as A, AAAA, PTR or MX", pos[2])
 	}
 	m := new(mdns.Msg)
 	m.SetQuestion(mdns.Fqdn(pos[1]), qtype)

@@ -11,6 +11,8 @@
 //	wntool garbage-tcp [-max-size B] ADDR:PORT N    open N connections, send random bytes, close
 //	wntool capture IFACE MARKER DURATION            count frames on IFACE, and those containing MARKER: print "FRAMES MATCHES"
 //	wntool dns-stub ADDR:PORT ANSWER DURATION       a DNS server answering every A query with ANSWER
+//	wntool capture-udp IFACE PORT MINSIZE DURATION  print in hex the payload of one whole UDP datagram to PORT
+//	wntool udp-send-hex ADDR:PORT HEX               send one datagram with that payload
 //	wntool http-get [-timeout D] URL                print the body of a GET
 //	wntool dns-query SERVER:PORT NAME TYPE          one DNS question: print rcode, time and answers
 //
@@ -44,23 +46,27 @@ const (
 	usageGarbageTCP = "garbage-tcp [-max-size B] [-seed S] ADDR:PORT N"
 	usageCapture    = "capture IFACE MARKER DURATION"
 	usageDNSStub    = "dns-stub ADDR:PORT ANSWER DURATION"
+	usageCaptureUDP = "capture-udp IFACE PORT MINSIZE DURATION"
+	usageUDPSendHex = "udp-send-hex ADDR:PORT HEX"
 	usageHTTPGet    = "http-get [-timeout D] URL"
 	usageDNSQuery   = "dns-query SERVER:PORT NAME TYPE"
 )
 
 var commands = map[string]command{
-	"recv":        {usageRecv, runRecv},
-	"send":        {usageSend, runSend},
-	"udp-recv":    {usageUDPRecv, runUDPRecv},
-	"udp-send":    {usageUDPSend, runUDPSend},
-	"mcast-recv":  {usageMcastRecv, runMcastRecv},
-	"mcast-send":  {usageMcastSend, runMcastSend},
-	"garbage-udp": {usageGarbageUDP, runGarbageUDP},
-	"garbage-tcp": {usageGarbageTCP, runGarbageTCP},
-	"capture":     {usageCapture, runCapture},
-	"dns-stub":    {usageDNSStub, runDNSStub},
-	"http-get":    {usageHTTPGet, runHTTPGet},
-	"dns-query":   {usageDNSQuery, runDNSQuery},
+	"recv":         {usageRecv, runRecv},
+	"send":         {usageSend, runSend},
+	"udp-recv":     {usageUDPRecv, runUDPRecv},
+	"udp-send":     {usageUDPSend, runUDPSend},
+	"mcast-recv":   {usageMcastRecv, runMcastRecv},
+	"mcast-send":   {usageMcastSend, runMcastSend},
+	"garbage-udp":  {usageGarbageUDP, runGarbageUDP},
+	"garbage-tcp":  {usageGarbageTCP, runGarbageTCP},
+	"capture":      {usageCapture, runCapture},
+	"dns-stub":     {usageDNSStub, runDNSStub},
+	"capture-udp":  {usageCaptureUDP, runCaptureUDP},
+	"udp-send-hex": {usageUDPSendHex, runUDPSendHex},
+	"http-get":     {usageHTTPGet, runHTTPGet},
+	"dns-query":    {usageDNSQuery, runDNSQuery},
 }
 
 func main() {
