@@ -279,3 +279,31 @@ func TestIPAMPartition(t *testing.T) {
 		}
 	}
 }
+
+// weave expose gives the host an address on the weave network, from which it
+// reaches containers on other hosts; weave hide takes it away.
+func TestExposeHide(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	launch(t, h1)
+	launch(t, h2, peerArg(t, h2, h1)...)
+	waitMesh(t, h1, 1, 2)
+	_, out := h2.MustRun(t, "target")
+	target := addrOf(t, out).Addr().String()
+	exposed := strings.TrimSpace(h1.MustWeave(t, "expose"))
+	if !strings.HasPrefix(exposed, "10.") {
+		t.Fatalf("weave expose printed %q", exposed)
+	}
+	h1.WaitPing(t, target, pingTimeout)
+	if ps := h1.MustWeave(t, "ps"); !strings.Contains(ps, "weave:expose") {
+		t.Errorf("weave ps does not list weave:expose:\n%s", ps)
+	}
+	// The exposed address survives a restart of the daemon.
+	h1.MustWeave(t, "stop")
+	launch(t, h1)
+	h1.WaitPing(t, target, pingTimeout)
+	h1.MustWeave(t, "hide")
+	if addrs := h1.MustExec(t, "ip", "-o", "-4", "addr", "show", "dev", "weave"); strings.Contains(addrs, exposed) {
+		t.Errorf("after hide the bridge still has %s:\n%s", exposed, addrs)
+	}
+}

@@ -99,7 +99,9 @@ func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 		// broadcast tree: send our own frame to every neighbour rather than
 		// lose it (a container's first ARP request, which it would only
 		// repeat a second later).
-		for name := range *r.fwds.Load() {
+		fwds := *r.fwds.Load()
+		hops = make([]mesh.PeerName, 0, len(fwds)) // never append to mesh's cached slice
+		for name := range fwds {
 			hops = append(hops, name)
 		}
 	}

@@ -361,8 +361,30 @@ func (d *daemon) expose(ctx context.Context, req api.AttachRequest) (*api.Attach
 		if err := netdev.AddAddr(d.cfg.bridge, p); err != nil {
 			return nil, err
 		}
+		if err := d.hostRoute(p.Addr()); err != nil {
+			return nil, err
+		}
 	}
 	return &api.AttachResponse{Addrs: prefixStrings(d.alloc.Lookup(exposeKey))}, nil
+}
+
+// hostRoute points the host's route to the range at the bridge with src as
+// the source address, so that what the host sends to containers comes from
+// an address they can answer: its exposed address if it has one, else the
+// DNS address, which only its own containers reach.
+func (d *daemon) hostRoute(src netip.Addr) error {
+	if !src.IsValid() {
+		if d.dns == nil {
+			return nil
+		}
+		src = d.cfg.dnsAddr
+		for _, p := range d.alloc.Lookup(exposeKey) {
+			if d.cfg.ipRange.Contains(p.Addr()) {
+				src = p.Addr()
+			}
+		}
+	}
+	return netdev.AddRoute(d.cfg.bridge, d.cfg.ipRange, src)
 }
 
 func (d *daemon) hide(req api.AttachRequest) (*api.AttachResponse, error) {
@@ -380,6 +402,9 @@ func (d *daemon) hide(req api.AttachRequest) (*api.AttachResponse, error) {
 		if err := d.alloc.Release(exposeKey, p); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.hostRoute(netip.Addr{}); err != nil {
+		return nil, err
 	}
 	return &api.AttachResponse{Addrs: prefixStrings(d.alloc.Lookup(exposeKey))}, nil
 }

@@ -219,6 +219,13 @@ func (d *daemon) start() error {
 	alloc.SetGossip(g)
 	node.Mesh.Routes.OnChange(alloc.PeersChanged)
 
+	// Addresses weave expose gave the host survive a restart, as the
+	// containers' do.
+	for _, p := range alloc.Lookup(exposeKey) {
+		if err := netdev.AddAddr(cfg.bridge, p); err != nil {
+			return err
+		}
+	}
 	if cfg.dns {
 		if err := d.startDNS(); err != nil {
 			return err
@@ -278,7 +285,7 @@ func (d *daemon) startDNS() error {
 	if err := netdev.AddAddr(cfg.bridge, netip.PrefixFrom(cfg.dnsAddr, 32)); err != nil {
 		return err
 	}
-	if err := netdev.AddRoute(cfg.bridge, cfg.ipRange, cfg.dnsAddr); err != nil {
+	if err := d.hostRoute(netip.Addr{}); err != nil {
 		return err
 	}
 	if err := srv.Start(netip.AddrPortFrom(cfg.dnsAddr, 53)); err != nil {
