@@ -84,8 +84,14 @@ lint: staticcheck
 demo: deps build
 	BIN=$(BIN) examples/demo.sh
 
+# The benchmark compares with wireguard-go (from the Go module proxy) and
+# wg (Debian's wireguard-tools) on the same topology; both are installed if
+# missing, and the comparison is skipped if that fails.
+WIREGUARD_GO := $(GOBIN_DIR)/wireguard
 bench: deps build
-	BIN=$(BIN) examples/bench.sh
+	@test -x $(WIREGUARD_GO) || $(GO) install golang.zx2c4.com/wireguard@latest || echo "bench: wireguard-go not installable; comparison skipped"
+	@command -v wg >/dev/null || (apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null) || echo "bench: wg not installable; comparison skipped"
+	BIN=$(BIN) WIREGUARD_GO=$(WIREGUARD_GO) examples/bench.sh
 
 # Runs every Fuzz* target of every package for $(FUZZTIME).
 fuzz:

@@ -114,6 +114,36 @@ up --password bench-secret
 log "encrypted overlay TCP (c1 -> c2, ${DURATION}s)"
 tcp_enc=$(tcp "$C1" "$C2" 10.32.0.2)
 rtt_enc=$(rtt "$C1" 10.32.0.2)
+# wireguard-go on the same two hosts, host to host over its TUN (it has no
+# bridge, so it is measured between the hosts' wg0 addresses): the userspace
+# router to beat.
+tcp_wg="" rtt_wg=""
+WIREGUARD_GO=${WIREGUARD_GO:-$(command -v wireguard-go || true)}
+if [ -x "$WIREGUARD_GO" ] && command -v wg >/dev/null; then
+	log "wireguard-go TCP (h1 -> h2 over wg0, ${DURATION}s)"
+	# Distinct names: wireguard-go's control sockets live in one directory
+	# shared by all namespaces.
+	for i in 1 2; do
+		on "$([ $i = 1 ] && echo "$H1" || echo "$H2")" "$WIREGUARD_GO" "${P}wg$i" >/dev/null 2>&1
+		(umask 077; wg genkey > "$WORK/wg$i.key")
+		wg pubkey < "$WORK/wg$i.key" > "$WORK/wg$i.pub"
+	done
+	on "$H1" wg set "${P}wg1" private-key "$WORK/wg1.key" listen-port 51820 peer "$(cat "$WORK/wg2.pub")" allowed-ips 10.99.0.2/32 endpoint 192.168.200.2:51820
+	on "$H2" wg set "${P}wg2" private-key "$WORK/wg2.key" listen-port 51820 peer "$(cat "$WORK/wg1.pub")" allowed-ips 10.99.0.1/32 endpoint 192.168.200.1:51820
+	on "$H1" ip addr add 10.99.0.1/24 dev "${P}wg1"
+	on "$H2" ip addr add 10.99.0.2/24 dev "${P}wg2"
+	on "$H1" ip link set "${P}wg1" up
+	on "$H2" ip link set "${P}wg2" up
+	if on "$H1" ping -c 1 -W 5 10.99.0.2 >/dev/null; then
+		tcp_wg=$(tcp "$H1" "$H2" 10.99.0.2)
+		rtt_wg=$(rtt "$H1" 10.99.0.2)
+	fi
+	on "$H1" ip link delete "${P}wg1" 2>/dev/null || true
+	on "$H2" ip link delete "${P}wg2" 2>/dev/null || true
+else
+	log "wireguard-go or wg not found: no comparison (make bench installs them)"
+fi
+
 for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over" "$tcp_enc" "$rtt_enc"; do
 	[ -n "$v" ] || { log "a measurement produced no number"; exit 1; }
 done
@@ -146,3 +176,8 @@ awk -v tu="$tcp_under" -v to="$tcp_over" -v te="$tcp_enc" -v ru="$rtt_under" -v 
 }'
 echo "IPAM: first address $first_ms ms after launching two fresh daemons (consensus of 2);" \
 	"weave attach net:default on a ready ring: $attach_ms ms (mean of $N, CLI start and veth included)"
+if [ -n "$tcp_wg" ]; then
+	awk -v to="$tcp_over" -v te="$tcp_enc" -v tw="$tcp_wg" -v rw="$rtt_wg" -v ro="$rtt_over" -v ru="$rtt_under" 'BEGIN {
+		printf "wireguard-go (encrypted, host to host): %.2f Gbit/s, RTT %.3f ms (+%.3f); weavenet plain %.2fx and encrypted %.2fx its throughput\n", tw / 1e9, rw, rw - ru, to / tw, te / tw
+	}'
+fi
