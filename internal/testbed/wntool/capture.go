@@ -30,19 +30,11 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	const ethPAll = 0x0003
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(ethPAll)))
+	fd, err := packetSocket(ifi, unix.SOCK_RAW, 0x0003) // ETH_P_ALL
 	if err != nil {
-		return fmt.Errorf("packet socket: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(ethPAll), Ifindex: ifi.Index}); err != nil {
-		return fmt.Errorf("bind to %s: %w", ifi.Name, err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
 	}
+	defer unix.Close(fd)
 	fmt.Fprintf(stderr, "capturing on %s\n", ifi.Name)
 	buf := make([]byte, 1<<16)
 	var packets, matches int
@@ -61,6 +53,25 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// packetSocket opens an AF_PACKET socket of the given type for protocol on
+// ifi, whose reads time out every 100 ms so that callers can watch a clock.
+func packetSocket(ifi *net.Interface, typ int, protocol uint16) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, typ, int(htons(protocol)))
+	if err != nil {
+		return -1, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(protocol), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind to %s: %w", ifi.Name, err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
 
 // runCaptureUDP waits for one UDP datagram to PORT of at least MINSIZE
 // payload bytes on IFACE and prints the payload in hex: a test captures a
@@ -87,19 +98,11 @@ func runCaptureUDP(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	const ethPIP = 0x0800
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(ethPIP)))
+	fd, err := packetSocket(ifi, unix.SOCK_DGRAM, 0x0800) // IPv4 packets, link header stripped
 	if err != nil {
-		return fmt.Errorf("packet socket: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(ethPIP), Ifindex: ifi.Index}); err != nil {
-		return fmt.Errorf("bind to %s: %w", ifi.Name, err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
 	}
+	defer unix.Close(fd)
 	fmt.Fprintf(stderr, "capturing on %s\n", ifi.Name)
 	buf := make([]byte, 1<<16)
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
