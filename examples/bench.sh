@@ -8,77 +8,30 @@
 # Everything it creates carries a random prefix and is removed on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-BIN=$(cd "${BIN:-$here/../bin}" 2>/dev/null && pwd) || { echo "bench: no bin directory; run make build first" >&2; exit 1; }
-for b in weave weaved; do
-	[ -x "$BIN/$b" ] || { echo "bench: $BIN/$b not found; run make build first" >&2; exit 1; }
-done
-[ "$(id -u)" = 0 ] || { echo "bench: needs root for network namespaces; run sudo make bench" >&2; exit 1; }
-for c in ip ping iperf3 awk; do
-	command -v "$c" >/dev/null || { echo "bench: $c not found; run sudo make deps" >&2; exit 1; }
-done
+TOOL=bench NEED="ping iperf3 awk ss"
+. "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10}
-
-P=wn$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
-H1=${P}h1 H2=${P}h2 C1=${P}c1 C2=${P}c2
-WORK=$(mktemp -d /tmp/weavenet-bench-XXXXXX)
-
-cleanup() {
-	local rc=$?
-	set +e
-	trap - EXIT
-	if [ "$rc" != 0 ]; then
-		for h in h1 h2; do
-			[ -f "$WORK/$h/weaved.log" ] && { echo "--- $h weaved.log (tail)"; tail -n 20 "$WORK/$h/weaved.log"; }
-		done
-	fi
-	for ns in "$H1" "$H2"; do
-		[ -e "/var/run/netns/$ns" ] && ip netns exec "$ns" "$BIN/weave" stop >/dev/null 2>&1
-	done
-	for ns in "$C1" "$C2" "$H1" "$H2"; do
-		[ -e "/var/run/netns/$ns" ] || continue
-		pids=$(ip netns pids "$ns" 2>/dev/null || true)
-		[ -n "$pids" ] && kill -9 $pids 2>/dev/null
-		ip netns delete "$ns"
-	done
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+C1=${P}c1 C2=${P}c2
 log() { echo "bench: $*" >&2; }
 
-for ns in "$H1" "$H2" "$C1" "$C2"; do
+make_hosts
+for ns in "$C1" "$C2"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 done
-ip link add eth0 netns "$H1" type veth peer name eth0 netns "$H2"
-ip -n "$H1" addr add 192.168.200.1/24 dev eth0
-ip -n "$H2" addr add 192.168.200.2/24 dev eth0
-ip -n "$H1" link set eth0 up
-ip -n "$H2" link set eth0 up
 
 # up [WEAVED FLAGS...]: (re)launch weave on both hosts with the flags and
 # plug the containers in again.
 up() {
 	for ns in "$H1" "$H2"; do
-		on "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true
+		host "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true
 	done
 	log "launching weave on h1 and h2 $*"
-	: > "$WORK/upstream-resolv.conf"
-	on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 --dns-resolv-conf "$WORK/upstream-resolv.conf" "$@" >/dev/null
-	on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 --dns-resolv-conf "$WORK/upstream-resolv.conf" "$@" 192.168.200.1 >/dev/null
-	for i in $(seq 100); do
-		# Both ends gossip the link as established once the mesh has settled.
-		links=$(on "$H2" "$BIN/weave" report -f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}}{{end}}' 2>/dev/null || true)
-		[ "$links" = xx ] && break
-		[ "$i" = 100 ] && { log "h2 did not connect to h1 within 20s"; exit 1; }
-		sleep 0.2
-	done
-	on "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1" >/dev/null
-	on "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2" >/dev/null
+	launch "$H1" h1 "$@" >/dev/null
+	launch "$H2" h2 "$@" 192.168.200.1 >/dev/null
+	wait_link
+	host "$H1" "$BIN/weave" attach 10.32.0.1/12 "$C1" >/dev/null
+	host "$H2" "$BIN/weave" attach 10.32.0.2/12 "$C2" >/dev/null
 	on "$C1" ping -c 1 -W 5 10.32.0.2 >/dev/null || { log "c1 cannot reach c2"; exit 1; }
 }
 
@@ -150,14 +103,13 @@ done
 
 # IPAM: two fresh daemons (no persisted ring) that must agree by consensus
 # before the first address; then the latency of weave attach on a ready ring.
-for ns in "$H1" "$H2"; do on "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true; done
-on "$H1" "$BIN/weave" detach "$C1" >/dev/null 2>&1 || true
+for ns in "$H1" "$H2"; do host "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true; done
 rm -f "$WORK"/h1/ipam.db "$WORK"/h2/ipam.db "$WORK"/h1/containers.json "$WORK"/h2/containers.json
 log "IPAM: two fresh daemons, consensus, first allocation"
 t0=$(date +%s%N)
-on "$H1" "$BIN/weave" launch --data-dir "$WORK/h1" --nickname h1 --dns-resolv-conf "$WORK/upstream-resolv.conf" --ipalloc-init consensus=2 >/dev/null 2>&1
-on "$H2" "$BIN/weave" launch --data-dir "$WORK/h2" --nickname h2 --dns-resolv-conf "$WORK/upstream-resolv.conf" --ipalloc-init consensus=2 192.168.200.1 >/dev/null 2>&1
-until on "$H1" "$BIN/weave" attach net:default "$C1" >/dev/null 2>&1; do
+launch "$H1" h1 --ipalloc-init consensus=2 >/dev/null 2>&1
+launch "$H2" h2 --ipalloc-init consensus=2 192.168.200.1 >/dev/null 2>&1
+until host "$H1" "$BIN/weave" attach net:default "$C1" >/dev/null 2>&1; do
 	[ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt 60 ] || { log "no allocation within 60s"; exit 1; }
 	sleep 0.05
 done
@@ -165,7 +117,7 @@ first_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 N=10
 for i in $(seq $N); do ip netns add "${P}x$i"; done
 t0=$(date +%s%N)
-for i in $(seq $N); do on "$H1" "$BIN/weave" attach net:default "${P}x$i" >/dev/null; done
+for i in $(seq $N); do host "$H1" "$BIN/weave" attach net:default "${P}x$i" >/dev/null; done
 attach_ms=$(( ($(date +%s%N) - t0) / 1000000 / N ))
 for i in $(seq $N); do ip netns delete "${P}x$i"; done
 
