@@ -41,6 +41,7 @@ func (r *Router) receiveLoop() {
 				return
 			}
 			r.log.Warn("sleeve: read from UDP", "err", err)
+			r.pause()
 			continue
 		}
 		r.receivePacket(buf, n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/weaveworks/mesh"
 
@@ -46,6 +47,7 @@ func (r *Router) sendLoop() {
 				return
 			}
 			r.log.Warn("sleeve: read from device", "err", err)
+			r.pause() // a device gone bad must not spin this loop
 			continue
 		}
 		if n < tun.VirtioNetHdrLen+ethHdrLen {
@@ -229,6 +231,14 @@ func (r *Router) send(pkt []byte, to netip.AddrPort) {
 func (r *Router) learn(addr mac, peer mesh.PeerName) {
 	if moved, from := r.macs.learn(addr, peer); moved {
 		r.log.Info("sleeve: MAC moved", "mac", net.HardwareAddr(addr[:]).String(), "from", from.String(), "to", peer.String())
+	}
+}
+
+// pause waits a moment after an unexpected I/O error, or until Close.
+func (r *Router) pause() {
+	select {
+	case <-r.closing:
+	case <-time.After(10 * time.Millisecond):
 	}
 }
 
