@@ -109,6 +109,9 @@ type Connection struct {
 	// Cipher is nacl (Weave Net's), aes-256-gcm (between weavenet peers
 	// with AES hardware) or none.
 	Cipher string `json:",omitempty"`
+	// Format is the sleeve format of the link: fast (weavenet peers:
+	// offloaded super-frames cross whole) or classic (Weave Net's).
+	Format string `json:",omitempty"`
 }
 
 // Peer is a peer of the mesh and the connections it reports.

@@ -97,7 +97,9 @@ type control struct {
 // AddFeaturesTo implements mesh.Overlay.
 func (r *Router) AddFeaturesTo(features map[string]string) {
 	features[featureOverlays] = overlayName
-	features[featureVnetHdr] = "1"
+	if r.superFrames {
+		features[featureVnetHdr] = "1"
+	}
 	if r.fastCipher {
 		features[featureCipher] = crypto.AESGCM.String()
 	}
@@ -120,7 +122,7 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		remote:      p.RemotePeer,
 		remoteName:  p.RemotePeer.Name,
 		connUID:     p.ConnUID,
-		vnetHdr:     p.Features[featureVnetHdr] == "1",
+		vnetHdr:     r.superFrames && p.Features[featureVnetHdr] == "1",
 		wrapControl: wrap,
 		sendControl: p.SendControlMessage,
 		specials:    make(chan special, 4),
@@ -199,6 +201,8 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"cipher":    f.cipher(),
 		// superframes: offloaded 64 KiB frames cross this link whole.
 		"superframes": f.takesSuperFrames(),
+		// format: classic is Weave Net's plain frames, fast ours.
+		"format": map[bool]string{false: "classic", true: "fast"}[f.vnetHdr],
 	}
 }
 

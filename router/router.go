@@ -47,10 +47,11 @@ type Config struct {
 	// containers find their own host's, and no host hears the others claim
 	// the same address.
 	HostLocal []netip.Addr
-	// NaClOnly seals encrypted links with Weave Net's NaCl even where both
-	// ends could use the faster AES-GCM: for interoperability tests, or a
-	// policy of one cipher.
-	NaClOnly bool
+	// WeaveCompat speaks only what Weave Net 2.x speaks, on every link:
+	// plain Ethernet frames (offloaded super-frames are cut into segments
+	// first) and NaCl for encryption, even where both ends could do
+	// better. For testing interoperability, or a policy of one format.
+	WeaveCompat bool
 }
 
 // Router forwards frames between its Device and its peers. Build it with New,
@@ -62,8 +63,10 @@ type Router struct {
 	port int
 	log  *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
-	fastCipher bool
-	hostLocal  []netip.Addr
+	// superFrames: we offer, and accept, frames with virtio headers.
+	fastCipher  bool
+	superFrames bool
+	hostLocal   []netip.Addr
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -117,15 +120,16 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: configure UDP socket: %w", err)
 	}
 	r := &Router{
-		dev:        cfg.Device,
-		conn:       conn,
-		mtu:        cfg.MTU,
-		port:       cfg.Port,
-		log:        cfg.Logger,
-		fastCipher: crypto.HardwareAES() && !cfg.NaClOnly,
-		hostLocal:  cfg.HostLocal,
-		macs:       newMACCache(),
-		closing:    make(chan struct{}),
+		dev:         cfg.Device,
+		conn:        conn,
+		mtu:         cfg.MTU,
+		port:        cfg.Port,
+		log:         cfg.Logger,
+		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
+		superFrames: !cfg.WeaveCompat,
+		hostLocal:   cfg.HostLocal,
+		macs:        newMACCache(),
+		closing:     make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)

@@ -263,8 +263,8 @@ func withPassword(pw string) func(*gossip.Config) {
 
 func TestEncryptedRoutersForwardFrames(t *testing.T) {
 	for _, nacl := range []bool{false, true} {
-		t.Run(map[bool]string{false: "negotiated", true: "nacl"}[nacl], func(t *testing.T) {
-			onlyNaCl := func(c *router.Config) { c.NaClOnly = nacl }
+		t.Run(map[bool]string{false: "negotiated", true: "weave-compat"}[nacl], func(t *testing.T) {
+			onlyNaCl := func(c *router.Config) { c.WeaveCompat = nacl }
 			a := startPeerFull(t, "02:00:00:00:04:0a", onlyNaCl, withPassword("s3cret"))
 			// One end offering NaCl only is enough to fall back to it.
 			b := startPeerFull(t, "02:00:00:00:04:0b", func(*router.Config) {}, withPassword("s3cret"), a.addr)

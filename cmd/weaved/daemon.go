@@ -162,7 +162,7 @@ func (d *daemon) start() error {
 	if err != nil {
 		return fmt.Errorf("bridge port: %w", err)
 	}
-	rcfg := router.Config{Device: tap, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log}
+	rcfg := router.Config{Device: tap, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log, WeaveCompat: cfg.compat}
 	if cfg.dns {
 		rcfg.HostLocal = []netip.Addr{cfg.dnsAddr}
 	}

@@ -308,6 +308,9 @@ func connection(c mesh.LocalConnectionStatus) api.Connection {
 	if cipher, ok := c.Attrs["cipher"].(string); ok {
 		out.Cipher = cipher
 	}
+	if format, ok := c.Attrs["format"].(string); ok {
+		out.Format = format
+	}
 	return out
 }
 

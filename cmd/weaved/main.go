@@ -69,6 +69,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "dns-address", Value: defaultDNSAddr.String(), Usage: "address weaveDNS serves on, on every host's bridge"},
 		&cli.StringFlag{Name: "dns-resolv-conf", Value: "/etc/resolv.conf", Usage: "resolv.conf `FILE` naming the upstream resolvers for names outside the domain (re-read when it changes)"},
 		&cli.BoolFlag{Name: "no-dns", Usage: "do not run weaveDNS"},
+		&cli.BoolFlag{Name: "weave-compat", Usage: "on every link speak only what Weave Net 2.x speaks: its plain sleeve frames and NaCl encryption (slower; for mixed networks and tests)"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
@@ -90,6 +91,7 @@ type config struct {
 	discovery bool
 	connLimit int
 	offload   bool
+	compat    bool
 	password  []byte
 	// passwordFile is re-read on SIGHUP.
 	passwordFile string
@@ -124,6 +126,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 		discovery: !cmd.Bool("no-discovery"),
 		connLimit: cmd.Int("conn-limit"),
 		offload:   !cmd.Bool("no-offload"),
+		compat:    cmd.Bool("weave-compat"),
 		logLevel:  cmd.String("log-level"),
 		logFormat: cmd.String("log-format"),
 	}
