@@ -63,6 +63,21 @@ log "ping RTT"
 rtt_under=$(rtt "$H1" 192.168.200.2)
 rtt_over=$(rtt "$C1" 10.32.0.2)
 
+# The same over an underlay throttled to 1 Gbit/s (tc tbf on both hosts'
+# egress), where a real network's speed, not our CPU, is the limit.
+throttle() {
+	for ns in "$H1" "$H2"; do on "$ns" tc qdisc "$1" dev eth0 root tbf rate 1gbit burst 256kb latency 20ms; done
+}
+tcp_under_1g="" tcp_over_1g=""
+if throttle add 2>/dev/null; then
+	log "1 Gbit/s underlay: TCP host to host and container to container"
+	tcp_under_1g=$(tcp "$H1" "$H2" 192.168.200.2)
+	tcp_over_1g=$(tcp "$C1" "$C2" 10.32.0.2)
+	throttle del
+else
+	log "tc tbf unavailable: no throttled measurement"
+fi
+
 up --password bench-secret
 log "encrypted overlay TCP (c1 -> c2, ${DURATION}s)"
 tcp_enc=$(tcp "$C1" "$C2" 10.32.0.2)
@@ -131,5 +146,10 @@ echo "IPAM: first address $first_ms ms after launching two fresh daemons (consen
 if [ -n "$tcp_wg" ]; then
 	awk -v to="$tcp_over" -v te="$tcp_enc" -v tw="$tcp_wg" -v rw="$rtt_wg" -v ro="$rtt_over" -v ru="$rtt_under" 'BEGIN {
 		printf "wireguard-go (encrypted, host to host): %.2f Gbit/s, RTT %.3f ms (+%.3f); weavenet plain %.2fx and encrypted %.2fx its throughput\n", tw / 1e9, rw, rw - ru, to / tw, te / tw
+	}'
+fi
+if [ -n "$tcp_over_1g" ]; then
+	awk -v u="$tcp_under_1g" -v o="$tcp_over_1g" 'BEGIN {
+		printf "underlay throttled to 1 Gbit/s: underlay %.3f, overlay %.3f Gbit/s (%.0f%%)\n", u / 1e9, o / 1e9, 100 * o / u
 	}'
 fi
