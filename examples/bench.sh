@@ -49,6 +49,18 @@ tcp() {
 	awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.eE+-]/, "", $2); print $2; exit }' "$out"
 }
 
+# cpu PATTERN: CPU seconds used so far by the processes whose command line
+# matches PATTERN (user + system).
+cpu() {
+	local hz total=0
+	hz=$(getconf CLK_TCK)
+	for pid in $(pgrep -f "$1"); do
+		t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+		total=$((total + t))
+	done
+	awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.3f", t / hz }'
+}
+
 # rtt NS ADDR: average RTT in ms of 20 pings 50 ms apart.
 rtt() {
 	on "$1" ping -n -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/ { print $5 }'
@@ -58,7 +70,9 @@ up
 log "underlay TCP (h1 -> h2, ${DURATION}s)"
 tcp_under=$(tcp "$H1" "$H2" 192.168.200.2)
 log "overlay TCP (c1 -> c2, ${DURATION}s)"
+cpu0=$(cpu "weaved.*$WORK/h")
 tcp_over=$(tcp "$C1" "$C2" 10.32.0.2)
+cpu_over=$(awk -v a="$cpu0" -v b="$(cpu "weaved.*$WORK/h")" 'BEGIN { printf "%.3f", b - a }')
 log "ping RTT"
 rtt_under=$(rtt "$H1" 192.168.200.2)
 rtt_over=$(rtt "$C1" 10.32.0.2)
@@ -80,12 +94,14 @@ fi
 
 up --password bench-secret
 log "encrypted overlay TCP (c1 -> c2, ${DURATION}s)"
+cpu0=$(cpu "weaved.*$WORK/h")
 tcp_enc=$(tcp "$C1" "$C2" 10.32.0.2)
+cpu_enc=$(awk -v a="$cpu0" -v b="$(cpu "weaved.*$WORK/h")" 'BEGIN { printf "%.3f", b - a }')
 rtt_enc=$(rtt "$C1" 10.32.0.2)
 # wireguard-go on the same two hosts, host to host over its TUN (it has no
 # bridge, so it is measured between the hosts' wg0 addresses): the userspace
 # router to beat.
-tcp_wg="" rtt_wg=""
+tcp_wg="" rtt_wg="" cpu_wg=0
 WIREGUARD_GO=${WIREGUARD_GO:-$(command -v wireguard-go || true)}
 if [ -x "$WIREGUARD_GO" ] && command -v wg >/dev/null; then
 	log "wireguard-go TCP (h1 -> h2 over wg0, ${DURATION}s)"
@@ -103,7 +119,9 @@ if [ -x "$WIREGUARD_GO" ] && command -v wg >/dev/null; then
 	on "$H1" ip link set "${P}wg1" up
 	on "$H2" ip link set "${P}wg2" up
 	if on "$H1" ping -c 1 -W 5 10.99.0.2 >/dev/null; then
+		cpu0=$(cpu "${P}wg")
 		tcp_wg=$(tcp "$H1" "$H2" 10.99.0.2)
+		cpu_wg=$(awk -v a="$cpu0" -v b="$(cpu "${P}wg")" 'BEGIN { printf "%.3f", b - a }')
 		rtt_wg=$(rtt "$H1" 10.99.0.2)
 	fi
 	on "$H1" ip link delete "${P}wg1" 2>/dev/null || true
@@ -143,9 +161,12 @@ awk -v tu="$tcp_under" -v to="$tcp_over" -v te="$tcp_enc" -v ru="$rtt_under" -v 
 }'
 echo "IPAM: first address $first_ms ms after launching two fresh daemons (consensus of 2);" \
 	"weave attach net:default on a ready ring: $attach_ms ms (mean of $N, CLI start and veth included)"
+awk -v c="$cpu_over" -v to="$tcp_over" -v ce="$cpu_enc" -v te="$tcp_enc" -v d="$DURATION" 'BEGIN {
+	printf "CPU of both weaved per Gbit carried: %.2f s plain, %.2f s encrypted\n", c / (to * d / 1e9), ce / (te * d / 1e9)
+}'
 if [ -n "$tcp_wg" ]; then
-	awk -v to="$tcp_over" -v te="$tcp_enc" -v tw="$tcp_wg" -v rw="$rtt_wg" -v ro="$rtt_over" -v ru="$rtt_under" 'BEGIN {
-		printf "wireguard-go (encrypted, host to host): %.2f Gbit/s, RTT %.3f ms (+%.3f); weavenet plain %.2fx and encrypted %.2fx its throughput\n", tw / 1e9, rw, rw - ru, to / tw, te / tw
+	awk -v to="$tcp_over" -v te="$tcp_enc" -v tw="$tcp_wg" -v rw="$rtt_wg" -v ro="$rtt_over" -v ru="$rtt_under" -v c="$cpu_wg" -v d="$DURATION" 'BEGIN {
+		printf "wireguard-go (encrypted, host to host): %.2f Gbit/s, RTT %.3f ms (+%.3f), CPU %.2f s per Gbit; weavenet plain %.2fx and encrypted %.2fx its throughput\n", tw / 1e9, rw, rw - ru, c / (tw * d / 1e9), to / tw, te / tw
 	}'
 fi
 if [ -n "$tcp_over_1g" ]; then
