@@ -60,7 +60,6 @@ type Router struct {
 	dev  Device
 	conn *net.UDPConn
 	mtu  int
-	port int
 	log  *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
 	// superFrames: we offer, and accept, frames with virtio headers.
@@ -123,7 +122,6 @@ func New(cfg Config) (*Router, error) {
 		dev:         cfg.Device,
 		conn:        conn,
 		mtu:         cfg.MTU,
-		port:        cfg.Port,
 		log:         cfg.Logger,
 		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
 		superFrames: !cfg.WeaveCompat,
