@@ -42,7 +42,19 @@ const netnsDir = "/var/run/netns"
 
 // run makes a container: a named network namespace attached to the weave
 // network with its name in DNS, and CMD started in it, detached.
+const runUsage = `weave run [ADDR...] --name NAME [-h FQDN] -- CMD [ARG...]
+
+Make a container: a network namespace NAME (as ip netns add would), plugged
+into the weave network with ADDR (default net:default; also CIDR, net:CIDR,
+none), its name (FQDN, default NAME.weave.local) in weaveDNS,
+/etc/netns/NAME/resolv.conf pointing at weaveDNS, and CMD started in it,
+detached. Prints the container's addresses.`
+
 func run(ctx context.Context, cmd *cli.Command) error {
+	if args := cmd.Args().Slice(); len(args) > 0 && (args[0] == "--help" || args[0] == "-help") {
+		fmt.Println(runUsage)
+		return nil
+	}
 	name, hostname, addrs, command, err := parseRunArgs(cmd.Args().Slice())
 	if err != nil {
 		return err

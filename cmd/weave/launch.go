@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +22,16 @@ import (
 // the daemon's API answers.
 func launch(ctx context.Context, cmd *cli.Command) error {
 	args := cmd.Args().Slice()
+	if slices.Contains(args, "--help") || slices.Contains(args, "-help") {
+		bin, err := weavedPath()
+		if err != nil {
+			return err
+		}
+		fmt.Println("weave launch [weaved flags] [PEER...]: start weaved in the background; its flags:")
+		help := exec.Command(bin, "--help")
+		help.Stdout, help.Stderr = os.Stdout, os.Stderr
+		return help.Run()
+	}
 	httpAddr := flagValue(args, "http-addr", cmd.String("http-addr"))
 	dataDir := flagValue(args, "data-dir", "/var/lib/weave")
 	c := api.NewClient(httpAddr)
