@@ -211,6 +211,8 @@ const ownerGrace = 5 * time.Second
 
 // obtain gets one address for key as spec says.
 func (d *daemon) obtain(ctx context.Context, key string, s addrSpec) (netip.Prefix, error) {
+	d.pendingAllocs.Add(1)
+	defer d.pendingAllocs.Add(-1)
 	start := time.Now()
 	if !s.isNet {
 		for {

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,9 @@ type daemon struct {
 	stop          chan struct{}
 	reset         bool // on the way out, remove bridge and state too
 	cleanupOnce   sync.Once
+	// pendingAllocs counts addresses being obtained right now (waiting for
+	// consensus, a donation or an owner), for the metrics.
+	pendingAllocs atomic.Int64
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

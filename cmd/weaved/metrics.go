@@ -15,6 +15,7 @@ type metrics struct {
 	buildInfo, peers, connections *prometheus.Desc
 	frames, bytes, drops          *prometheus.Desc
 	ipamAddrs, ipamAllocs         *prometheus.Desc
+	ipamPending                   *prometheus.Desc
 	dnsEntries, dnsQueries        *prometheus.Desc
 }
 
@@ -32,13 +33,14 @@ func newMetrics(d *daemon) *metrics {
 		drops:       desc("drops_total", "Frames, datagrams and handshakes dropped, by reason.", "reason"),
 		ipamAddrs:   desc("ipam_addresses", "Addresses of the allocation range: total, and owned by unreachable peers.", "kind"),
 		ipamAllocs:  desc("ipam_allocations", "Addresses held by containers on this peer."),
+		ipamPending: desc("ipam_pending_allocations", "Addresses being obtained now: waiting for consensus, a donation or their owner."),
 		dnsEntries:  desc("dns_entries", "Names in the weaveDNS table, all peers' included."),
 		dnsQueries:  desc("dns_queries_total", "DNS queries this peer answered or forwarded."),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.buildInfo, m.peers, m.connections, m.frames, m.bytes, m.drops, m.ipamAddrs, m.ipamAllocs, m.dnsEntries, m.dnsQueries} {
+	for _, d := range []*prometheus.Desc{m.buildInfo, m.peers, m.connections, m.frames, m.bytes, m.drops, m.ipamAddrs, m.ipamAllocs, m.ipamPending, m.dnsEntries, m.dnsQueries} {
 		ch <- d
 	}
 }
@@ -84,6 +86,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.ipamAddrs, float64(total), "total")
 		gauge(m.ipamAddrs, float64(unreachable), "unreachable")
 		gauge(m.ipamAllocs, float64(ip.Allocations))
+		gauge(m.ipamPending, float64(m.d.pendingAllocs.Load()))
 	}
 	if m.d.dns != nil {
 		gauge(m.dnsEntries, float64(len(rep.DNS.Entries)))
