@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -95,14 +96,7 @@ func runMcastRecv(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	group, err := parseAddrPort(pos[0])
-	if err != nil {
-		return err
-	}
-	if !group.Addr().Is4() || !group.Addr().IsMulticast() {
-		return fmt.Errorf("%s is not an IPv4 multicast group", group.Addr())
-	}
-	ifi, err := findIface(pos[1])
+	group, ifi, err := parseGroup(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
@@ -145,14 +139,7 @@ func runMcastSend(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	group, err := parseAddrPort(pos[0])
-	if err != nil {
-		return err
-	}
-	if !group.Addr().Is4() || !group.Addr().IsMulticast() {
-		return fmt.Errorf("%s is not an IPv4 multicast group", group.Addr())
-	}
-	ifi, err := findIface(pos[1])
+	group, ifi, err := parseGroup(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
@@ -199,4 +186,18 @@ func setMulticastIf(c *net.UDPConn, ifi *net.Interface) error {
 		return err
 	}
 	return serr
+}
+
+// parseGroup parses the GROUP:PORT and IFACE arguments of the multicast
+// subcommands.
+func parseGroup(groupArg, ifaceArg string) (netip.AddrPort, *net.Interface, error) {
+	group, err := parseAddrPort(groupArg)
+	if err != nil {
+		return group, nil, err
+	}
+	if !group.Addr().Is4() || !group.Addr().IsMulticast() {
+		return group, nil, fmt.Errorf("%s is not an IPv4 multicast group", group.Addr())
+	}
+	ifi, err := findIface(ifaceArg)
+	return group, ifi, err
 }
