@@ -119,3 +119,56 @@ func FuzzSegmentTCP(f *testing.F) {
 		})
 	})
 }
+
+// plainRecorder is a PlainDevice that keeps what it is given.
+type plainRecorder struct{ frames [][]byte }
+
+func (d *plainRecorder) Read([]byte) (int, error)    { return 0, nil }
+func (d *plainRecorder) Write(b []byte) (int, error) { d.frames = append(d.frames, bytes.Clone(b)); return len(b), nil }
+func (d *plainRecorder) Close() error                { return nil }
+func (d *plainRecorder) PlainFrames() bool           { return true }
+
+func TestPlainDeviceGetsSegmentsAndChecksums(t *testing.T) {
+	dev := &plainRecorder{}
+	r := &Router{dev: dev, plainDev: true}
+	payload := bytes.Repeat([]byte("0123456789"), 500)
+	eth := superFrame(false, payload)
+	h := tun.VirtioNetHdr{GSOType: tun.VirtioNetHdrGSOTCPv4, GSOSize: 1000, Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 16}
+	frame := make([]byte, tun.VirtioNetHdrLen+len(eth))
+	h.Encode(frame)
+	copy(frame[tun.VirtioNetHdrLen:], eth)
+	before := bytes.Clone(frame)
+	r.deliver(frame)
+	if len(dev.frames) != 5 {
+		t.Fatalf("got %d frames, want 5 segments of 1000 bytes", len(dev.frames))
+	}
+	var got []byte
+	for _, f := range dev.frames {
+		if !bytes.Equal(f[:tun.VirtioNetHdrLen], make([]byte, tun.VirtioNetHdrLen)) {
+			t.Fatalf("segment has a virtio header %x", f[:tun.VirtioNetHdrLen])
+		}
+		seg := f[tun.VirtioNetHdrLen:]
+		if fold(addBytes(0, seg[ethHdrLen:ethHdrLen+20])) != 0xffff {
+			t.Error("IPv4 header checksum wrong")
+		}
+		got = append(got, seg[ethHdrLen+40:]...)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Error("payload differs after segmentation")
+	}
+	if !bytes.Equal(frame, before) {
+		t.Error("deliver changed the frame it was given")
+	}
+
+	// A single frame with a partial checksum gets it finished.
+	dev.frames = nil
+	small := superFrame(false, []byte("hello"))
+	h = tun.VirtioNetHdr{Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 16}
+	frame = make([]byte, tun.VirtioNetHdrLen+len(small))
+	h.Encode(frame)
+	copy(frame[tun.VirtioNetHdrLen:], small)
+	r.deliver(frame)
+	if len(dev.frames) != 1 || dev.frames[0][0] != 0 {
+		t.Fatalf("want one plain frame, got %d", len(dev.frames))
+	}
+}

@@ -119,15 +119,56 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off
 	copy(dmac[:], eth[0:6])
 	copy(smac[:], eth[6:12])
 	r.learn(smac, src)
-	if _, err := r.dev.Write(frame); err != nil {
-		r.stats.drop(DropDevice)
-	}
+	r.deliver(frame)
 	if dmac.isUnicast() {
 		if owner, ok := r.macs.lookup(dmac); ok && owner == r.name {
 			return
 		}
 	}
 	r.flood(buf, off, n, src)
+}
+
+// deliver writes frame, in device form, to the device. A device that takes
+// only plain frames gets offloaded ones segmented and checksummed; the frame
+// itself is left as it was, since flooding may send it on.
+func (r *Router) deliver(frame []byte) {
+	if r.plainDev {
+		var h tun.VirtioNetHdr
+		_ = h.Decode(frame) // frame holds at least a virtio header
+		if h.GSOType != tun.VirtioNetHdrGSONone || h.Flags&tun.VirtioNetHdrFNeedsCsum != 0 {
+			r.deliverPlain(frame, h)
+			return
+		}
+	}
+	if _, err := r.dev.Write(frame); err != nil {
+		r.stats.drop(DropDevice)
+	}
+}
+
+// deliverPlain writes an offloaded frame to a plain device: as MSS-sized
+// segments, or with its checksum finished, in a scratch buffer.
+func (r *Router) deliverPlain(frame []byte, h tun.VirtioNetHdr) {
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	b := *bp
+	write := func(n int) {
+		if _, err := r.dev.Write(b[:n]); err != nil {
+			r.stats.drop(DropDevice)
+		}
+	}
+	if h.GSOType != tun.VirtioNetHdrGSONone {
+		if err := segmentTCP(frame[tun.VirtioNetHdrLen:], int(h.GSOSize), b, 0, write); err != nil {
+			r.stats.drop(DropUnsegmentable)
+		}
+		return
+	}
+	n := copy(b, frame)
+	clear(b[:tun.VirtioNetHdrLen])
+	eth := b[tun.VirtioNetHdrLen:n]
+	if csumAt := int(h.CsumStart) + int(h.CsumOffset); csumAt+2 <= len(eth) {
+		completeChecksum(eth, int(h.CsumStart), csumAt)
+	}
+	write(n)
 }
 
 func openDropReason(err error) DropReason {

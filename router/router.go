@@ -31,6 +31,18 @@ type Device interface {
 	Close() error
 }
 
+// PlainDevice is implemented by a Device that cannot take offloaded frames:
+// a TUN adapter or a userspace network stack rather than a TAP with virtio
+// headers. When PlainFrames reports true, every frame the router writes to
+// it has a blank virtio header and complete checksums, and none is longer
+// than the MTU plus the Ethernet header: the router segments and finishes
+// whatever its peers sent offloaded. Frames read from such a device should
+// carry a blank virtio header too.
+type PlainDevice interface {
+	Device
+	PlainFrames() bool
+}
+
 // Config is what a Router needs from its caller.
 type Config struct {
 	// Device is where captured frames come from and delivered frames go.
@@ -58,7 +70,9 @@ type Config struct {
 // hand it to mesh as the Overlay, then Start it with the mesh router.
 type Router struct {
 	dev  Device
-	conn *net.UDPConn
+	// plainDev: dev takes only plain, complete frames (see PlainDevice).
+	plainDev bool
+	conn     *net.UDPConn
 	mtu  int
 	log  *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
@@ -118,8 +132,10 @@ func New(cfg Config) (*Router, error) {
 		conn.Close()
 		return nil, fmt.Errorf("router: configure UDP socket: %w", err)
 	}
+	plain, _ := cfg.Device.(PlainDevice)
 	r := &Router{
 		dev:         cfg.Device,
+		plainDev:    plain != nil && plain.PlainFrames(),
 		conn:        conn,
 		mtu:         cfg.MTU,
 		log:         cfg.Logger,
