@@ -123,10 +123,13 @@ func FuzzSegmentTCP(f *testing.F) {
 // plainRecorder is a PlainDevice that keeps what it is given.
 type plainRecorder struct{ frames [][]byte }
 
-func (d *plainRecorder) Read([]byte) (int, error)    { return 0, nil }
-func (d *plainRecorder) Write(b []byte) (int, error) { d.frames = append(d.frames, bytes.Clone(b)); return len(b), nil }
-func (d *plainRecorder) Close() error                { return nil }
-func (d *plainRecorder) PlainFrames() bool           { return true }
+func (d *plainRecorder) Read([]byte) (int, error) { return 0, nil }
+func (d *plainRecorder) Write(b []byte) (int, error) {
+	d.frames = append(d.frames, bytes.Clone(b))
+	return len(b), nil
+}
+func (d *plainRecorder) Close() error      { return nil }
+func (d *plainRecorder) PlainFrames() bool { return true }
 
 func TestPlainDeviceGetsSegmentsAndChecksums(t *testing.T) {
 	dev := &plainRecorder{}

@@ -69,12 +69,12 @@ type Config struct {
 // Router forwards frames between its Device and its peers. Build it with New,
 // hand it to mesh as the Overlay, then Start it with the mesh router.
 type Router struct {
-	dev  Device
+	dev Device
 	// plainDev: dev takes only plain, complete frames (see PlainDevice).
 	plainDev bool
 	conn     *net.UDPConn
-	mtu  int
-	log  *slog.Logger
+	mtu      int
+	log      *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
 	// superFrames: we offer, and accept, frames with virtio headers.
 	fastCipher  bool
