@@ -89,7 +89,9 @@ func TestL3LineEncrypted(t *testing.T) {
 			t.Errorf("%s: report says mode and encryption %q, want \"l3 true\"", h.Name, got)
 		}
 	}
+	pingStart := time.Now()
 	h1.WaitPing(t, a3, pingTimeout)
+	t.Logf("h1 reached h3 after %v", time.Since(pingStart).Round(time.Millisecond))
 	pingNS(t, &h1.NS, a3, 3)
 	pingNS(t, &h3.NS, a1, 3)
 	pingNS(t, &h2.NS, a1, 3)
