@@ -18,7 +18,7 @@ func l3Addr(t *testing.T, h *testbed.Host) string {
 	t.Helper()
 	re := regexp.MustCompile(`inet (10\.[0-9.]+)/`)
 	var addr, last string
-	testbed.WaitFor(t, 30*time.Second, func() bool {
+	if !testbed.Poll(30*time.Second, func() bool {
 		out, err := h.Exec(t, "ip", "-o", "-4", "addr", "show", "dev", l3Device)
 		last = fmt.Sprint(out, err)
 		if m := re.FindStringSubmatch(out); m != nil {
@@ -26,7 +26,9 @@ func l3Addr(t *testing.T, h *testbed.Host) string {
 			return true
 		}
 		return false
-	}, fmt.Sprintf("%s: an overlay address on %s (last: %s)", h.Name, l3Device, last))
+	}) {
+		t.Fatalf("%s: no overlay address on %s within 30s; last: %s", h.Name, l3Device, last)
+	}
 	return addr
 }
 
@@ -117,6 +119,14 @@ func TestL3MixedWithBridge(t *testing.T) {
 	pingNS(t, &c1.NS, "10.32.0.2", 3)
 	pingNS(t, &h2.NS, "10.32.0.1", 3)
 	transferNS(t, &h2.NS, &c1.NS, "10.32.0.1", "10M", 5302)
+
+	// weaveDNS serves the L3 host too, on the TUN: the container's name,
+	// registered on h1, resolves on h2.
+	h1.MustWeave(t, "dns-add", "10.32.0.1", b.Prefix+"c1", "-h", "c1.weave.local")
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		out, err := h2.Tool(t, 5*time.Second, "dns-query", "169.254.53.53:53", "c1.weave.local", "A")
+		return err == nil && strings.Contains(out, "10.32.0.1")
+	}, "h2 (L3) resolves c1.weave.local through weaveDNS")
 }
 
 // Bad L3 settings are refused with one line naming the flag, exit 1; and a
