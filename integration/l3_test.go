@@ -115,7 +115,9 @@ func TestL3MixedWithBridge(t *testing.T) {
 	if got := l3Addr(t, h2); got != "10.32.0.2" {
 		t.Fatalf("h2 got %s, want 10.32.0.2", got)
 	}
+	pingStart := time.Now()
 	c1.WaitPing(t, "10.32.0.2", pingTimeout)
+	t.Logf("c1 reached h2 after %v", time.Since(pingStart).Round(time.Millisecond))
 	pingNS(t, &c1.NS, "10.32.0.2", 3)
 	pingNS(t, &h2.NS, "10.32.0.1", 3)
 	transferNS(t, &h2.NS, &c1.NS, "10.32.0.1", "10M", 5302)
