@@ -6,9 +6,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +22,8 @@ import (
 // back REORDER percent of them until three more frames have passed: a
 // stand-in for netem's loss and reorder, which this kernel lacks. The hosts'
 // sides must not send offloaded super-frames (ethtool -K ... gso off), so
-// that each frame read here is one datagram. It prints the counts at the end.
+// that each frame read here is one datagram. It prints the counts when
+// DURATION has passed or on SIGTERM.
 func runImpair(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("impair", flag.ContinueOnError)
 	port := fs.Int("port", 6783, "UDP port whose datagrams are impaired")
@@ -52,7 +56,11 @@ func runImpair(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "impairing %s <-> %s\n", ifs[0].Name, ifs[1].Name)
 	var frames, dropped, reordered atomic.Int64
-	deadline := time.Now().Add(d)
+	var stop atomic.Bool
+	time.AfterFunc(d, func() { stop.Store(true) })
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	go func() { <-sigs; stop.Store(true) }()
 	var wg sync.WaitGroup
 	for dir := range 2 {
 		wg.Add(1)
@@ -64,7 +72,7 @@ func runImpair(args []string, stdout, stderr io.Writer) error {
 			buf := make([]byte, 1<<16)
 			var held []byte
 			heldFor := 0
-			for time.Now().Before(deadline) {
+			for !stop.Load() {
 				n, from, err := unix.Recvfrom(in, buf, 0)
 				if err != nil {
 					continue // the 100 ms timeout tick
