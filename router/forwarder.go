@@ -209,14 +209,6 @@ func (f *forwarder) Attrs() map[string]interface{} {
 	}
 }
 
-// overhead is what the link adds to a frame in device form.
-func (f *forwarder) overhead() int {
-	if f.sealer != nil {
-		return packetHdrLen + f.suite.Headroom() + frameHdrLen + f.suite.Tailroom()
-	}
-	return packetHdrLen + frameHdrLen
-}
-
 func (f *forwarder) cipher() string {
 	if f.sealer == nil {
 		return "none"
