@@ -267,8 +267,13 @@ func (l meshLogger) Printf(format string, args ...interface{}) {
 	if format == handshakeFailedFormat {
 		l.n.handshakeFailures.Add(1)
 	}
-	if (format == handshakeFailedFormat || format == dialFailedFormat) && l.n.onConnErr != nil && len(args) == 2 {
-		l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint(args[1]))))
+	if l.n.onConnErr != nil && len(args) == 2 {
+		switch format {
+		case handshakeFailedFormat:
+			l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint("handshake: ", args[1]))))
+		case dialFailedFormat:
+			l.n.onConnErr(fmt.Sprint(args[0]), fmt.Errorf("connect: %v", args[1]))
+		}
 	}
 	l.n.log.Info("mesh: " + Explain(fmt.Sprintf(format, args...)))
 }
