@@ -10,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"weavenet/internal/leakcheck"
 	"weavenet/router"
 )
 
@@ -188,7 +188,7 @@ func TestNodeConfigErrorsNameTheField(t *testing.T) {
 }
 
 func TestNodeDefaults(t *testing.T) {
-	before := goroutines()
+	before := leakcheck.Snapshot()
 	n, err := router.NewNode(router.NodeConfig{Host: localhost, Port: router.AnyPort, NickName: "solo"})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestNodeDefaults(t *testing.T) {
 	if err := n.Connect("127.0.0.1:1"); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Connect after Close: %v, want net.ErrClosed", err)
 	}
-	checkGoroutines(t, before, 1)
+	before.Check(t, 15*time.Second, leakcheck.Mesh(1))
 }
 
 func TestNodeDataDirKeepsName(t *testing.T) {
@@ -234,7 +234,7 @@ func TestNodeDataDirKeepsName(t *testing.T) {
 // closes; both connection events come too. The inbound side of the
 // connection goes through the node's own listener.
 func TestNodeEvents(t *testing.T) {
-	before := goroutines()
+	before := leakcheck.Snapshot()
 	a := startNode(t, router.NodeConfig{NickName: "a", Password: []byte("s3cret")})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -277,7 +277,7 @@ func TestNodeEvents(t *testing.T) {
 	for range events { // closed once ctx is done
 	}
 	a.Close()
-	checkGoroutines(t, before, 2)
+	before.Check(t, 15*time.Second, leakcheck.Mesh(2))
 }
 
 func TestNodeWrongPasswordFails(t *testing.T) {
@@ -303,7 +303,7 @@ func TestNodeWrongPasswordFails(t *testing.T) {
 // TestNodeCloseAndRestartOnSamePort: Close gives the port back at once, and
 // the peer that kept the old node as a target connects to the new one.
 func TestNodeCloseAndRestartOnSamePort(t *testing.T) {
-	before := goroutines()
+	before := leakcheck.Snapshot()
 	a1, err := router.NewNode(router.NodeConfig{Host: localhost, Port: router.AnyPort, Logger: quietLog(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +330,7 @@ func TestNodeCloseAndRestartOnSamePort(t *testing.T) {
 	waitEvent(t, events, router.PeerUp, a2.Name())
 	a2.Close()
 	b.Close()
-	checkGoroutines(t, before, 3)
+	before.Check(t, 15*time.Second, leakcheck.Mesh(3))
 }
 
 func TestNodeForgetStopsReconnecting(t *testing.T) {
@@ -349,69 +349,4 @@ func TestNodeForgetStopsReconnecting(t *testing.T) {
 	if err := b.Connect("no host"); err == nil {
 		t.Error("Connect accepted a bad address")
 	}
-}
-
-// goroutines returns the stacks of all goroutines by id.
-func goroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
-		out[id] = g
-	}
-	return out
-}
-
-// meshActors are the goroutines each mesh router starts and never ends.
-var meshActors = []string{
-	"mesh.(*connectionMaker).queryLoop",
-	"mesh.(*localPeer).actorLoop",
-	"mesh.(*Peers).actorLoop",
-	"mesh.(*routes).run",
-}
-
-// checkGoroutines fails the test if goroutines other than mesh's four
-// actors per node outlive the nodes made since before. mesh's connection
-// goroutines end a moment after Close, so it waits a little for them.
-func checkGoroutines(t *testing.T, before map[string]string, nodes int) {
-	t.Helper()
-	var leaked []string
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		leaked = leaked[:0]
-		actors := 0
-		for id, g := range goroutines() {
-			if _, ok := before[id]; ok {
-				continue
-			}
-			isActor := false
-			for _, a := range meshActors {
-				if strings.Contains(g, a) {
-					isActor = true
-				}
-			}
-			if isActor {
-				actors++
-			} else {
-				leaked = append(leaked, g)
-			}
-		}
-		if actors > len(meshActors)*nodes {
-			leaked = append(leaked, fmt.Sprintf("%d mesh actors for %d nodes", actors, nodes))
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-	}
-	t.Fatalf("%d goroutines outlive Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 }
