@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"weavenet/api"
 	"weavenet/internal/leakcheck"
 	"weavenet/router"
 )
@@ -297,6 +298,35 @@ func TestNodeWrongPasswordFails(t *testing.T) {
 	e := waitEvent(t, events, router.ConnectionFailed, "")
 	if e.Err == nil || !strings.Contains(e.Err.Error(), "password") && !strings.Contains(e.Err.Error(), "refused") {
 		t.Errorf("failure without a reason that mentions the password: %v", e)
+	}
+}
+
+func TestNodeUnreachablePeerFails(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	n := startNode(t, router.NodeConfig{})
+	events := n.Subscribe(context.Background())
+	if err := n.Connect(dead); err != nil {
+		t.Fatal(err)
+	}
+	e := waitEvent(t, events, router.ConnectionFailed, "")
+	if e.Addr != dead || e.Err == nil || !strings.Contains(e.Err.Error(), "refused") {
+		t.Errorf("got %v, want a refused connection to %s", e, dead)
+	}
+	var c api.Connection
+	waitFor(t, "the failed target in status", func() bool {
+		cs := n.Status().Router.Connections
+		if len(cs) == 1 {
+			c = cs[0]
+		}
+		return c.State == "failed"
+	})
+	if c.Address != dead || !strings.Contains(c.Info, "refused") {
+		t.Errorf("status shows %+v", c)
 	}
 }
 
