@@ -66,7 +66,8 @@ type NodeConfig struct {
 	ConnLimit int
 
 	// MTU is the overlay MTU; 0 means the Device's (if it has an MTU() int
-	// method) or DefaultMTU. Between 576 and 65000.
+	// method, as a netstack.Stack has) or DefaultMTU. Between 576 and 65000,
+	// and no larger than the Device's. Every peer should use the same.
 	MTU int
 	// Logger receives the node's log (connections coming and going, mesh's
 	// messages); nil discards it.
@@ -213,14 +214,21 @@ func (cfg *NodeConfig) check() ([]byte, error) {
 	if cfg.ConnLimit < 0 {
 		return nil, fmt.Errorf("router: NodeConfig.ConnLimit %d: want 0 (the default, 100) or more", cfg.ConnLimit)
 	}
+	devMTU := 0
+	if d, ok := cfg.Device.(interface{ MTU() int }); ok {
+		devMTU = d.MTU()
+	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
-		if d, ok := cfg.Device.(interface{ MTU() int }); ok && d.MTU() > 0 {
-			cfg.MTU = d.MTU()
+		if devMTU > 0 {
+			cfg.MTU = devMTU
 		}
 	}
 	if cfg.MTU < minMTU || cfg.MTU > maxMTU {
 		return nil, fmt.Errorf("router: NodeConfig.MTU %d: want %d-%d, or 0 for the default", cfg.MTU, minMTU, maxMTU)
+	}
+	if devMTU > 0 && cfg.MTU > devMTU {
+		return nil, fmt.Errorf("router: NodeConfig.MTU %d is larger than the Device's MTU %d: leave it 0 to use the Device's", cfg.MTU, devMTU)
 	}
 	for i, p := range cfg.TrustedSubnets {
 		if !p.IsValid() || !p.Addr().Unmap().Is4() {
