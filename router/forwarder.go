@@ -97,7 +97,7 @@ type control struct {
 // AddFeaturesTo implements mesh.Overlay.
 func (r *Router) AddFeaturesTo(features map[string]string) {
 	features[featureOverlays] = overlayName
-	if r.superFrames {
+	if r.vnetHdr {
 		features[featureVnetHdr] = "1"
 	}
 	if r.fastCipher {
@@ -122,7 +122,7 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		remote:      p.RemotePeer,
 		remoteName:  p.RemotePeer.Name,
 		connUID:     p.ConnUID,
-		vnetHdr:     r.superFrames && p.Features[featureVnetHdr] == "1",
+		vnetHdr:     r.vnetHdr && p.Features[featureVnetHdr] == "1",
 		wrapControl: wrap,
 		sendControl: p.SendControlMessage,
 		specials:    make(chan special, 4),
@@ -199,19 +199,14 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"vnet_hdr":  f.vnetHdr,
 		"encrypted": f.sealer != nil,
 		"cipher":    f.cipher(),
-		// superframes: offloaded 64 KiB frames cross this link whole.
-		"superframes": f.takesSuperFrames(),
-		// format: classic is Weave Net's plain frames, fast ours.
+		// fragments: the underlay passes IP fragments, which frames
+		// bigger than its MTU (from a peer with a larger one) rely on.
+		"fragments": f.stackFrag.Load(),
+		// format: classic is Weave Net's plain frames with complete
+		// checksums, fast ours: a virtio header on each frame, so TCP
+		// checksums are left to the receiving device.
 		"format": map[bool]string{false: "classic", true: "fast"}[f.vnetHdr],
 	}
-}
-
-// takesSuperFrames reports whether offloaded super-frames may cross this link
-// whole: the peer must understand virtio headers and the underlay must pass
-// the IP fragments a 64 KiB datagram becomes. Until the fragmentation test
-// has come back, the answer is no, so no path is ever a black hole.
-func (f *forwarder) takesSuperFrames() bool {
-	return f.vnetHdr && f.stackFrag.Load()
 }
 
 // overhead is what the link adds to a frame in device form.
@@ -330,9 +325,9 @@ func (f *forwarder) run() {
 				if interval != slowHeartbeat {
 					interval = slowHeartbeat
 					close(f.established)
-					// Find out whether the underlay passes fragments, which
-					// super-frames rely on. A datagram may be lost, so ask
-					// a few times.
+					// Find out whether the underlay passes fragments, for
+					// status (Weave Net peers run the same test). A
+					// datagram may be lost, so ask a few times.
 					fragLeft = fragTestAttempts
 					fragTest.Reset(0)
 				}
@@ -369,7 +364,7 @@ func (f *forwarder) sendSpecial(n int, fill func(eth []byte)) error {
 	if fill != nil {
 		fill(b[txHeadroom+hdr:])
 	}
-	f.r.transmit(f, *addr, b, txHeadroom, hdr+n, f.r.name, f.remoteName)
+	f.r.send(f.r.encode(f, b, txHeadroom, hdr+n, f.r.name, f.remoteName), *addr)
 	return nil
 }
 

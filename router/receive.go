@@ -13,7 +13,8 @@ import (
 
 // The network → device direction.
 //
-//  1. Read one datagram. Its first bytes name the peer that sent it, which
+//  1. Read one datagram, or with UDP GRO a run of them from one sender, and
+//     take each in turn. Its first bytes name the peer that sent it, which
 //     must be at the other end of one of our confirmed connections; anything
 //     else is dropped and counted.
 //  2. For each frame in it, bring it into device form (virtio header first),
@@ -23,19 +24,27 @@ import (
 //  4. A frame addressed to another peer is relayed towards it.
 //  5. A frame for us teaches us where its source MAC lives, goes to the
 //     device, and, unless its destination is a MAC known to be here, is
-//     flooded on along the source's broadcast tree.
+//     flooded on along the source's broadcast tree. TCP segments of one flow
+//     are coalesced into super-frames on the way to the device (coalesce.go);
+//     the run is flushed when the socket has nothing more to read for now.
 //
 // One goroutine runs this loop. Relaying reuses the bytes in front of a frame
-// (the headers and frames already consumed) as headroom, so nothing is copied.
+// (the headers and frames already consumed, or the datagrams before it in a
+// run) as headroom, so nothing is copied.
 
-// rxHeadroom leaves room for a virtio header in front of the first frame of a
-// datagram from a peer that sends none, so that it can be relayed in place.
-const rxHeadroom = tun.VirtioNetHdrLen
+// rxHeadroom leaves room in front of the first datagram for relaying its
+// first frame in place on a link that needs more headers than it came with.
+const rxHeadroom = txHeadroom
 
 func (r *Router) receiveLoop() {
-	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
+	buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
+	rd, err := r.sock.reader(func() { r.rx.flush(r.writeDevice) })
+	if err != nil {
+		r.log.Error("sleeve: cannot read UDP", "err", err)
+		return
+	}
 	for {
-		n, from, err := r.conn.ReadFromUDPAddrPort(buf[rxHeadroom:])
+		n, seg, from, err := rd.next(buf[rxHeadroom : rxHeadroom+groBufLen])
 		if err != nil {
 			if r.isClosing() || errors.Is(err, net.ErrClosed) {
 				return
@@ -44,13 +53,17 @@ func (r *Router) receiveLoop() {
 			r.pause()
 			continue
 		}
-		r.receivePacket(buf, n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		for off := 0; off < n; off += seg {
+			r.receivePacket(buf, rxHeadroom+off, min(seg, n-off), from)
+		}
 	}
 }
 
-// receivePacket handles the datagram at buf[rxHeadroom:rxHeadroom+n].
-func (r *Router) receivePacket(buf []byte, n int, from netip.AddrPort) {
-	pkt := buf[rxHeadroom : rxHeadroom+n]
+// receivePacket handles the datagram at buf[start:start+n]; the bytes in
+// front of start are free for reuse, and so are those after it up to the
+// next datagram.
+func (r *Router) receivePacket(buf []byte, start, n int, from netip.AddrPort) {
+	pkt := buf[start : start+n]
 	sender, err := senderOf(pkt)
 	if err != nil {
 		r.stats.drop(DropMalformed)
@@ -81,7 +94,7 @@ func (r *Router) receivePacket(buf []byte, n int, from netip.AddrPort) {
 			return
 		}
 		off = next
-		r.receiveFrame(f, from, buf, rxHeadroom+h.Off, len(h.Payload), h.Src, h.Dst)
+		r.receiveFrame(f, from, buf, start+h.Off, len(h.Payload), h.Src, h.Dst)
 	}
 }
 
@@ -128,10 +141,22 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off
 	r.flood(buf, off, n, src)
 }
 
-// deliver writes frame, in device form, to the device. A device that takes
-// only plain frames gets offloaded ones segmented and checksummed; the frame
-// itself is left as it was, since flooding may send it on.
+// deliver writes frame, in device form, to the device, or adds it to the
+// coalescer's run. A device that takes only plain frames gets offloaded ones
+// segmented and checksummed. The frame itself is left as it was, since
+// flooding may send it on.
 func (r *Router) deliver(frame []byte) {
+	if !r.plainDev {
+		if r.rx.add(frame) {
+			return
+		}
+		// Not part of the run: the run goes first, then this frame
+		// may begin the next.
+		r.rx.flush(r.writeDevice)
+		if r.rx.add(frame) {
+			return
+		}
+	}
 	if r.plainDev {
 		var h tun.VirtioNetHdr
 		_ = h.Decode(frame) // frame holds at least a virtio header
@@ -140,6 +165,10 @@ func (r *Router) deliver(frame []byte) {
 			return
 		}
 	}
+	r.writeDevice(frame)
+}
+
+func (r *Router) writeDevice(frame []byte) {
 	if _, err := r.dev.Write(frame); err != nil {
 		r.stats.drop(DropDevice)
 	}
@@ -151,11 +180,7 @@ func (r *Router) deliverPlain(frame []byte, h tun.VirtioNetHdr) {
 	bp := frameBufs.Get().(*[]byte)
 	defer frameBufs.Put(bp)
 	b := *bp
-	write := func(n int) {
-		if _, err := r.dev.Write(b[:n]); err != nil {
-			r.stats.drop(DropDevice)
-		}
-	}
+	write := func(n int) { r.writeDevice(b[:n]) }
 	if h.GSOType != tun.VirtioNetHdrGSONone {
 		if err := segmentTCP(frame[tun.VirtioNetHdrLen:], int(h.GSOSize), b, 0, write); err != nil {
 			r.stats.drop(DropUnsegmentable)

@@ -27,12 +27,12 @@ func (d *discardDevice) Close() error                { return nil }
 // synchronously, with two known peers (legacy framing and virtio framing)
 // whose forwarders are registered but whose goroutines never run.
 func fuzzRouter(t testing.TB) *Router {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	sock, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	r := &Router{dev: &discardDevice{}, conn: conn, log: slog.New(slog.NewTextHandler(io.Discard, nil)), macs: newMACCache()}
+	t.Cleanup(func() { sock.close() })
+	r := &Router{dev: &discardDevice{}, sock: sock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), macs: newMACCache(), rx: newCoalescer()}
 	r.fwds.Store(&map[mesh.PeerName]*forwarder{})
 	m, err := mesh.NewRouter(mesh.Config{Port: 1, ConnLimit: 10, ProtocolMinVersion: mesh.ProtocolMinVersion}, 0x0a0000000001, "fuzz", r, nopLogger{})
 	if err != nil {
@@ -65,7 +65,7 @@ func FuzzReceivePacket(f *testing.F) {
 			return
 		}
 		n := copy(buf[rxHeadroom:], pkt)
-		r.receivePacket(buf, n, from)
+		r.receivePacket(buf, rxHeadroom, n, from)
 		for len(r.forwarder(1).specials) > 0 {
 			<-r.forwarder(1).specials
 		}
@@ -86,7 +86,7 @@ func TestReceiveDoesNotAllocate(t *testing.T) {
 	from := netip.MustParseAddrPort("127.0.0.1:6783")
 	allocs := testing.AllocsPerRun(100, func() {
 		n := copy(buf[rxHeadroom:], pkt)
-		r.receivePacket(buf, n, from)
+		r.receivePacket(buf, rxHeadroom, n, from)
 	})
 	if allocs != 0 {
 		t.Fatalf("receive path allocates %v times per datagram", allocs)
@@ -117,7 +117,7 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 	}
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
 	from := netip.MustParseAddrPort("127.0.0.1:6783")
-	deliver := func(pkt []byte) { r.receivePacket(buf, copy(buf[rxHeadroom:], pkt), from) }
+	deliver := func(pkt []byte) { r.receivePacket(buf, rxHeadroom, copy(buf[rxHeadroom:], pkt), from) }
 	dev := r.dev.(*discardDevice)
 
 	first := seal()
@@ -178,7 +178,7 @@ func BenchmarkReceivePacket(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		n := copy(buf[rxHeadroom:], pkt)
-		r.receivePacket(buf, n, from)
+		r.receivePacket(buf, rxHeadroom, n, from)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/weaveworks/mesh"
-	"golang.org/x/sys/unix"
 
 	"weavenet/crypto"
 )
@@ -77,20 +76,21 @@ type Router struct {
 	dev Device
 	// plainDev: dev takes only plain, complete frames (see PlainDevice).
 	plainDev bool
-	conn     *net.UDPConn
+	sock     *udpSocket
 	mtu      int
 	log      *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
-	// superFrames: we offer, and accept, frames with virtio headers.
-	fastCipher  bool
-	superFrames bool
-	hostLocal   []netip.Addr
+	// vnetHdr: we offer, and accept, frames with virtio headers.
+	fastCipher bool
+	vnetHdr    bool
+	hostLocal  []netip.Addr
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
 	name mesh.PeerName
 
 	macs  *macCache
+	rx    *coalescer // the receive loop's
 	stats counters
 
 	// fwds maps a directly connected peer to its confirmed forwarder. It is
@@ -129,60 +129,27 @@ func New(cfg Config) (*Router, error) {
 		}
 		laddr.IP = ip.AsSlice()
 	}
-	conn, err := net.ListenUDP("udp4", laddr)
+	sock, err := listenUDP(laddr)
 	if err != nil {
-		return nil, fmt.Errorf("router: listen on UDP %v: %w", laddr, err)
-	}
-	if err := tuneSocket(conn); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("router: configure UDP socket: %w", err)
+		return nil, fmt.Errorf("router: %w", err)
 	}
 	plain, _ := cfg.Device.(PlainDevice)
 	r := &Router{
-		dev:         cfg.Device,
-		plainDev:    plain != nil && plain.PlainFrames(),
-		conn:        conn,
-		mtu:         cfg.MTU,
-		log:         cfg.Logger,
-		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
-		superFrames: !cfg.WeaveCompat,
-		hostLocal:   cfg.HostLocal,
-		macs:        newMACCache(),
-		closing:     make(chan struct{}),
+		dev:        cfg.Device,
+		plainDev:   plain != nil && plain.PlainFrames(),
+		sock:       sock,
+		mtu:        cfg.MTU,
+		log:        cfg.Logger,
+		fastCipher: crypto.HardwareAES() && !cfg.WeaveCompat,
+		vnetHdr:    !cfg.WeaveCompat,
+		hostLocal:  cfg.HostLocal,
+		macs:       newMACCache(),
+		rx:         newCoalescer(),
+		closing:    make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
 	return r, nil
-}
-
-// tuneSocket lets the kernel fragment our datagrams (sleeve frames are sent
-// whole and the underlay may have a smaller MTU than the overlay's frames)
-// and gives the socket room for bursts.
-func tuneSocket(conn *net.UDPConn) error {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); serr != nil {
-			return
-		}
-		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
-			// Only root may force; fall back to the capped variant.
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 8<<20) != nil {
-				plain := unix.SO_SNDBUF
-				if opt == unix.SO_RCVBUFFORCE {
-					plain = unix.SO_RCVBUF
-				}
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, plain, 8<<20)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }
 
 // Start begins forwarding. m must be the mesh router this Router was given
@@ -203,7 +170,7 @@ func (r *Router) Close() error {
 	var err error
 	r.closed.Do(func() {
 		close(r.closing)
-		err = errors.Join(r.conn.Close(), r.dev.Close())
+		err = errors.Join(r.sock.close(), r.dev.Close())
 		r.wg.Wait()
 	})
 	return err
@@ -211,7 +178,7 @@ func (r *Router) Close() error {
 
 // LocalAddr is the UDP address the router receives on.
 func (r *Router) LocalAddr() netip.AddrPort {
-	return r.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return r.sock.localAddr()
 }
 
 func (r *Router) forwarder(name mesh.PeerName) *forwarder {

@@ -137,12 +137,12 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		r.stats.drop(DropMalformed)
 		return
 	}
-	if h.GSOType != tun.VirtioNetHdrGSONone && (!f.takesSuperFrames() || n+f.overhead() > maxUDPPayload) {
-		r.sendSegmented(f, frame, h, src, dst)
+	if h.GSOType != tun.VirtioNetHdrGSONone {
+		r.sendSuperFrame(f, *addr, frame, h, src, dst)
 		return
 	}
 	if f.vnetHdr {
-		r.transmit(f, *addr, buf, off, n, src, dst)
+		r.send(r.encode(f, buf, off, n, src, dst), *addr)
 		return
 	}
 
@@ -160,17 +160,18 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		copy(savedCsum[:], eth[csumAt:])
 		completeChecksum(eth, int(h.CsumStart), csumAt)
 	}
-	r.transmit(f, *addr, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst)
+	r.send(r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst), *addr)
 	copy(frame, saved[:])
 	if needsCsum {
 		copy(eth[csumAt:], savedCsum[:])
 	}
 }
 
-// transmit sends buf[off:off+n] to f's peer as one datagram holding one frame
+// encode turns buf[off:off+n] into a datagram for f's peer holding one frame
 // labelled src→dst: it writes the frame and datagram headers into the bytes
-// in front of off, seals the datagram if the link is encrypted, and sends it.
-func (r *Router) transmit(f *forwarder, addr netip.AddrPort, buf []byte, off, n int, src, dst mesh.PeerName) {
+// in front of off and seals the datagram if the link is encrypted. It
+// returns the datagram, which lies in buf.
+func (r *Router) encode(f *forwarder, buf []byte, off, n int, src, dst mesh.PeerName) []byte {
 	putFrameHeader(buf[off-frameHdrLen:], src, dst, n)
 	start := off - frameHdrLen - packetHdrLen
 	if f.sealer != nil {
@@ -181,21 +182,60 @@ func (r *Router) transmit(f *forwarder, addr netip.AddrPort, buf []byte, off, n 
 	if f.sealer != nil {
 		pkt = f.sealer.Seal(pkt, packetHdrLen) // grows into the tailroom
 	}
-	r.send(pkt, addr)
+	return pkt
 }
 
-// sendSegmented sends a TCP super-frame as MSS-sized frames, for a link that
-// cannot carry it whole.
-func (r *Router) sendSegmented(f *forwarder, frame []byte, h tun.VirtioNetHdr, src, dst mesh.PeerName) {
-	bp := frameBufs.Get().(*[]byte)
-	defer frameBufs.Put(bp)
-	b := *bp
-	err := segmentTCP(frame[tun.VirtioNetHdrLen:], int(h.GSOSize), b, txHeadroom, func(n int) {
-		r.sendFrame(f, b, txHeadroom, n, src, dst)
-	})
+// sendSuperFrame sends a TCP super-frame as MSS-sized frames, one per
+// datagram, built back to back in a batch so that they leave with one
+// sendmmsg of UDP GSO runs. A peer that speaks virtio headers gets the
+// segments with the TCP checksum left to its device (no pass over the
+// payload here); Weave Net gets complete ones.
+func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte, h tun.VirtioNetHdr, src, dst mesh.PeerName) {
+	seg, err := newTCPSegmenter(frame[tun.VirtioNetHdrLen:], int(h.GSOSize))
 	if err != nil {
 		r.stats.drop(DropUnsegmentable)
+		return
 	}
+	batch := runBatches.Get().(*runBatch)
+	defer runBatches.Put(batch)
+	batch.reset(addr)
+	vnet := 0
+	if f.vnetHdr {
+		vnet = tun.VirtioNetHdrLen
+	}
+	hdr := tun.VirtioNetHdr{Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: uint16(seg.csumStart()), CsumOffset: 16}
+	maxDatagram := txHeadroom + vnet + seg.maxLen() + txTailroom
+	for {
+		at, ok := batch.room(maxDatagram)
+		if !ok {
+			r.sendBatch(batch)
+			at, _ = batch.room(maxDatagram)
+		}
+		// Build the datagram a headroom further on, then close the gap
+		// encode leaves in front of it, so the run is contiguous.
+		frameOff := at + txHeadroom
+		n := seg.next(batch.buf[frameOff+vnet:], f.vnetHdr)
+		if n == 0 {
+			break
+		}
+		if f.vnetHdr {
+			hdr.Encode(batch.buf[frameOff:])
+		}
+		pkt := r.encode(f, batch.buf, frameOff, vnet+n, src, dst)
+		batch.add(copy(batch.buf[at:], pkt))
+	}
+	r.sendBatch(batch)
+}
+
+// sendBatch sends and empties batch.
+func (r *Router) sendBatch(batch *runBatch) {
+	count, bytes := batch.datagrams(), batch.bytes()
+	sent, err := r.sock.sendBatch(batch)
+	if err != nil {
+		r.stats.dropN(DropSend, count-sent)
+	}
+	r.stats.framesOut.Add(uint64(sent))
+	r.stats.bytesOut.Add(uint64(bytes * sent / max(count, 1)))
 }
 
 // sendFrameCopy sends a copy of frame, leaving frame as it is.
@@ -206,6 +246,9 @@ func (r *Router) sendFrameCopy(f *forwarder, frame []byte, src, dst mesh.PeerNam
 	n := copy(b[txHeadroom:txHeadroom+maxDeviceFrame], frame)
 	r.sendFrame(f, b, txHeadroom, n, src, dst)
 }
+
+// runBatches are pooled because both forwarding loops send super-frames.
+var runBatches = sync.Pool{New: func() any { return newRunBatch() }}
 
 // frameBufs holds frames in device form with txHeadroom in front, for the
 // rare sends that cannot work in the buffer the frame arrived in. Pooled
@@ -220,7 +263,7 @@ func (r *Router) send(pkt []byte, to netip.AddrPort) {
 		r.stats.drop(DropTooBig)
 		return
 	}
-	if _, err := r.conn.WriteToUDPAddrPort(pkt, to); err != nil {
+	if err := r.sock.send(pkt, to); err != nil {
 		r.stats.drop(DropSend)
 		return
 	}

@@ -44,6 +44,8 @@ type counters struct {
 
 func (c *counters) drop(reason DropReason) { c.drops[reason].Add(1) }
 
+func (c *counters) dropN(reason DropReason, n int) { c.drops[reason].Add(uint64(n)) }
+
 // Stats returns a snapshot of the counters.
 func (r *Router) Stats() Stats {
 	s := Stats{

@@ -1,0 +1,356 @@
+package router
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The router's UDP socket, with the kernel's batching where it has it. UDP
+// GSO (UDP_SEGMENT) sends a run of equal-sized datagrams with one sendmsg,
+// and the kernel keeps them one packet until it must split them; UDP GRO
+// hands over a run of datagrams from one sender with one recvmsg. A
+// 64 KiB super-frame cut into 45 datagrams thus costs one system call, and on
+// a virtual underlay not even a split, instead of 45 sends.
+
+const (
+	// maxGSOBytes bounds one UDP GSO send: all its datagrams together form
+	// one IP packet before the split.
+	maxGSOBytes = maxUDPPayload
+	// maxGSOSegments is UDP_MAX_SEGMENTS of older kernels (newer allow 128).
+	maxGSOSegments = 64
+	// groBufLen holds the largest run UDP GRO hands over.
+	groBufLen = 65535
+)
+
+type udpSocket struct {
+	conn *net.UDPConn
+	// gso: the kernel takes UDP_SEGMENT. Cleared for good if a GSO send
+	// fails in a way that says the path cannot do it.
+	gso atomic.Bool
+	gro bool
+}
+
+// listenUDP opens the sleeve socket on laddr: fragmenting allowed (a peer's
+// MTU may exceed the underlay's), big buffers for bursts, GRO on if the
+// kernel has it.
+func listenUDP(laddr *net.UDPAddr) (*udpSocket, error) {
+	conn, err := net.ListenUDP("udp4", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on UDP %v: %w", laddr, err)
+	}
+	s := &udpSocket{conn: conn}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); serr != nil {
+			serr = fmt.Errorf("IP_MTU_DISCOVER: %w", serr)
+			return
+		}
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			// Only root may force; fall back to the capped variant.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 8<<20) != nil {
+				plain := unix.SO_SNDBUF
+				if opt == unix.SO_RCVBUFFORCE {
+					plain = unix.SO_RCVBUF
+				}
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, plain, 8<<20)
+			}
+		}
+		// Reading UDP_SEGMENT back tells whether the kernel knows it.
+		_, gsoErr := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		s.gso.Store(gsoErr == nil)
+		s.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("configure UDP socket: %w", err)
+	}
+	return s, nil
+}
+
+func (s *udpSocket) send(pkt []byte, to netip.AddrPort) error {
+	_, err := s.conn.WriteToUDPAddrPort(pkt, to)
+	return err
+}
+
+// maxRuns is how many runs a runBatch holds: a 64 KiB super-frame needs two
+// (each run is limited to 64 KiB including every segment's headers).
+const maxRuns = 4
+
+// A runBatch gathers runs of datagrams to leave with one sendmmsg, each run
+// one message that UDP GSO splits. The runs of one super-frame thus reach
+// the peer back to back, and its receive loop coalesces them into one write.
+// A batch is used by one goroutine at a time (they are pooled).
+type runBatch struct {
+	buf  []byte // run i is built in buf[i*maxGSOBytes:]
+	runs [maxRuns]struct{ end, size, count int }
+	n    int // runs begun
+	to   netip.AddrPort
+
+	hdrs   [maxRuns]unix.Mmsghdr
+	iovs   [maxRuns]unix.Iovec
+	oobs   [maxRuns][unix.SizeofCmsghdr + 8]byte // CmsgSpace(2)
+	sa     unix.RawSockaddrInet4
+	first  int // next message for sendmmsg
+	msgs   int
+	errno  syscall.Errno
+	sendFn func(fd uintptr) bool // built once: a closure per send would allocate
+}
+
+func newRunBatch() *runBatch {
+	b := &runBatch{buf: make([]byte, maxRuns*maxGSOBytes)}
+	b.sendFn = func(fd uintptr) bool {
+		for b.first < b.msgs {
+			n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.first])), uintptr(b.msgs-b.first), 0, 0, 0)
+			switch errno {
+			case 0:
+				b.first += int(n)
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false // wait until writable
+			default:
+				b.errno = errno
+				return true
+			}
+		}
+		return true
+	}
+	return b
+}
+
+// reset empties the batch for datagrams to to.
+func (b *runBatch) reset(to netip.AddrPort) {
+	b.n, b.to = 0, to
+}
+
+// room returns where the next datagram of up to max bytes goes, starting a
+// new run if the current one is full; ok is false when the batch is full
+// and must be sent first.
+func (b *runBatch) room(max int) (off int, ok bool) {
+	if b.n > 0 {
+		r := &b.runs[b.n-1]
+		base := (b.n - 1) * maxGSOBytes
+		if r.count < maxGSOSegments && r.end+max <= base+maxGSOBytes {
+			return r.end, true
+		}
+	}
+	if b.n == maxRuns {
+		return 0, false
+	}
+	b.n++
+	base := (b.n - 1) * maxGSOBytes
+	b.runs[b.n-1] = struct{ end, size, count int }{end: base}
+	return base, true
+}
+
+// add records the datagram of n bytes just written at the room's offset. A
+// datagram shorter than its run's first ends the run, since only the last
+// may be shorter.
+func (b *runBatch) add(n int) {
+	r := &b.runs[b.n-1]
+	if r.count == 0 {
+		r.size = n
+	}
+	r.end += n
+	r.count++
+	if n < r.size {
+		r.count = maxGSOSegments
+	}
+}
+
+// bytes counts the bytes in the batch.
+func (b *runBatch) bytes() int {
+	total := 0
+	for i, r := range b.runs[:b.n] {
+		total += r.end - i*maxGSOBytes
+	}
+	return total
+}
+
+// datagrams counts the datagrams in the batch.
+func (b *runBatch) datagrams() int {
+	total := 0
+	for _, r := range b.runs[:b.n] {
+		total += r.count
+	}
+	return total
+}
+
+// sendBatch sends every run of b and empties it. It returns how many
+// datagrams went out.
+func (s *udpSocket) sendBatch(b *runBatch) (int, error) {
+	defer func() { b.n = 0 }()
+	if !s.gso.Load() || !b.to.Addr().Is4() {
+		return s.sendEach(b, 0)
+	}
+	b.sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: b.to.Addr().As4()}
+	port := b.to.Port()
+	b.sa.Port = port>>8 | port<<8 // network order in memory
+	for i := range b.n {
+		r := b.runs[i]
+		base := i * maxGSOBytes
+		b.iovs[i].Base = &b.buf[base]
+		b.iovs[i].SetLen(r.end - base)
+		h := &b.hdrs[i].Hdr
+		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&b.sa)), Namelen: unix.SizeofSockaddrInet4, Iov: &b.iovs[i]}
+		h.SetIovlen(1)
+		if r.count > 1 {
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&b.oobs[i][0]))
+			c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+			c.SetLen(unix.CmsgLen(2))
+			binary.NativeEndian.PutUint16(b.oobs[i][unix.SizeofCmsghdr:], uint16(r.size))
+			h.Control = &b.oobs[i][0]
+			h.SetControllen(len(b.oobs[i]))
+		}
+	}
+	b.first, b.msgs, b.errno = 0, b.n, 0
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	if err := rc.Write(b.sendFn); err != nil {
+		return 0, err
+	}
+	sent := 0
+	for _, r := range b.runs[:b.first] {
+		sent += r.count
+	}
+	if b.errno == 0 {
+		return sent, nil
+	}
+	// EIO: the device cannot checksum for us, which GSO needs: say no
+	// more. Otherwise (EINVAL: datagrams bigger than the route's MTU,
+	// which plain sends may fragment) send the rest one by one, this time.
+	if b.errno == unix.EIO {
+		s.gso.Store(false)
+	}
+	n, err := s.sendEach(b, b.first)
+	return sent + n, err
+}
+
+// sendEach sends the datagrams of runs from first on, one send each.
+func (s *udpSocket) sendEach(b *runBatch, first int) (int, error) {
+	sent := 0
+	for i := first; i < b.n; i++ {
+		r := b.runs[i]
+		for off := i * maxGSOBytes; off < r.end; off += r.size {
+			if err := s.send(b.buf[off:min(off+r.size, r.end)], b.to); err != nil {
+				return sent, err
+			}
+			sent++
+		}
+	}
+	return sent, nil
+}
+
+// udpReader reads the socket for the receive loop. When the socket has
+// nothing more for now, before waiting, it calls idle: that is when the
+// coalescer flushes, so a run grows across GRO batches that arrive back to
+// back (a super-frame leaves in two GSO sends) yet nothing waits for a
+// datagram that is not there. It reuses its message header and control
+// buffer, so reading allocates nothing.
+type udpReader struct {
+	rc   syscall.RawConn
+	gro  bool
+	idle func()
+	read func(fd uintptr) bool // built once: a closure per read would allocate
+
+	msg  unix.Msghdr
+	iov  unix.Iovec
+	from unix.RawSockaddrInet4
+	oob  [64]byte
+	n    int
+	err  error
+}
+
+func (s *udpSocket) reader(idle func()) (*udpReader, error) {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	rd := &udpReader{rc: rc, gro: s.gro, idle: idle}
+	rd.msg.Name = (*byte)(unsafe.Pointer(&rd.from))
+	rd.msg.Iov = &rd.iov
+	rd.msg.SetIovlen(1)
+	rd.msg.Control = &rd.oob[0]
+	rd.read = func(fd uintptr) bool {
+		for {
+			rd.msg.Namelen = unix.SizeofSockaddrInet4
+			rd.msg.SetControllen(len(rd.oob))
+			n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&rd.msg)), 0)
+			switch errno {
+			case 0:
+				rd.n, rd.err = int(n), nil
+				return true
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				rd.idle()
+				return false // wait until readable, then call again
+			default:
+				rd.n, rd.err = 0, errno
+				return true
+			}
+		}
+	}
+	return rd, nil
+}
+
+// next reads one datagram, or with GRO a run of them from one sender, into
+// b. seg is the size of each datagram of the run but the last (n for one).
+// The returned slice of b is valid until the next call.
+func (rd *udpReader) next(b []byte) (n, seg int, from netip.AddrPort, err error) {
+	rd.iov.Base = &b[0]
+	rd.iov.SetLen(len(b))
+	if err := rd.rc.Read(rd.read); err != nil {
+		return 0, 0, from, err
+	}
+	if rd.err != nil {
+		return 0, 0, from, rd.err
+	}
+	n, seg = rd.n, rd.n
+	if rd.gro {
+		if gs := groSize(rd.oob[:rd.msg.Controllen]); gs > 0 && gs < n {
+			seg = gs
+		}
+	}
+	port := uint16(rd.from.Port>>8 | rd.from.Port<<8) // network order in memory
+	return n, seg, netip.AddrPortFrom(netip.AddrFrom4(rd.from.Addr), port), nil
+}
+
+// groSize finds the UDP_GRO control message and returns the segment size it
+// carries, or 0.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(binary.NativeEndian.Uint32(oob[unix.SizeofCmsghdr:]))
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.SizeofCmsghdr), len(oob)):]
+	}
+	return 0
+}
+
+func (s *udpSocket) close() error { return s.conn.Close() }
+
+func (s *udpSocket) localAddr() netip.AddrPort {
+	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
