@@ -21,7 +21,7 @@ INTEGRATION_TIMEOUT ?= 25m
 TEST_TIMEOUT ?= 25m
 FUZZTIME ?= 10s
 
-.PHONY: all build deps staticcheck test unit integration lint demo bench fuzz clean
+.PHONY: all build deps staticcheck test unit integration lint demo demo-l3 bench fuzz clean
 
 all: build
 
@@ -83,6 +83,9 @@ lint: staticcheck
 
 demo: deps build
 	BIN=$(BIN) examples/demo.sh
+
+demo-l3: deps build
+	BIN=$(BIN) examples/l3.sh
 
 # The benchmark compares with wireguard-go (from the Go module proxy) and
 # wg (Debian's wireguard-tools) on the same topology; both are installed if

@@ -92,6 +92,9 @@ type Router struct {
 	Connections        []Connection
 	Peers              []Peer
 	Stats              Stats
+	// Mode is bridge (containers on a Linux bridge) or l3 (the host
+	// itself on a TUN device); empty from daemons before L3 mode.
+	Mode string `json:",omitempty"`
 }
 
 // Connection is one of this peer's connections, or a target it is trying to

@@ -25,11 +25,11 @@ cleanup() {
 	set +e
 	trap - EXIT
 	if [ "$rc" != 0 ]; then
-		for h in h1 h2; do
+		for h in $(ls "$WORK" 2>/dev/null); do
 			[ -f "$WORK/$h/weaved.log" ] && { echo "--- $h weaved.log (tail)"; tail -n 20 "$WORK/$h/weaved.log"; }
 		done
 	fi
-	for ns in "$H1" "$H2"; do
+	for ns in "$H1" "$H2" ${H3:-}; do
 		[ -e "/var/run/netns/$ns" ] && host "$ns" "$BIN/weave" stop >/dev/null 2>&1
 	done
 	for ns in $(ls /var/run/netns 2>/dev/null | grep "^$P"); do

@@ -143,6 +143,9 @@ const allocTimeout = 30 * time.Second
 // attach allocates or claims the addresses specs names for the container,
 // plugs it in with them and registers its name.
 func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.AttachResponse, error) {
+	if d.cfg.mode == modeL3 {
+		return nil, errL3NoBridge
+	}
 	specs, none, err := parseAddrSpecs(req.Addrs)
 	if err != nil {
 		return nil, err
@@ -367,6 +370,9 @@ func (d *daemon) expose(ctx context.Context, req api.AttachRequest) (*api.Attach
 			return nil, err
 		}
 	}
+	if err := d.syncL3Addrs(); err != nil {
+		return nil, err
+	}
 	return &api.AttachResponse{Addrs: prefixStrings(d.alloc.Lookup(exposeKey))}, nil
 }
 
@@ -376,15 +382,22 @@ func (d *daemon) expose(ctx context.Context, req api.AttachRequest) (*api.Attach
 // DNS address, which only its own containers reach.
 func (d *daemon) hostRoute(src netip.Addr) error {
 	if !src.IsValid() {
-		if d.dns == nil {
+		if d.dns == nil && d.cfg.mode != modeL3 {
 			return nil
 		}
-		src = d.cfg.dnsAddr
+		if d.cfg.mode != modeL3 {
+			// In L3 mode the DNS address reaches no one: no route
+			// until the host has an overlay address.
+			src = d.cfg.dnsAddr
+		}
 		for _, p := range d.alloc.Lookup(exposeKey) {
 			if d.cfg.ipRange.Contains(p.Addr()) {
 				src = p.Addr()
 			}
 		}
+	}
+	if !src.IsValid() {
+		return nil
 	}
 	return netdev.AddRoute(d.cfg.bridge, d.cfg.ipRange, src)
 }
@@ -406,6 +419,9 @@ func (d *daemon) hide(req api.AttachRequest) (*api.AttachResponse, error) {
 		}
 	}
 	if err := d.hostRoute(netip.Addr{}); err != nil {
+		return nil, err
+	}
+	if err := d.syncL3Addrs(); err != nil {
 		return nil, err
 	}
 	return &api.AttachResponse{Addrs: prefixStrings(d.alloc.Lookup(exposeKey))}, nil

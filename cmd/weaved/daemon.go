@@ -41,6 +41,7 @@ type daemon struct {
 	dns           *dns.Server // nil with --no-dns
 	containers    *registry
 	bridgeCreated bool
+	l3            *l3Host // in L3 mode
 	stop          chan struct{}
 	reset         bool // on the way out, remove bridge and state too
 	cleanupOnce   sync.Once
@@ -103,7 +104,7 @@ func run(ctx context.Context, cfg config) error {
 	if err := sdNotify("READY=1"); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}
-	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
+	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "mode", cfg.mode, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -151,28 +152,35 @@ func (d *daemon) start() error {
 	if d.containers, err = openRegistry(filepath.Join(cfg.dataDir, "containers.json")); err != nil {
 		return err
 	}
-	created, err := netdev.EnsureBridge(cfg.bridge, cfg.mtu)
-	if err != nil {
-		return fmt.Errorf("--bridge %s: %w", cfg.bridge, err)
+	var dev router.Device
+	if cfg.mode == modeL3 {
+		if dev, err = d.openL3(); err != nil {
+			return err
+		}
+	} else {
+		created, err := netdev.EnsureBridge(cfg.bridge, cfg.mtu)
+		if err != nil {
+			return fmt.Errorf("--bridge %s: %w", cfg.bridge, err)
+		}
+		d.bridgeCreated = created
+		dev, err = tun.OpenTAP(tun.TAPConfig{
+			Name:    tapName(cfg.bridge),
+			MTU:     cfg.mtu,
+			Bridge:  cfg.bridge,
+			VnetHdr: true,
+			Offload: cfg.offload,
+		})
+		if err != nil {
+			return fmt.Errorf("bridge port: %w", err)
+		}
 	}
-	d.bridgeCreated = created
-	tap, err := tun.OpenTAP(tun.TAPConfig{
-		Name:    tapName(cfg.bridge),
-		MTU:     cfg.mtu,
-		Bridge:  cfg.bridge,
-		VnetHdr: true,
-		Offload: cfg.offload,
-	})
-	if err != nil {
-		return fmt.Errorf("bridge port: %w", err)
-	}
-	rcfg := router.Config{Device: tap, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log, WeaveCompat: cfg.compat}
+	rcfg := router.Config{Device: dev, Host: cfg.host, Port: cfg.port, MTU: cfg.mtu, Logger: d.log, WeaveCompat: cfg.compat}
 	if cfg.dns {
 		rcfg.HostLocal = []netip.Addr{cfg.dnsAddr}
 	}
 	r, err := router.New(rcfg)
 	if err != nil {
-		tap.Close()
+		dev.Close()
 		return fmt.Errorf("--port %d: %w", cfg.port, err)
 	}
 	d.router = r
@@ -194,8 +202,10 @@ func (d *daemon) start() error {
 	d.node = node
 	// A bridge MAC of our own, stable across restarts: the peer name is a
 	// locally administered unicast MAC no one else uses.
-	if err := netdev.SetMAC(cfg.bridge, net.HardwareAddr(peerNameBytes(node.Name))); err != nil {
-		return err
+	if cfg.mode != modeL3 {
+		if err := netdev.SetMAC(cfg.bridge, net.HardwareAddr(peerNameBytes(node.Name))); err != nil {
+			return err
+		}
 	}
 
 	// Gossipers register before the mesh starts, so that no message for
@@ -230,13 +240,29 @@ func (d *daemon) start() error {
 			return err
 		}
 	}
+	if cfg.mode == modeL3 {
+		// The station, with the peer name as its MAC, so the host keeps
+		// it across restarts too.
+		if err := d.startL3Station(net.HardwareAddr(peerNameBytes(node.Name))); err != nil {
+			return err
+		}
+		if err := d.hostRoute(netip.Addr{}); err != nil {
+			return err
+		}
+	}
 	if cfg.dns {
 		if err := d.startDNS(); err != nil {
 			return err
 		}
 	}
 	r.Start(node.Mesh)
-	return node.Start(cfg.peers)
+	if err := node.Start(cfg.peers); err != nil {
+		return err
+	}
+	if cfg.mode == modeL3 {
+		d.obtainL3Address()
+	}
+	return nil
 }
 
 // reload is SIGHUP: connect again to every --peer (targets dropped with
@@ -303,6 +329,7 @@ func (d *daemon) startDNS() error {
 func (d *daemon) cleanup() { d.cleanupOnce.Do(d.doCleanup) }
 
 func (d *daemon) doCleanup() {
+	d.stopL3()
 	if d.dns != nil {
 		d.dns.Close()
 	}

@@ -211,6 +211,7 @@ func (d *daemon) report() api.Report {
 			TrustedSubnets:     st.TrustedSubnets,
 			MTU:                d.cfg.mtu,
 			Bridge:             d.cfg.bridge,
+			Mode:               d.cfg.mode,
 			Targets:            st.Targets,
 			Stats: api.Stats{
 				FramesIn: rs.FramesIn, FramesOut: rs.FramesOut,

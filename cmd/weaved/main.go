@@ -69,6 +69,9 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "dns-address", Value: defaultDNSAddr.String(), Usage: "address weaveDNS serves on, on every host's bridge"},
 		&cli.StringFlag{Name: "dns-resolv-conf", Value: "/etc/resolv.conf", Usage: "resolv.conf `FILE` naming the upstream resolvers for names outside the domain (re-read when it changes)"},
 		&cli.BoolFlag{Name: "no-dns", Usage: "do not run weaveDNS"},
+		&cli.StringFlag{Name: "mode", Value: modeBridge, Usage: "bridge: containers on a Linux bridge; l3: the host itself joins the overlay through a TUN device, with an address from IPAM"},
+		&cli.StringFlag{Name: "l3-device", Value: "weavetun", Usage: "in L3 mode, the name of the TUN device"},
+		&cli.StringFlag{Name: "l3-address", Value: "net:default", Usage: "in L3 mode, the host's overlay address: `ADDR` is CIDR (a fixed address such as 10.32.0.5/12), net:default or net:CIDR (allocated by IPAM)"},
 		&cli.BoolFlag{Name: "weave-compat", Usage: "on every link speak only what Weave Net 2.x speaks: its plain sleeve frames and NaCl encryption (slower; for mixed networks and tests)"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -83,7 +86,9 @@ type config struct {
 	nickname  string
 	host      string
 	port      int
-	bridge    string
+	bridge    string // in L3 mode, the TUN device's name
+	mode      string // modeBridge or modeL3
+	l3Addr    addrSpec
 	mtu       int
 	dataDir   string
 	httpAddr  string
@@ -119,6 +124,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 		host:      cmd.String("host"),
 		port:      cmd.Int("port"),
 		bridge:    cmd.String("bridge"),
+		mode:      modeBridge,
 		mtu:       cmd.Int("mtu"),
 		dataDir:   cmd.String("data-dir"),
 		httpAddr:  cmd.String("http-addr"),
@@ -151,6 +157,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 	}
 	c.password, c.passwordFile = pw, cmd.String("password-file")
 	if err := ipamConfig(cmd, &c); err != nil {
+		return c, err
+	}
+	if err := l3Config(cmd.String("mode"), cmd.String("l3-device"), cmd.String("l3-address"), &c); err != nil {
 		return c, err
 	}
 	c.dns = !cmd.Bool("no-dns")
