@@ -57,8 +57,9 @@ func ExampleNewNode() {
 		case e := <-events:
 			if e.Kind == router.PeerUp {
 				fmt.Println("a sees", e.NickName, "up")
-				c := a.Status().Router.Connections[0]
-				fmt.Println("connection:", c.State, "encrypted:", c.Encrypted)
+				for _, c := range a.Status().Router.Connections {
+					fmt.Println("connection:", c.State, "encrypted:", c.Encrypted)
+				}
 				return
 			}
 		case <-timeout:

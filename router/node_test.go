@@ -95,23 +95,36 @@ func waitEvent(t *testing.T, events <-chan router.Event, kind router.EventKind, 
 // any order.
 func waitEvents(t *testing.T, events <-chan router.Event, peer string, kinds ...router.EventKind) {
 	t.Helper()
-	want := map[router.EventKind]bool{}
+	var want []router.Event
 	for _, k := range kinds {
-		want[k] = true
+		want = append(want, router.Event{Kind: k, Peer: peer})
+	}
+	waitAll(t, events, want...)
+}
+
+// waitAll reads events until one matching each of want (kind and peer) has
+// arrived, in any order.
+func waitAll(t *testing.T, events <-chan router.Event, want ...router.Event) {
+	t.Helper()
+	type key struct {
+		kind router.EventKind
+		peer string
+	}
+	missing := map[key]bool{}
+	for _, w := range want {
+		missing[key{w.Kind, w.Peer}] = true
 	}
 	timeout := time.After(15 * time.Second)
-	for len(want) > 0 {
+	for len(missing) > 0 {
 		select {
 		case e, ok := <-events:
 			if !ok {
-				t.Fatalf("event channel closed while waiting for %v", want)
+				t.Fatalf("event channel closed while waiting for %v", missing)
 			}
 			t.Logf("event: %v", e)
-			if e.Peer == peer {
-				delete(want, e.Kind)
-			}
+			delete(missing, key{e.Kind, e.Peer})
 		case <-timeout:
-			t.Fatalf("no %v events for %s", want, peer)
+			t.Fatalf("still waiting for events %v", missing)
 		}
 	}
 }
@@ -349,7 +362,7 @@ func TestNodeCloseAndRestartOnSamePort(t *testing.T) {
 	if err := a1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, events, router.PeerDown, a1.Name())
+	// At once, while b may still be reconnecting to the port.
 	a2, err := router.NewNode(router.NodeConfig{Host: localhost, Port: port, Logger: quietLog(t)})
 	if err != nil {
 		t.Fatalf("a new node on the closed node's port %d: %v", port, err)
@@ -357,7 +370,7 @@ func TestNodeCloseAndRestartOnSamePort(t *testing.T) {
 	if err := a2.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, events, router.PeerUp, a2.Name())
+	waitAll(t, events, router.Event{Kind: router.PeerDown, Peer: a1.Name()}, router.Event{Kind: router.PeerUp, Peer: a2.Name()})
 	a2.Close()
 	b.Close()
 	before.Check(t, 15*time.Second, leakcheck.Mesh(3))
