@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	wgtun "golang.zx2c4.com/wireguard/tun"
 	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 
 	"weavenet/ipdev"
@@ -96,7 +97,7 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
-	dev, err := ipdev.New(tdev, ipdev.Config{MAC: cfg.MAC, Addrs: []netip.Prefix{p}, MTU: cfg.MTU, Logger: cfg.Logger})
+	dev, err := ipdev.New(drainOnClose{tdev}, ipdev.Config{MAC: cfg.MAC, Addrs: []netip.Prefix{p}, MTU: cfg.MTU, Logger: cfg.Logger})
 	if err != nil {
 		tdev.Close()
 		return nil, fmt.Errorf("netstack: %w", err)
@@ -193,4 +194,26 @@ func (s *Stack) Close() error {
 		return fmt.Errorf("netstack: close: %w", err)
 	}
 	return nil
+}
+
+// drainOnClose reads the stack's packets while it closes. Closing gVisor's
+// stack resets the connections still open, and the TUN hands each reset
+// over through an unbuffered channel: with no reader (ipdev stops reading
+// when it closes) the close would wait forever.
+type drainOnClose struct{ wgtun.Device }
+
+func (d drainOnClose) Close() error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bufs, sizes := [][]byte{make([]byte, 65535)}, []int{0}
+		for {
+			if _, err := d.Device.Read(bufs, sizes, 0); err != nil {
+				return // closed
+			}
+		}
+	}()
+	err := d.Device.Close()
+	<-done
+	return err
 }

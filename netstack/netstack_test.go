@@ -227,3 +227,47 @@ func TestListenAddresses(t *testing.T) {
 	}
 	before.Check(t, 10*time.Second, nil)
 }
+
+// TestCloseWithOpenConnections: closing nodes whose stacks still have busy
+// TCP connections returns (the stack's resets on the way out must not
+// block it), and leaves no goroutine behind.
+func TestCloseWithOpenConnections(t *testing.T) {
+	before := leakcheck.Snapshot()
+	a, sa := overlayNode(t, "10.40.0.1/16", "")
+	b, sb := overlayNode(t, "10.40.0.2/16", "", a.Addr().String())
+	events := b.Subscribe(context.Background())
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, router.ConnectionEstablished)
+	ln, err := sa.Listen("tcp", ":5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 5 {
+		c, err := sb.DialContext(context.Background(), "tcp", "10.40.0.1:5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); io.Copy(io.Discard, s) }()                                         //nolint:errcheck
+		go func() { defer wg.Done(); io.Copy(c, io.LimitReader(rand.NewChaCha8([32]byte{}), 1<<40)) }() //nolint:errcheck
+	}
+	time.Sleep(300 * time.Millisecond) // let them get busy
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait() // every connection failed with its stack
+	before.Check(t, 15*time.Second, leakcheck.Mesh(2))
+}
