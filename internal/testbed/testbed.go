@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Topology says how the hosts of a bed are joined.
@@ -336,4 +337,34 @@ func (h *Host) MustRun(t testing.TB, name string, addrs ...string) (*Container, 
 		t.Fatalf("%s: weave run %s: %v", h.Name, name, err)
 	}
 	return c, out
+}
+
+// Impair makes the underlay of a two-host FullMesh bed lossy: the hosts'
+// links no longer meet on the bridge but through wntool impair, which drops
+// loss percent of the sleeve's datagrams (UDP 6783) and delays reorder
+// percent behind the next three frames. The hosts stop offloading
+// checksums and segmentation to their underlay links, as if a real NIC did
+// that work before the wire: wntool then sees each datagram whole and
+// complete, and loss strikes single datagrams. Signal the returned
+// process with SIGTERM to end it; it then prints "FRAMES DROPPED REORDERED".
+func (b *Bed) Impair(t testing.TB, loss, reorder float64) *Proc {
+	t.Helper()
+	if b.underlay == nil || len(b.Hosts) != 2 {
+		t.Fatal("testbed: Impair needs a two-host FullMesh bed")
+	}
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Fatal("testbed: Impair needs ethtool; run make deps")
+	}
+	for _, h := range b.Hosts {
+		if out, err := h.Exec(t, "ethtool", "-K", "eth0", "tx", "off", "gso", "off"); err != nil {
+			t.Fatalf("testbed: ethtool on %s: %v\n%s", h.Name, err, out)
+		}
+	}
+	ul := b.underlay.Name
+	for _, port := range []string{"p1", "p2"} {
+		b.ip(t, "-n", ul, "link", "set", port, "nomaster")
+	}
+	p := b.underlay.StartTool(t, "impair", "p1", "p2", fmt.Sprint(loss), fmt.Sprint(reorder), "30m")
+	p.WaitStderr(t, "impairing", 10*time.Second)
+	return p
 }

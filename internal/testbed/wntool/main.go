@@ -15,6 +15,10 @@
 //	wntool udp-send-hex ADDR:PORT HEX               send one datagram with that payload
 //	wntool http-get [-timeout D] URL                print the body of a GET
 //	wntool dns-query SERVER:PORT NAME TYPE          one DNS question: print rcode, time and answers
+//	wntool impair [-port P] IF1 IF2 LOSS REORDER DURATION
+//	                                                forward frames between IF1 and IF2, dropping LOSS% and
+//	                                                reordering REORDER% of UDP datagrams of port P; print
+//	                                                "FRAMES DROPPED REORDERED"
 //
 // Listeners print "listening on ADDR" on stderr once ready; results go to
 // stdout. IFACE may be "auto": the only up, non-loopback, multicast-capable
@@ -50,6 +54,7 @@ const (
 	usageUDPSendHex = "udp-send-hex ADDR:PORT HEX"
 	usageHTTPGet    = "http-get [-timeout D] URL"
 	usageDNSQuery   = "dns-query SERVER:PORT NAME TYPE"
+	usageImpair     = "impair [-port P] [-seed S] IF1 IF2 LOSS REORDER DURATION"
 )
 
 var commands = map[string]command{
@@ -67,6 +72,7 @@ var commands = map[string]command{
 	"udp-send-hex": {usageUDPSendHex, runUDPSendHex},
 	"http-get":     {usageHTTPGet, runHTTPGet},
 	"dns-query":    {usageDNSQuery, runDNSQuery},
+	"impair":       {usageImpair, runImpair},
 }
 
 func main() {
