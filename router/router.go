@@ -80,10 +80,10 @@ type Router struct {
 	mtu      int
 	log      *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
-	// vnetHdr: we offer, and accept, frames with virtio headers.
-	fastCipher bool
-	vnetHdr    bool
-	hostLocal  []netip.Addr
+	// partialCsum: we offer, and accept, the fast format.
+	fastCipher  bool
+	partialCsum bool
+	hostLocal   []netip.Addr
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -135,17 +135,17 @@ func New(cfg Config) (*Router, error) {
 	}
 	plain, _ := cfg.Device.(PlainDevice)
 	r := &Router{
-		dev:        cfg.Device,
-		plainDev:   plain != nil && plain.PlainFrames(),
-		sock:       sock,
-		mtu:        cfg.MTU,
-		log:        cfg.Logger,
-		fastCipher: crypto.HardwareAES() && !cfg.WeaveCompat,
-		vnetHdr:    !cfg.WeaveCompat,
-		hostLocal:  cfg.HostLocal,
-		macs:       newMACCache(),
-		rx:         newCoalescer(),
-		closing:    make(chan struct{}),
+		dev:         cfg.Device,
+		plainDev:    plain != nil && plain.PlainFrames(),
+		sock:        sock,
+		mtu:         cfg.MTU,
+		log:         cfg.Logger,
+		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
+		partialCsum: !cfg.WeaveCompat,
+		hostLocal:   cfg.HostLocal,
+		macs:        newMACCache(),
+		rx:          newCoalescer(),
+		closing:     make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
