@@ -15,39 +15,43 @@ import (
 // are nil). It encodes to the same JSON, and templates written for
 // `weave report -f` work on it.
 func (n *Node) Status() api.Report {
-	st := n.gossip.Status()
-	rs := n.router.Stats()
-	rep := api.Report{
-		Version: api.Version,
-		Router: api.Router{
-			Name:               st.Name,
-			NickName:           st.NickName,
-			Port:               st.Port,
-			Protocol:           st.Protocol,
-			ProtocolMinVersion: st.ProtocolMinVersion,
-			ProtocolMaxVersion: st.ProtocolMaxVersion,
-			Encryption:         st.Encryption,
-			PeerDiscovery:      st.PeerDiscovery,
-			TrustedSubnets:     st.TrustedSubnets,
-			MTU:                n.cfg.MTU,
-			Targets:            st.Targets,
-			Stats: api.Stats{
-				FramesIn: rs.FramesIn, FramesOut: rs.FramesOut,
-				BytesIn: rs.BytesIn, BytesOut: rs.BytesOut,
-				Drops: rs.Drops,
-			},
+	return api.Report{Version: api.Version, Router: Report(n.gossip, n.router, n.cfg.MTU)}
+}
+
+// Report is the router section of `weave report` for a router r that is
+// node's overlay, with mtu the overlay MTU: weaved's report and a Node's
+// Status share it.
+func Report(node *gossip.Node, r *Router, mtu int) api.Router {
+	st := node.Status()
+	rs := r.Stats()
+	rep := api.Router{
+		Name:               st.Name,
+		NickName:           st.NickName,
+		Port:               st.Port,
+		Protocol:           st.Protocol,
+		ProtocolMinVersion: st.ProtocolMinVersion,
+		ProtocolMaxVersion: st.ProtocolMaxVersion,
+		Encryption:         st.Encryption,
+		PeerDiscovery:      st.PeerDiscovery,
+		TrustedSubnets:     st.TrustedSubnets,
+		MTU:                mtu,
+		Targets:            st.Targets,
+		Stats: api.Stats{
+			FramesIn: rs.FramesIn, FramesOut: rs.FramesOut,
+			BytesIn: rs.BytesIn, BytesOut: rs.BytesOut,
+			Drops: rs.Drops,
 		},
 	}
-	rep.Router.Stats.Drops["handshake"] = n.gossip.HandshakeFailures()
-	if rep.Router.Targets == nil {
-		rep.Router.Targets = []string{}
+	rep.Stats.Drops["handshake"] = node.HandshakeFailures()
+	if rep.Targets == nil {
+		rep.Targets = []string{}
 	}
-	sort.Strings(rep.Router.Targets)
+	sort.Strings(rep.Targets)
 	for _, c := range st.Connections {
-		rep.Router.Connections = append(rep.Router.Connections, connectionStatus(c))
+		rep.Connections = append(rep.Connections, connectionStatus(c))
 	}
-	sort.Slice(rep.Router.Connections, func(i, j int) bool {
-		return rep.Router.Connections[i].Address < rep.Router.Connections[j].Address
+	sort.Slice(rep.Connections, func(i, j int) bool {
+		return rep.Connections[i].Address < rep.Connections[j].Address
 	})
 	for _, p := range st.Peers {
 		peer := api.Peer{Name: p.Name, NickName: p.NickName, UID: uint64(p.UID), ShortID: uint16(p.ShortID), Version: p.Version}
@@ -56,14 +60,13 @@ func (n *Node) Status() api.Report {
 				Name: c.Name, NickName: c.NickName, Address: c.Address, Outbound: c.Outbound, Established: c.Established,
 			})
 		}
-		rep.Router.Peers = append(rep.Router.Peers, peer)
+		rep.Peers = append(rep.Peers, peer)
 	}
-	sort.Slice(rep.Router.Peers, func(i, j int) bool { return rep.Router.Peers[i].Name < rep.Router.Peers[j].Name })
+	sort.Slice(rep.Peers, func(i, j int) bool { return rep.Peers[i].Name < rep.Peers[j].Name })
 	return rep
 }
 
-// connectionStatus turns mesh's view of a connection into the report's,
-// as weaved does.
+// connectionStatus turns mesh's view of a connection into the report's.
 func connectionStatus(c mesh.LocalConnectionStatus) api.Connection {
 	// mesh prefixes the info of an established connection with its
 	// encryption when a password is set; the report has a field for that.
