@@ -164,3 +164,15 @@ func transferNS(t *testing.T, from, to *testbed.NS, toAddr, nbytes string, port 
 	secs := time.Since(start).Seconds()
 	t.Logf("%s -> %s: %d bytes intact in %.1fs (%.0f Mbit/s)", from.Name, to.Name, n, secs, float64(n)*8/secs/1e6)
 }
+
+// wantLinks checks that each host's one connection shows want as
+// FORMAT/CIPHER in weave report.
+func wantLinks(t *testing.T, want string, hosts ...*testbed.Host) {
+	t.Helper()
+	for _, h := range hosts {
+		got := strings.TrimSpace(h.MustWeave(t, "report", "-f", "{{range .Router.Connections}}{{.Format}}/{{.Cipher}} {{end}}"))
+		if got != want {
+			t.Errorf("%s: link format/cipher %q, want %q", h.Name, got, want)
+		}
+	}
+}
