@@ -55,3 +55,23 @@ func TestLossyUnderlay(t *testing.T) {
 		})
 	}
 }
+
+// An underlay with a smaller MTU than the sleeve's datagrams need (1280
+// here, 1438 needed): the kernel fragments them (UDP GSO, which cannot send
+// datagrams bigger than the route's MTU, falls back to single sends), and a
+// 50 MB stream and big pings arrive intact.
+func TestSmallUnderlayMTU(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	b.SetUnderlayMTU(t, 1280)
+	launch(t, h1, "--password", "s3cret")
+	launch(t, h2, "--password", "s3cret", peerArg(t, h2, h1)[1])
+	waitMesh(t, h1, 1, 2)
+	c1 := attach(t, h1, "c1", "10.32.0.1/12")
+	c2 := attach(t, h2, "c2", "10.32.0.2/12")
+	c1.WaitPing(t, "10.32.0.2", pingTimeout)
+	pingAll(t, c1, "10.32.0.2", 3, "-s", "1348") // a full-MTU packet
+	pingAll(t, c1, "10.32.0.2", 3, "-s", "10000")
+	transfer(t, c1, c2, "10.32.0.2", "50M", 5040)
+	transfer(t, c2, c1, "10.32.0.1", "20M", 5041)
+}

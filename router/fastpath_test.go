@@ -1,8 +1,10 @@
 package router
 
 import (
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"weavenet/crypto"
 	"weavenet/tun"
@@ -13,8 +15,8 @@ import (
 
 // tsoFrame is a 64 KiB-ish TCP super-frame in device form, as the TAP hands
 // it over with TSO: a virtio header asking for segmentation, then the frame.
-func tsoFrame(mss int) []byte {
-	eth := superFrame(false, make([]byte, 44*mss))
+func tsoFrame(mss, payload int) []byte {
+	eth := superFrame(false, make([]byte, payload))
 	eth[ethHdrLen+20+13] = 0x18 // ACK|PSH, a bulk transfer's
 	copy(eth[0:6], []byte{2, 0, 0, 0, 0, 9})
 	frame := make([]byte, tun.VirtioNetHdrLen+len(eth))
@@ -46,7 +48,7 @@ func TestSendSuperFrameDoesNotAllocate(t *testing.T) {
 		t.Skip("the race detector makes sync.Pool drop buffers; run without -race")
 	}
 	r := fuzzRouter(t)
-	frame := tsoFrame(1324)
+	frame := tsoFrame(1324, 44*1324)
 	for _, s := range suites {
 		f := sealedPeer(r, 6, s.suite, s.seal)
 		before := r.Stats().FramesOut
@@ -64,7 +66,7 @@ func TestSendSuperFrameDoesNotAllocate(t *testing.T) {
 
 func BenchmarkSendSuperFrame(b *testing.B) {
 	r := fuzzRouter(b)
-	frame := tsoFrame(1324)
+	frame := tsoFrame(1324, 44*1324)
 	for _, s := range suites {
 		b.Run(s.name, func(b *testing.B) {
 			f := sealedPeer(r, 6, s.suite, s.seal)
@@ -80,7 +82,7 @@ func BenchmarkSendSuperFrame(b *testing.B) {
 // receiveRun builds what one GRO read hands over for a super-frame: its
 // segments as datagrams of the fast format (partial TCP checksums), sealed as f's peer would.
 func receiveRun(tb testing.TB, r *Router, from uint64, sealer *crypto.Sealer, suite crypto.Suite) (run []byte, size int) {
-	frame := tsoFrame(1324)
+	frame := tsoFrame(1324, 44*1324)
 	seg, err := newTCPSegmenter(frame[tun.VirtioNetHdrLen:], 1324)
 	if err != nil {
 		tb.Fatal(err)
@@ -142,5 +144,51 @@ func BenchmarkReceiveSuperFrame(b *testing.B) {
 				b.Fatal("nothing delivered")
 			}
 		})
+	}
+}
+
+// Every datagram sendSuperFrame sends is a whole segment: none empty, none
+// malformed, all delivered, whatever the batch's runs look like.
+func TestSuperFrameDatagramsAllDecode(t *testing.T) {
+	tx, rx := fuzzRouter(t), fuzzRouter(t)
+	rx.name++ // two routers, two names
+	conn, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.close()
+	f := sealedPeer(tx, 6, 0, false)
+	to := conn.localAddr()
+	f.addr.Store(&to)
+	from := &forwarder{r: rx, remoteName: tx.name, partialCsum: true}
+	rx.setForwarder(tx.name, from, nil)
+	for _, mss := range []int{1324, 500, 88} {
+		frame := tsoFrame(mss, 44*mss-100) // the last segment short
+		tx.sendFrame(f, frame, 0, len(frame), tx.name, rx.name)
+		want := (len(frame) - tun.VirtioNetHdrLen - 54 + mss - 1) / mss
+		buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
+		rd, err := conn.reader(func() {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for got < want {
+			conn.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, seg, addr, err := rd.next(buf[rxHeadroom : rxHeadroom+groBufLen])
+			if err != nil {
+				t.Fatalf("mss %d: %d of %d datagrams, then %v", mss, got, want, err)
+			}
+			for off := 0; off < n; off += seg {
+				rx.receivePacket(buf, rxHeadroom+off, min(seg, n-off), addr)
+				got++
+			}
+		}
+		conn.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _, _, err := rd.next(buf[rxHeadroom : rxHeadroom+groBufLen]); err == nil {
+			t.Fatalf("mss %d: a datagram of %d bytes more than the segments", mss, n)
+		}
+		if d := rx.Stats().Drops; d["malformed"] != 0 {
+			t.Fatalf("mss %d: receiver dropped %v", mss, d)
+		}
 	}
 }

@@ -73,6 +73,7 @@ type forwarder struct {
 
 	addr      atomic.Pointer[netip.AddrPort] // nil until the peer's UDP address is known
 	stackFrag atomic.Bool                    // the underlay delivers fragmented datagrams
+	noGSO     atomic.Bool                    // the route's MTU is too small for UDP GSO runs
 
 	specials    chan special
 	controls    chan control

@@ -209,7 +209,7 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 	for {
 		at, ok := batch.room(maxDatagram)
 		if !ok {
-			r.sendBatch(batch)
+			r.sendBatch(f, batch)
 			at, _ = batch.room(maxDatagram)
 		}
 		// Build the datagram a headroom further on, then close the gap
@@ -222,13 +222,21 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 		pkt := r.encode(f, batch.buf, frameOff, n, src, dst)
 		batch.add(copy(batch.buf[at:], pkt))
 	}
-	r.sendBatch(batch)
+	r.sendBatch(f, batch)
 }
 
-// sendBatch sends and empties batch.
-func (r *Router) sendBatch(batch *runBatch) {
+// sendBatch sends and empties batch, a super-frame's datagrams for f's
+// peer. If the route's MTU is too small for them to go as GSO runs, f sends
+// without GSO from then on and the kernel fragments each datagram.
+func (r *Router) sendBatch(f *forwarder, batch *runBatch) {
 	count, bytes := batch.datagrams(), batch.bytes()
-	sent, err := r.sock.sendBatch(batch)
+	sent, err := r.sock.sendBatch(batch, !f.noGSO.Load())
+	if errors.Is(err, errGSORefused) {
+		if !f.noGSO.Swap(true) {
+			r.log.Info("sleeve: datagrams exceed the underlay's MTU; the kernel fragments them", "peer", f.remoteName.String())
+		}
+		err = nil
+	}
 	if err != nil {
 		r.stats.dropN(DropSend, count-sent)
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -92,23 +93,32 @@ func (s *udpSocket) send(pkt []byte, to netip.AddrPort) error {
 const maxRuns = 4
 
 // A runBatch gathers runs of datagrams to leave with one sendmmsg, each run
-// one message that UDP GSO splits. The runs of one super-frame thus reach
-// the peer back to back, and its receive loop coalesces them into one write.
-// A batch is used by one goroutine at a time (they are pooled).
+// one message that UDP GSO splits (or, where GSO cannot be used, one message
+// per datagram). The runs of one super-frame thus reach the peer back to
+// back, and its receive loop coalesces them into one write. A batch is used
+// by one goroutine at a time (they are pooled).
 type runBatch struct {
 	buf  []byte // run i is built in buf[i*maxGSOBytes:]
-	runs [maxRuns]struct{ end, size, count int }
+	runs [maxRuns]run
 	n    int // runs begun
 	to   netip.AddrPort
 
-	hdrs   [maxRuns]unix.Mmsghdr
-	iovs   [maxRuns]unix.Iovec
-	oobs   [maxRuns][unix.SizeofCmsghdr + 8]byte // CmsgSpace(2)
+	// The messages of one sendmmsg, and how many datagrams each holds.
+	hdrs   [maxRuns * maxGSOSegments]unix.Mmsghdr
+	iovs   [maxRuns * maxGSOSegments]unix.Iovec
+	dgrams [maxRuns * maxGSOSegments]int
+	oobs   [maxRuns][unix.SizeofCmsghdr + 8]byte // CmsgSpace(2), for GSO messages
 	sa     unix.RawSockaddrInet4
 	first  int // next message for sendmmsg
 	msgs   int
 	errno  syscall.Errno
 	sendFn func(fd uintptr) bool // built once: a closure per send would allocate
+}
+
+// A run is datagrams of one size but the last, back to back.
+type run struct {
+	end, size, count int
+	closed           bool // its last datagram was short: nothing may follow
 }
 
 func newRunBatch() *runBatch {
@@ -144,7 +154,7 @@ func (b *runBatch) room(max int) (off int, ok bool) {
 	if b.n > 0 {
 		r := &b.runs[b.n-1]
 		base := (b.n - 1) * maxGSOBytes
-		if r.count < maxGSOSegments && r.end+max <= base+maxGSOBytes {
+		if !r.closed && r.count < maxGSOSegments && r.end+max <= base+maxGSOBytes {
 			return r.end, true
 		}
 	}
@@ -152,9 +162,8 @@ func (b *runBatch) room(max int) (off int, ok bool) {
 		return 0, false
 	}
 	b.n++
-	base := (b.n - 1) * maxGSOBytes
-	b.runs[b.n-1] = struct{ end, size, count int }{end: base}
-	return base, true
+	b.runs[b.n-1] = run{end: (b.n - 1) * maxGSOBytes}
+	return b.runs[b.n-1].end, true
 }
 
 // add records the datagram of n bytes just written at the room's offset. A
@@ -167,9 +176,7 @@ func (b *runBatch) add(n int) {
 	}
 	r.end += n
 	r.count++
-	if n < r.size {
-		r.count = maxGSOSegments
-	}
+	r.closed = n < r.size
 }
 
 // bytes counts the bytes in the batch.
@@ -190,34 +197,95 @@ func (b *runBatch) datagrams() int {
 	return total
 }
 
-// sendBatch sends every run of b and empties it. It returns how many
-// datagrams went out.
-func (s *udpSocket) sendBatch(b *runBatch) (int, error) {
+// messages lays out the runs from the run from on as sendmmsg messages:
+// one per run with gso, else one per datagram.
+func (b *runBatch) messages(from int, gso bool) {
+	b.first, b.msgs, b.errno = 0, 0, 0
+	for i := from; i < b.n; i++ {
+		r := b.runs[i]
+		base := i * maxGSOBytes
+		if r.count == 0 {
+			continue // begun, but the super-frame ended first
+		}
+		if gso {
+			b.message(b.buf[base:r.end], r.count, r.size)
+			continue
+		}
+		for off := base; off < r.end; off += r.size {
+			b.message(b.buf[off:min(off+r.size, r.end)], 1, 0)
+		}
+	}
+}
+
+// message adds p, holding datagrams datagrams of gsoSize bytes, as the next
+// message.
+func (b *runBatch) message(p []byte, datagrams, gsoSize int) {
+	m := b.msgs
+	b.msgs++
+	b.iovs[m].Base = &p[0]
+	b.iovs[m].SetLen(len(p))
+	b.dgrams[m] = datagrams
+	h := &b.hdrs[m].Hdr
+	*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&b.sa)), Namelen: unix.SizeofSockaddrInet4, Iov: &b.iovs[m]}
+	h.SetIovlen(1)
+	if datagrams > 1 { // only GSO messages, at most one per run
+		c := (*unix.Cmsghdr)(unsafe.Pointer(&b.oobs[m][0]))
+		c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		c.SetLen(unix.CmsgLen(2))
+		binary.NativeEndian.PutUint16(b.oobs[m][unix.SizeofCmsghdr:], uint16(gsoSize))
+		h.Control = &b.oobs[m][0]
+		h.SetControllen(len(b.oobs[m]))
+	}
+}
+
+// errGSORefused says that the kernel refused a GSO run to this destination
+// because its datagrams exceed the route's MTU; the batch went out one
+// message per datagram instead, which the kernel may fragment.
+var errGSORefused = errors.New("UDP GSO refused: datagrams exceed the route's MTU")
+
+// sendBatch sends every run of b and empties it, as GSO runs if gso and the
+// kernel allows. It returns how many datagrams went out, and errGSORefused
+// if GSO was refused for this destination (everything was still sent).
+func (s *udpSocket) sendBatch(b *runBatch, gso bool) (int, error) {
 	defer func() { b.n = 0 }()
-	if !s.gso.Load() || !b.to.Addr().Is4() {
-		return s.sendEach(b, 0)
+	if !b.to.Addr().Is4() {
+		return 0, fmt.Errorf("send to %v: the sleeve socket is IPv4", b.to)
 	}
 	b.sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: b.to.Addr().As4()}
 	port := b.to.Port()
 	b.sa.Port = port>>8 | port<<8 // network order in memory
-	for i := range b.n {
-		r := b.runs[i]
-		base := i * maxGSOBytes
-		b.iovs[i].Base = &b.buf[base]
-		b.iovs[i].SetLen(r.end - base)
-		h := &b.hdrs[i].Hdr
-		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&b.sa)), Namelen: unix.SizeofSockaddrInet4, Iov: &b.iovs[i]}
-		h.SetIovlen(1)
-		if r.count > 1 {
-			c := (*unix.Cmsghdr)(unsafe.Pointer(&b.oobs[i][0]))
-			c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-			c.SetLen(unix.CmsgLen(2))
-			binary.NativeEndian.PutUint16(b.oobs[i][unix.SizeofCmsghdr:], uint16(r.size))
-			h.Control = &b.oobs[i][0]
-			h.SetControllen(len(b.oobs[i]))
+	gso = gso && s.gso.Load()
+	b.messages(0, gso)
+	sent, err := s.sendmmsg(b)
+	tooBig := b.errno == unix.EINVAL || b.errno == unix.EMSGSIZE
+	if err != nil || b.errno == 0 || !gso || (!tooBig && b.errno != unix.EIO) {
+		if err == nil && b.errno != 0 {
+			err = b.errno
 		}
+		return sent, err
 	}
-	b.first, b.msgs, b.errno = 0, b.n, 0
+	// EIO: the device cannot checksum for us, which GSO needs: say no more.
+	// EINVAL or EMSGSIZE: the datagrams exceed the route's MTU. Either way
+	// the rest goes out one message per datagram (GSO messages are runs,
+	// so first counts runs).
+	refused := tooBig
+	if !refused {
+		s.gso.Store(false)
+	}
+	b.messages(b.first, false)
+	n, err := s.sendmmsg(b)
+	if err == nil && b.errno != 0 {
+		err = b.errno
+	}
+	if err == nil && refused {
+		err = errGSORefused
+	}
+	return sent + n, err
+}
+
+// sendmmsg sends b's messages and returns how many datagrams went out. A
+// failure of the system call is left in b.errno.
+func (s *udpSocket) sendmmsg(b *runBatch) (int, error) {
 	rc, err := s.conn.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -226,33 +294,8 @@ func (s *udpSocket) sendBatch(b *runBatch) (int, error) {
 		return 0, err
 	}
 	sent := 0
-	for _, r := range b.runs[:b.first] {
-		sent += r.count
-	}
-	if b.errno == 0 {
-		return sent, nil
-	}
-	// EIO: the device cannot checksum for us, which GSO needs: say no
-	// more. Otherwise (EINVAL: datagrams bigger than the route's MTU,
-	// which plain sends may fragment) send the rest one by one, this time.
-	if b.errno == unix.EIO {
-		s.gso.Store(false)
-	}
-	n, err := s.sendEach(b, b.first)
-	return sent + n, err
-}
-
-// sendEach sends the datagrams of runs from first on, one send each.
-func (s *udpSocket) sendEach(b *runBatch, first int) (int, error) {
-	sent := 0
-	for i := first; i < b.n; i++ {
-		r := b.runs[i]
-		for off := i * maxGSOBytes; off < r.end; off += r.size {
-			if err := s.send(b.buf[off:min(off+r.size, r.end)], b.to); err != nil {
-				return sent, err
-			}
-			sent++
-		}
+	for _, d := range b.dgrams[:b.first] {
+		sent += d
 	}
 	return sent, nil
 }

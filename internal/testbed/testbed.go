@@ -368,3 +368,17 @@ func (b *Bed) Impair(t testing.TB, loss, reorder float64) *Proc {
 	p.WaitStderr(t, "impairing", 10*time.Second)
 	return p
 }
+
+// SetUnderlayMTU sets the MTU of every underlay link of a FullMesh bed,
+// both ends, and of its bridge.
+func (b *Bed) SetUnderlayMTU(t testing.TB, mtu int) {
+	t.Helper()
+	if b.underlay == nil {
+		t.Fatal("testbed: SetUnderlayMTU needs a FullMesh bed")
+	}
+	for i, h := range b.Hosts {
+		b.ip(t, "-n", h.NS.Name, "link", "set", "eth0", "mtu", fmt.Sprint(mtu))
+		b.ip(t, "-n", b.underlay.Name, "link", "set", fmt.Sprintf("p%d", i+1), "mtu", fmt.Sprint(mtu))
+	}
+	b.ip(t, "-n", b.underlay.Name, "link", "set", "br0", "mtu", fmt.Sprint(mtu))
+}
