@@ -207,6 +207,7 @@ func (d *Device) pump() {
 		var b *batch
 		select {
 		case <-d.closing:
+			d.drain(nil)
 			return
 		case b = <-d.free:
 		}
@@ -214,12 +215,31 @@ func (d *Device) pump() {
 		if errors.Is(b.err, wgtun.ErrTooManySegments) {
 			b.err = nil // the segments that fitted are good; the rest are lost
 		}
+		if b.err != nil && isClosed(b.err) {
+			select {
+			case <-d.closing:
+			case d.full <- b:
+			}
+			return
+		}
 		select {
 		case <-d.closing:
+			d.drain(b)
 			return
 		case d.full <- b:
 		}
-		if b.err != nil && isClosed(b.err) {
+	}
+}
+
+// drain reads and drops packets until the TUN says it is closed. Closing
+// a netstack waits for its connections, and one may be blocked handing a
+// packet to the TUN: someone must take it. b may be nil.
+func (d *Device) drain(b *batch) {
+	if b == nil {
+		b = &batch{bufs: [][]byte{make([]byte, frameHead+d.mtu)}, sizes: make([]int, 1)}
+	}
+	for {
+		if _, err := d.dev.Read(b.bufs, b.sizes, frameHead); err != nil && !errors.Is(err, wgtun.ErrTooManySegments) {
 			return
 		}
 	}
