@@ -57,16 +57,16 @@ staticcheck:
 # route calculation reads a flag that a connection goroutine writes), so the
 # race detector would fail these tests for mesh's sake: they run without it,
 # and their mesh-free tests (codecs, crypto, receive path) run with it.
-MESH_PKGS := ./router ./gossip
-MESH_FREE_TESTS := Decode|Alloc|Segment|Sealed|PutHeaders|Fuzz
+MESH_PKGS := ./router ./gossip ./netstack
+MESH_FREE_TESTS := Decode|Alloc|Segment|Sealed|PutHeaders|Fuzz|Checksum|Coalesce|PlainDevice|ConfigErrors|ListenAddresses
 
 # Lint, then every package's tests; the integration tests (real daemons in
 # network namespaces) run last, so the last lines are go test's summary.
 test: deps lint
 	@rc=0; \
-	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) -run '$(MESH_FREE_TESTS)' ./router || rc=1; \
+	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) -run '$(MESH_FREE_TESTS)' ./router ./netstack || rc=1; \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(MESH_PKGS) || rc=1; \
-	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/router$$' -e '/gossip$$') || rc=1; \
+	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/router$$' -e '/gossip$$' -e '/netstack$$') || rc=1; \
 	exit $$rc
 
 unit:

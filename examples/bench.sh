@@ -11,6 +11,7 @@ set -euo pipefail
 
 TOOL=bench NEED="ping iperf3 awk ss"
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/bench-l3.sh"
 DURATION=${DURATION:-10}
 C1=${P}c1 C2=${P}c2
 log() { echo "bench: $*" >&2; }
@@ -138,7 +139,17 @@ else
 	log "wireguard-go or wg not found: no comparison (make bench installs them)"
 fi
 
-for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over" "$tcp_enc" "$rtt_enc"; do
+# Weave Net's classic sleeve (plain frames, complete checksums), which a
+# mixed cluster with Weave Net peers would use.
+up --weave-compat
+log "classic-format overlay TCP (c1 -> c2, ${DURATION}s)"
+tcp_classic=$(tcp "$C1" "$C2" 10.32.0.2)
+
+# L3 mode: host to host over a TUN, no bridge.
+log "L3 mode TCP (h1 -> h2, ${DURATION}s)"
+tcp_l3=$(bench_l3) || tcp_l3=""
+
+for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over" "$tcp_enc" "$rtt_enc" "$tcp_classic"; do
 	[ -n "$v" ] || { log "a measurement produced no number"; exit 1; }
 done
 
@@ -162,23 +173,46 @@ for i in $(seq $N); do host "$H1" "$BIN/weave" attach net:default "${P}x$i" >/de
 attach_ms=$(( ($(date +%s%N) - t0) / 1000000 / N ))
 for i in $(seq $N); do ip netns delete "${P}x$i"; done
 
-awk -v tu="$tcp_under" -v to="$tcp_over" -v te="$tcp_enc" -v ru="$rtt_under" -v ro="$rtt_over" -v re="$rtt_enc" 'BEGIN {
-	printf "%-22s %10s %10s %10s %12s %12s\n", "", "underlay", "overlay", "encrypted", "overlay/und", "enc/overlay"
-	printf "%-22s %10.2f %10.2f %10.2f %11.0f%% %11.0f%%\n", "TCP 1 stream (Gbit/s)", tu / 1e9, to / 1e9, te / 1e9, 100 * to / tu, 100 * te / to
-	printf "%-22s %10.3f %10.3f %10.3f %11s  %11s\n", "ping RTT avg (ms)", ru, ro, re, sprintf("+%.3f", ro - ru), sprintf("+%.3f", re - ru)
+# The report: every figure, then each bar of the performance goals with its
+# ratio, all from this one run.
+g() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }'; }
+echo
+echo "One TCP stream, iperf3 ${DURATION}s, two hosts (network namespaces) on a veth underlay:"
+printf "  %-44s %7s Gbit/s\n" "underlay, host to host" "$(g "$tcp_under")"
+printf "  %-44s %7s Gbit/s\n" "overlay, container to container" "$(g "$tcp_over")"
+printf "  %-44s %7s Gbit/s\n" "overlay, encrypted (AES-256-GCM)" "$(g "$tcp_enc")"
+printf "  %-44s %7s Gbit/s\n" "overlay, classic format (--weave-compat)" "$(g "$tcp_classic")"
+[ -n "$tcp_l3" ] && printf "  %-44s %7s Gbit/s\n" "L3 mode, host to host" "$tcp_l3"
+[ -n "$tcp_wg" ] && printf "  %-44s %7s Gbit/s\n" "wireguard-go, host to host (encrypted)" "$(g "$tcp_wg")"
+printf "  %-44s %7.3f ms underlay, %.3f overlay, %.3f encrypted%s\n" "ping RTT (avg of 20)" "$rtt_under" "$rtt_over" "$rtt_enc" \
+	"$([ -n "$rtt_wg" ] && echo ", $rtt_wg wireguard-go")"
+awk -v c="$cpu_over" -v to="$tcp_over" -v ce="$cpu_enc" -v te="$tcp_enc" -v cw="$cpu_wg" -v tw="${tcp_wg:-0}" -v d="$DURATION" 'BEGIN {
+	printf "  %-44s %7.2f s plain, %.2f s encrypted", "CPU (both daemons) per Gbit carried", c / (to * d / 1e9), ce / (te * d / 1e9)
+	if (tw > 0) printf ", %.2f s wireguard-go", cw / (tw * d / 1e9)
+	printf "\n"
 }'
-echo "IPAM: first address $first_ms ms after launching two fresh daemons (consensus of 2);" \
+echo "  IPAM: first address $first_ms ms after launching two fresh daemons (consensus of 2);" \
 	"weave attach net:default on a ready ring: $attach_ms ms (mean of $N, CLI start and veth included)"
-awk -v c="$cpu_over" -v to="$tcp_over" -v ce="$cpu_enc" -v te="$tcp_enc" -v d="$DURATION" 'BEGIN {
-	printf "CPU of both weaved per Gbit carried: %.2f s plain, %.2f s encrypted\n", c / (to * d / 1e9), ce / (te * d / 1e9)
-}'
+echo
+echo "Goals:"
+bar() { # bar NAME FIGURE PASS(1/0)
+	printf "  %-50s %16s   %s\n" "$1" "$2" "$([ "$3" = 1 ] && echo pass || echo MISSED)"
+}
+bar "overlay >= 30% of the underlay" "$(awk -v o="$tcp_over" -v u="$tcp_under" 'BEGIN { printf "%.0f%%", 100 * o / u }')" \
+	"$(awk -v o="$tcp_over" -v u="$tcp_under" 'BEGIN { print (o >= 0.3 * u) }')"
 if [ -n "$tcp_wg" ]; then
-	awk -v to="$tcp_over" -v te="$tcp_enc" -v tw="$tcp_wg" -v rw="$rtt_wg" -v ro="$rtt_over" -v ru="$rtt_under" -v c="$cpu_wg" -v d="$DURATION" 'BEGIN {
-		printf "wireguard-go (encrypted, host to host): %.2f Gbit/s, RTT %.3f ms (+%.3f), CPU %.2f s per Gbit; weavenet plain %.2fx and encrypted %.2fx its throughput\n", tw / 1e9, rw, rw - ru, c / (tw * d / 1e9), to / tw, te / tw
-	}'
+	bar "overlay >= 2x wireguard-go" "$(awk -v o="$tcp_over" -v w="$tcp_wg" 'BEGIN { printf "%.2fx", o / w }')" \
+		"$(awk -v o="$tcp_over" -v w="$tcp_wg" 'BEGIN { print (o >= 2 * w) }')"
+	bar "encrypted overlay >= 1.3x wireguard-go" "$(awk -v o="$tcp_enc" -v w="$tcp_wg" 'BEGIN { printf "%.2fx", o / w }')" \
+		"$(awk -v o="$tcp_enc" -v w="$tcp_wg" 'BEGIN { print (o >= 1.3 * w) }')"
+	bar "CPU per Gbit below wireguard-go's (encrypted)" "$(awk -v ce="$cpu_enc" -v te="$tcp_enc" -v cw="$cpu_wg" -v tw="$tcp_wg" -v d="$DURATION" 'BEGIN { printf "%.2f vs %.2f s", ce / (te * d / 1e9), cw / (tw * d / 1e9) }')" \
+		"$(awk -v ce="$cpu_enc" -v te="$tcp_enc" -v cw="$cpu_wg" -v tw="$tcp_wg" 'BEGIN { print (ce / te < cw / tw) }')"
+else
+	echo "  (wireguard-go not measured: its bars are skipped)"
 fi
 if [ -n "$tcp_over_1g" ]; then
-	awk -v u="$tcp_under_1g" -v o="$tcp_over_1g" 'BEGIN {
-		printf "underlay throttled to 1 Gbit/s: underlay %.3f, overlay %.3f Gbit/s (%.0f%%)\n", u / 1e9, o / 1e9, 100 * o / u
-	}'
+	bar "underlay at 1 Gbit/s: overlay >= 95% of it" "$(awk -v o="$tcp_over_1g" -v u="$tcp_under_1g" 'BEGIN { printf "%.0f%% (%.3f/%.3f)", 100 * o / u, o / 1e9, u / 1e9 }')" \
+		"$(awk -v o="$tcp_over_1g" -v u="$tcp_under_1g" 'BEGIN { print (o >= 0.95 * u) }')"
 fi
+bar "added ping RTT < 0.15 ms" "$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { printf "+%.3f ms", o - u }')" \
+	"$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { print (o - u < 0.15) }')"

@@ -49,6 +49,11 @@ type Config struct {
 	// lie in the other's trusted subnets is not encrypted.
 	TrustedSubnets []netip.Prefix
 	Logger         *slog.Logger
+	// OnConnectionError, when set, hears of each connection that failed
+	// before mesh handed it to the overlay: a dial that failed or a
+	// handshake that was refused (another password, not a mesh peer). addr
+	// is the remote HOST:PORT. It runs on mesh's goroutines: do not block.
+	OnConnectionError func(addr string, err error)
 }
 
 // Node is a started or startable mesh peer.
@@ -56,6 +61,8 @@ type Node struct {
 	Mesh *mesh.Router
 	Name mesh.PeerName
 	log  *slog.Logger
+	// onConnErr is Config.OnConnectionError.
+	onConnErr func(addr string, err error)
 	// handshakeFailures counts inbound or outbound connections that died
 	// before the handshake completed: garbage, wrong protocol, refused.
 	handshakeFailures atomic.Uint64
@@ -95,7 +102,7 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 	if len(cfg.Password) > 0 {
 		password = cfg.Password
 	}
-	n := &Node{Name: name, log: cfg.Logger}
+	n := &Node{Name: name, log: cfg.Logger, onConnErr: cfg.OnConnectionError}
 	m, err := mesh.NewRouter(mesh.Config{
 		Host:               cfg.Host,
 		Port:               cfg.Port,
@@ -249,11 +256,24 @@ const resetByPeer = "connection reset by peer"
 // counts the failures that a daemon should expose as metrics.
 type meshLogger struct{ n *Node }
 
-const handshakeFailedFormat = "->[%s] connection shutting down due to error during handshake: %v"
+// The formats of mesh's log lines about connections that failed before the
+// overlay saw them; both take the address, then the error.
+const (
+	handshakeFailedFormat = "->[%s] connection shutting down due to error during handshake: %v"
+	dialFailedFormat      = "->[%s] error during connection attempt: %v"
+)
 
 func (l meshLogger) Printf(format string, args ...interface{}) {
 	if format == handshakeFailedFormat {
 		l.n.handshakeFailures.Add(1)
+	}
+	if l.n.onConnErr != nil && len(args) == 2 {
+		switch format {
+		case handshakeFailedFormat:
+			l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint("handshake: ", args[1]))))
+		case dialFailedFormat:
+			l.n.onConnErr(fmt.Sprint(args[0]), fmt.Errorf("connect: %v", args[1]))
+		}
 	}
 	l.n.log.Info("mesh: " + Explain(fmt.Sprintf(format, args...)))
 }

@@ -66,12 +66,7 @@ func TestWeaveCompatLink(t *testing.T) {
 	c1 := attach(t, h1, "c1", "10.32.0.1/12")
 	c2 := attach(t, h2, "c2", "10.32.0.2/12")
 	c1.WaitPing(t, "10.32.0.2", pingTimeout)
-	for _, h := range []*testbed.Host{h1, h2} {
-		got := strings.TrimSpace(h.MustWeave(t, "report", "-f", "{{range .Router.Connections}}{{.Format}}/{{.Cipher}} {{end}}"))
-		if got != "classic/nacl" {
-			t.Errorf("%s: link format/cipher %q, want classic/nacl", h.Name, got)
-		}
-	}
+	wantLinks(t, "classic/nacl", h1, h2)
 	pingAll(t, c1, "10.32.0.2", 3, "-s", "10000")
 	transfer(t, c1, c2, "10.32.0.2", "200M", 5020)
 	transfer(t, c2, c1, "10.32.0.1", "50M", 5021)

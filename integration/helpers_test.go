@@ -117,6 +117,12 @@ func attach(t *testing.T, h *testbed.Host, name, cidr string) *testbed.Container
 // pingAll sends count pings and fails the test unless every one is answered.
 func pingAll(t *testing.T, from *testbed.Container, addr string, count int, extra ...string) {
 	t.Helper()
+	pingNS(t, &from.NS, addr, count, extra...)
+}
+
+// pingNS is pingAll from any namespace: a host or a container.
+func pingNS(t *testing.T, from *testbed.NS, addr string, count int, extra ...string) {
+	t.Helper()
 	args := append([]string{"ping", "-n", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2"}, extra...)
 	out, err := from.ExecTimeout(t, time.Duration(count)*3*time.Second+5*time.Second, append(args, addr)...)
 	if err != nil {
@@ -132,6 +138,12 @@ func pingAll(t *testing.T, from *testbed.Container, addr string, count int, extr
 // another's addr and fails the test unless the receiver's count and sha256
 // equal the sender's.
 func transfer(t *testing.T, from, to *testbed.Container, toAddr, nbytes string, port int) {
+	t.Helper()
+	transferNS(t, &from.NS, &to.NS, toAddr, nbytes, port)
+}
+
+// transferNS is transfer between any namespaces: hosts or containers.
+func transferNS(t *testing.T, from, to *testbed.NS, toAddr, nbytes string, port int) {
 	t.Helper()
 	recv := to.StartTool(t, "recv", "-timeout", "5m", fmt.Sprint(port))
 	recv.WaitStderr(t, "listening", 10*time.Second)
@@ -151,4 +163,16 @@ func transfer(t *testing.T, from, to *testbed.Container, toAddr, nbytes string, 
 	fmt.Sscan(sent, &n)
 	secs := time.Since(start).Seconds()
 	t.Logf("%s -> %s: %d bytes intact in %.1fs (%.0f Mbit/s)", from.Name, to.Name, n, secs, float64(n)*8/secs/1e6)
+}
+
+// wantLinks checks that each host's one connection shows want as
+// FORMAT/CIPHER in weave report.
+func wantLinks(t *testing.T, want string, hosts ...*testbed.Host) {
+	t.Helper()
+	for _, h := range hosts {
+		got := strings.TrimSpace(h.MustWeave(t, "report", "-f", "{{range .Router.Connections}}{{.Format}}/{{.Cipher}} {{end}}"))
+		if got != want {
+			t.Errorf("%s: link format/cipher %q, want %q", h.Name, got, want)
+		}
+	}
 }

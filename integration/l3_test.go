@@ -32,38 +32,6 @@ func l3Addr(t *testing.T, h *testbed.Host) string {
 	return addr
 }
 
-// pingNS sends count pings from a host or container and fails the test
-// unless every one is answered.
-func pingNS(t *testing.T, from *testbed.NS, addr string, count int) {
-	t.Helper()
-	out, err := from.ExecTimeout(t, time.Duration(count)*3*time.Second+5*time.Second,
-		"ping", "-n", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2", addr)
-	if err != nil || !strings.Contains(out, fmt.Sprintf("%d packets transmitted, %d received", count, count)) {
-		t.Fatalf("%s: ping %s: %v\n%s", from.Name, addr, err, out)
-	}
-}
-
-// transferNS sends nbytes over TCP from one namespace to another's addr
-// and fails unless the receiver's count and sha256 equal the sender's.
-func transferNS(t *testing.T, from, to *testbed.NS, toAddr, nbytes string, port int) {
-	t.Helper()
-	recv := to.StartTool(t, "recv", "-timeout", "3m", fmt.Sprint(port))
-	recv.WaitStderr(t, "listening", 10*time.Second)
-	start := time.Now()
-	sent, err := from.Tool(t, 4*time.Minute, "send", "-timeout", "3m", fmt.Sprintf("%s:%d", toAddr, port), nbytes)
-	if err != nil {
-		t.Fatalf("send %s to %s: %v", nbytes, toAddr, err)
-	}
-	got, err := recv.Wait(time.Minute)
-	if err != nil {
-		t.Fatalf("recv on %s: %v", to.Name, err)
-	}
-	if strings.TrimSpace(sent) != strings.TrimSpace(got) {
-		t.Fatalf("transfer corrupted: sender %q, receiver %q", strings.TrimSpace(sent), strings.TrimSpace(got))
-	}
-	t.Logf("%s → %s: %s intact in %v", from.Name, to.Name, strings.TrimSpace(got), time.Since(start).Round(time.Millisecond))
-}
-
 // h1 - h2 - h3 in L3 mode with a password, h1 and h3 not on a common
 // segment: h1's host reaches h3's overlay address through h2's router,
 // sealed on both links. h1 and h2 get their addresses from IPAM, h3 has a

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -34,12 +33,7 @@ func TestLossyUnderlay(t *testing.T) {
 			c1 := attach(t, h1, "c1", "10.32.0.1/12")
 			c2 := attach(t, h2, "c2", "10.32.0.2/12")
 			c1.WaitPing(t, "10.32.0.2", pingTimeout)
-			for _, h := range []*testbed.Host{h1, h2} {
-				got := strings.TrimSpace(h.MustWeave(t, "report", "-f", "{{range .Router.Connections}}{{.Format}}/{{.Cipher}} {{end}}"))
-				if want := tc.format + "/" + tc.cipher; got != want {
-					t.Fatalf("%s: link format/cipher %q, want %q", h.Name, got, want)
-				}
-			}
+			wantLinks(t, tc.format+"/"+tc.cipher, h1, h2)
 			transfer(t, c1, c2, "10.32.0.2", "200M", 5030)
 
 			impair.Signal(syscall.SIGTERM)

@@ -9,6 +9,39 @@ func completeChecksum(frame []byte, start, csumAt int) {
 	binary.BigEndian.PutUint16(frame[csumAt:], ^fold(addBytes(0, frame[start:])))
 }
 
+// tcpChecksumAt finds the TCP checksum of eth, an Ethernet frame holding an
+// unfragmented TCP segment over IPv4 or IPv6 (no extension headers): its
+// offset in eth, and the pseudo-header sum that the field holds while the
+// checksum is partial. ok is false for any other frame.
+func tcpChecksumAt(eth []byte) (at int, pseudo uint16, ok bool) {
+	if len(eth) < ethHdrLen+40 {
+		return 0, 0, false
+	}
+	ip := eth[ethHdrLen:]
+	var ipHdrLen, tcpLen int
+	v4 := false
+	switch {
+	case eth[12] == 0x08 && eth[13] == 0x00 && ip[0]>>4 == 4:
+		ipHdrLen = int(ip[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(ip[2:4]))
+		// Not a fragment: no more-fragments bit, offset 0.
+		if ipHdrLen < 20 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 ||
+			total > len(ip) || total < ipHdrLen+20 {
+			return 0, 0, false
+		}
+		tcpLen, v4 = total-ipHdrLen, true
+	case eth[12] == 0x86 && eth[13] == 0xdd && ip[0]>>4 == 6:
+		ipHdrLen = 40
+		tcpLen = int(binary.BigEndian.Uint16(ip[4:6]))
+		if ip[6] != 6 || tcpLen < 20 || 40+tcpLen > len(ip) {
+			return 0, 0, false
+		}
+	default:
+		return 0, 0, false
+	}
+	return ethHdrLen + ipHdrLen + 16, fold(pseudoHeaderSum(ip, v4, tcpLen)), true
+}
+
 // addBytes adds b, as big-endian 16-bit words, to a one's complement sum
 // kept unfolded in 64 bits.
 func addBytes(sum uint64, b []byte) uint64 {

@@ -13,7 +13,6 @@ import (
 	"github.com/weaveworks/mesh"
 
 	"weavenet/crypto"
-	"weavenet/tun"
 )
 
 // A forwarder is the router's half of one mesh connection: it owns the UDP
@@ -44,13 +43,13 @@ const (
 
 // Connection features, exchanged in the mesh handshake. featureOverlays is
 // Weave Net's list of overlays a peer offers; a peer that sends it wraps
-// control messages with the overlay's index. featureVnetHdr says the peer
-// accepts frames with a virtio-net header (offloaded super-frames).
+// control messages with the overlay's index. featurePartialCsum says the
+// peer speaks the fast format: TCP checksums cross the link partial.
 const (
-	featureOverlays = "Overlays"
-	featureVnetHdr  = "WeavenetVnetHdr"
-	featureCipher   = "WeavenetCipher" // a faster cipher than Weave Net's that we can use
-	overlayName     = "sleeve"
+	featureOverlays    = "Overlays"
+	featurePartialCsum = "WeavenetPartialCsum"
+	featureCipher      = "WeavenetCipher" // a faster cipher than Weave Net's that we can use
+	overlayName        = "sleeve"
 )
 
 type forwarder struct {
@@ -58,8 +57,10 @@ type forwarder struct {
 	remote     *mesh.Peer
 	remoteName mesh.PeerName
 	connUID    uint64
-	// vnetHdr: frames on this link carry a virtio-net header.
-	vnetHdr bool
+	// partialCsum: the fast format. Every TCP segment on this link carries
+	// only the pseudo-header sum in its checksum field; the receiving
+	// device finishes it, so neither router reads the payload to sum it.
+	partialCsum bool
 	// wrapControl: the peer speaks Weave Net's overlay switch, which
 	// prefixes control messages with an overlay index and the tag.
 	wrapControl bool
@@ -97,8 +98,8 @@ type control struct {
 // AddFeaturesTo implements mesh.Overlay.
 func (r *Router) AddFeaturesTo(features map[string]string) {
 	features[featureOverlays] = overlayName
-	if r.vnetHdr {
-		features[featureVnetHdr] = "1"
+	if r.partialCsum {
+		features[featurePartialCsum] = "1"
 	}
 	if r.fastCipher {
 		features[featureCipher] = crypto.AESGCM.String()
@@ -122,7 +123,7 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		remote:      p.RemotePeer,
 		remoteName:  p.RemotePeer.Name,
 		connUID:     p.ConnUID,
-		vnetHdr:     r.vnetHdr && p.Features[featureVnetHdr] == "1",
+		partialCsum: r.partialCsum && p.Features[featurePartialCsum] == "1",
 		wrapControl: wrap,
 		sendControl: p.SendControlMessage,
 		specials:    make(chan special, 4),
@@ -194,27 +195,19 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 // Attrs implements mesh.OverlayConnection.
 func (f *forwarder) Attrs() map[string]interface{} {
 	return map[string]interface{}{
-		"name":      overlayName,
-		"mtu":       f.r.mtu,
-		"vnet_hdr":  f.vnetHdr,
-		"encrypted": f.sealer != nil,
-		"cipher":    f.cipher(),
+		"name":         overlayName,
+		"mtu":          f.r.mtu,
+		"partial_csum": f.partialCsum,
+		"encrypted":    f.sealer != nil,
+		"cipher":       f.cipher(),
 		// fragments: the underlay passes IP fragments, which frames
 		// bigger than its MTU (from a peer with a larger one) rely on.
 		"fragments": f.stackFrag.Load(),
-		// format: classic is Weave Net's plain frames with complete
-		// checksums, fast ours: a virtio header on each frame, so TCP
-		// checksums are left to the receiving device.
-		"format": map[bool]string{false: "classic", true: "fast"}[f.vnetHdr],
+		// format: both carry Weave Net's plain frames; classic with
+		// complete checksums, fast with TCP checksums left to the
+		// receiving device.
+		"format": map[bool]string{false: "classic", true: "fast"}[f.partialCsum],
 	}
-}
-
-// overhead is what the link adds to a frame in device form.
-func (f *forwarder) overhead() int {
-	if f.sealer != nil {
-		return packetHdrLen + f.suite.Headroom() + frameHdrLen + f.suite.Tailroom()
-	}
-	return packetHdrLen + frameHdrLen
 }
 
 func (f *forwarder) cipher() string {
@@ -356,15 +349,11 @@ func (f *forwarder) sendSpecial(n int, fill func(eth []byte)) error {
 	if addr == nil {
 		return nil // inbound connection: we answer once the peer's heartbeat arrives
 	}
-	hdr := 0
-	if f.vnetHdr {
-		hdr = tun.VirtioNetHdrLen
-	}
-	b := make([]byte, txHeadroom+hdr+n+crypto.MaxTailroom)
+	b := make([]byte, txHeadroom+n+crypto.MaxTailroom)
 	if fill != nil {
-		fill(b[txHeadroom+hdr:])
+		fill(b[txHeadroom:])
 	}
-	f.r.send(f.r.encode(f, b, txHeadroom, hdr+n, f.r.name, f.remoteName), *addr)
+	f.r.send(f.r.encode(f, b, txHeadroom, n, f.r.name, f.remoteName), *addr)
 	return nil
 }
 

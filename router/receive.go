@@ -18,8 +18,8 @@ import (
 //     must be at the other end of one of our confirmed connections; anything
 //     else is dropped and counted.
 //  2. For each frame in it, bring it into device form (virtio header first),
-//     in place: a frame from a peer without virtio headers gets a blank one
-//     written over its already-decoded frame header.
+//     in place: the header is written over the already-decoded frame
+//     header, marking a TCP checksum partial if the link is fast.
 //  3. The peer's control frames (heartbeats, tests) go to its forwarder.
 //  4. A frame addressed to another peer is relayed towards it.
 //  5. A frame for us teaches us where its source MAC lives, goes to the
@@ -101,11 +101,15 @@ func (r *Router) receivePacket(buf []byte, start, n int, from netip.AddrPort) {
 // receiveFrame handles one frame at buf[off:off+n] that arrived from the peer
 // of f. The bytes in front of off are free for reuse.
 func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off, n int, src, dst mesh.PeerName) {
-	if !f.vnetHdr {
-		off -= tun.VirtioNetHdrLen
-		n += tun.VirtioNetHdrLen
-		clear(buf[off : off+tun.VirtioNetHdrLen])
+	// Into device form: a virtio header over the decoded frame header. On
+	// a fast link every TCP checksum is partial, which the header tells.
+	off -= tun.VirtioNetHdrLen
+	n += tun.VirtioNetHdrLen
+	var h tun.VirtioNetHdr
+	if at, _, ok := tcpChecksumAt(buf[off+tun.VirtioNetHdrLen : off+n]); ok && f.partialCsum {
+		h = tun.VirtioNetHdr{Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: uint16(at - 16), CsumOffset: 16}
 	}
+	h.Encode(buf[off:])
 	if n < tun.VirtioNetHdrLen+ethHdrLen {
 		r.stats.drop(DropMalformed)
 		return

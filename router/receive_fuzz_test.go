@@ -40,7 +40,7 @@ func fuzzRouter(t testing.TB) *Router {
 	}
 	r.mesh, r.name = m, m.Ourself.Name
 	for name, vnet := range map[mesh.PeerName]bool{1: false, 2: true} {
-		f := &forwarder{r: r, remoteName: name, vnetHdr: vnet, specials: make(chan special, 1), stop: make(chan struct{})}
+		f := &forwarder{r: r, remoteName: name, partialCsum: vnet, specials: make(chan special, 1), stop: make(chan struct{})}
 		addr := netip.MustParseAddrPort("127.0.0.1:9")
 		f.addr.Store(&addr)
 		r.setForwarder(name, f, nil)
@@ -53,9 +53,9 @@ func fuzzRouter(t testing.TB) *Router {
 // must never panic, whatever the bytes.
 func FuzzReceivePacket(f *testing.F) {
 	legacy := encodeTestPacket(1, make([]byte, heartbeatLen), append(make([]byte, 12), 8, 0, 1))
-	vnet := encodeTestPacket(2, make([]byte, 10+heartbeatLen), make([]byte, 30))
+	fast := encodeTestPacket(2, make([]byte, heartbeatLen), superFrame(false, make([]byte, 30)))
 	f.Add(legacy)
-	f.Add(vnet)
+	f.Add(fast)
 	f.Add([]byte{0, 0, 0, 0, 0, 1, 0, 0})
 	r := fuzzRouter(f)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
@@ -101,13 +101,13 @@ func TestReceiveDoesNotAllocate(t *testing.T) {
 func TestSealedReplayAndTamperingDropped(t *testing.T) {
 	r := fuzzRouter(t)
 	key := &crypto.Key{9, 9, 9}
-	f := &forwarder{r: r, remoteName: 3, vnetHdr: true, specials: make(chan special, 1), stop: make(chan struct{}),
+	f := &forwarder{r: r, remoteName: 3, partialCsum: true, specials: make(chan special, 1), stop: make(chan struct{}),
 		opener: crypto.NewOpener(key, false, crypto.NaCl)}
 	r.setForwarder(3, f, nil)
 	peer := crypto.NewSealer(key, true, crypto.NaCl) // the other end dialled
 
 	eth := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 3, 8, 0}, []byte("marker")...)
-	payload := append(make([]byte, 10), eth...)
+	payload := eth
 	seal := func() []byte {
 		pkt := make([]byte, packetHdrLen+crypto.Overhead+frameHdrLen+len(payload))
 		putPeerName(pkt, 3)
@@ -144,7 +144,7 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 func TestSendDoesNotAllocate(t *testing.T) {
 	r := fuzzRouter(t)
 	key := &crypto.Key{7}
-	plain, sealed := r.forwarder(2), &forwarder{r: r, remoteName: 4, vnetHdr: true, suite: crypto.AESGCM,
+	plain, sealed := r.forwarder(2), &forwarder{r: r, remoteName: 4, partialCsum: true, suite: crypto.AESGCM,
 		sealer: crypto.NewSealer(key, true, crypto.AESGCM)}
 	addr := netip.MustParseAddrPort("127.0.0.1:9")
 	sealed.addr.Store(&addr)
@@ -194,7 +194,7 @@ func BenchmarkSendFrame(b *testing.B) {
 		seal  bool
 	}{{"plain", 0, false}, {"nacl", crypto.NaCl, true}, {"aes-gcm", crypto.AESGCM, true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			f := &forwarder{r: r, remoteName: 5, vnetHdr: true, suite: tc.suite}
+			f := &forwarder{r: r, remoteName: 5, partialCsum: true, suite: tc.suite}
 			if tc.seal {
 				f.sealer = crypto.NewSealer(&crypto.Key{1}, true, tc.suite)
 			}

@@ -17,6 +17,10 @@ import (
 // DefaultPort is the TCP (control) and UDP (data) port of Weave Net.
 const DefaultPort = 6783
 
+// AnyPort as a port asks the system for a free one (tests, several nodes in
+// one process); the port it chose is in LocalAddr, or Node.Addr.
+const AnyPort = -1
+
 // DefaultMTU is the overlay MTU: a 1500-byte underlay minus the sleeve
 // overhead, the same default as Weave Net so mixed clusters agree.
 const DefaultMTU = 1376
@@ -46,7 +50,8 @@ type PlainDevice interface {
 type Config struct {
 	// Device is where captured frames come from and delivered frames go.
 	Device Device
-	// Host and Port are the UDP address to listen on. Port 0 picks DefaultPort.
+	// Host and Port are the UDP address to listen on. Port 0 picks
+	// DefaultPort, AnyPort a free one.
 	Host string
 	Port int
 	// MTU is the overlay MTU the bridge and containers use; reported in status.
@@ -75,10 +80,10 @@ type Router struct {
 	mtu      int
 	log      *slog.Logger
 	// fastCipher: we offer, and accept, AES-GCM on encrypted links.
-	// vnetHdr: we offer, and accept, frames with virtio headers.
-	fastCipher bool
-	vnetHdr    bool
-	hostLocal  []netip.Addr
+	// partialCsum: we offer, and accept, the fast format.
+	fastCipher  bool
+	partialCsum bool
+	hostLocal   []netip.Addr
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -107,7 +112,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultPort
 	}
-	if cfg.Port < 0 || cfg.Port > 65535 {
+	if (cfg.Port < 0 && cfg.Port != AnyPort) || cfg.Port > 65535 {
 		return nil, fmt.Errorf("router: Config.Port %d out of range", cfg.Port)
 	}
 	if cfg.MTU == 0 {
@@ -116,7 +121,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	laddr := &net.UDPAddr{Port: cfg.Port}
+	laddr := &net.UDPAddr{Port: max(cfg.Port, 0)}
 	if cfg.Host != "" {
 		ip, err := netip.ParseAddr(cfg.Host)
 		if err != nil {
@@ -130,17 +135,17 @@ func New(cfg Config) (*Router, error) {
 	}
 	plain, _ := cfg.Device.(PlainDevice)
 	r := &Router{
-		dev:        cfg.Device,
-		plainDev:   plain != nil && plain.PlainFrames(),
-		sock:       sock,
-		mtu:        cfg.MTU,
-		log:        cfg.Logger,
-		fastCipher: crypto.HardwareAES() && !cfg.WeaveCompat,
-		vnetHdr:    !cfg.WeaveCompat,
-		hostLocal:  cfg.HostLocal,
-		macs:       newMACCache(),
-		rx:         newCoalescer(),
-		closing:    make(chan struct{}),
+		dev:         cfg.Device,
+		plainDev:    plain != nil && plain.PlainFrames(),
+		sock:        sock,
+		mtu:         cfg.MTU,
+		log:         cfg.Logger,
+		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
+		partialCsum: !cfg.WeaveCompat,
+		hostLocal:   cfg.HostLocal,
+		macs:        newMACCache(),
+		rx:          newCoalescer(),
+		closing:     make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -141,28 +142,34 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		r.sendSuperFrame(f, *addr, frame, h, src, dst)
 		return
 	}
-	if f.vnetHdr {
-		r.send(r.encode(f, buf, off, n, src, dst), *addr)
-		return
-	}
-
-	// A peer without virtio headers (Weave Net) gets plain, complete
-	// Ethernet frames: finish the checksum the kernel left to offload, send
-	// with the headers written over the virtio header, then put the bytes
-	// back for the next hop.
+	// Both formats carry plain Ethernet frames: the headers are written
+	// over the virtio header. A checksum the kernel left to offload is
+	// finished here, except, on a fast link, a TCP checksum: every TCP
+	// checksum crosses a fast link partial (a complete one is turned back
+	// into the pseudo-header sum) and the receiving device finishes it.
+	// The bytes changed are put back afterwards, for a flood's next hop.
 	var saved [tun.VirtioNetHdrLen]byte
 	copy(saved[:], frame)
 	eth := frame[tun.VirtioNetHdrLen:]
+	csumAt := -1
 	var savedCsum [2]byte
-	csumAt := int(h.CsumStart) + int(h.CsumOffset)
-	needsCsum := h.Flags&tun.VirtioNetHdrFNeedsCsum != 0 && csumAt+2 <= len(eth)
-	if needsCsum {
-		copy(savedCsum[:], eth[csumAt:])
-		completeChecksum(eth, int(h.CsumStart), csumAt)
+	partial := h.Flags&tun.VirtioNetHdrFNeedsCsum != 0
+	at, pseudo, isTCP := tcpChecksumAt(eth)
+	switch offloaded := int(h.CsumStart) + int(h.CsumOffset); {
+	case f.partialCsum && isTCP:
+		if !partial || offloaded != at {
+			csumAt = at
+			copy(savedCsum[:], eth[at:])
+			binary.BigEndian.PutUint16(eth[at:], pseudo)
+		}
+	case partial && offloaded+2 <= len(eth):
+		csumAt = offloaded
+		copy(savedCsum[:], eth[offloaded:])
+		completeChecksum(eth, int(h.CsumStart), offloaded)
 	}
 	r.send(r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst), *addr)
 	copy(frame, saved[:])
-	if needsCsum {
+	if csumAt >= 0 {
 		copy(eth[csumAt:], savedCsum[:])
 	}
 }
@@ -187,9 +194,8 @@ func (r *Router) encode(f *forwarder, buf []byte, off, n int, src, dst mesh.Peer
 
 // sendSuperFrame sends a TCP super-frame as MSS-sized frames, one per
 // datagram, built back to back in a batch so that they leave with one
-// sendmmsg of UDP GSO runs. A peer that speaks virtio headers gets the
-// segments with the TCP checksum left to its device (no pass over the
-// payload here); Weave Net gets complete ones.
+// sendmmsg of UDP GSO runs. On a fast link the segments' TCP checksums stay
+// partial (no pass over the payload here); Weave Net gets complete ones.
 func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte, h tun.VirtioNetHdr, src, dst mesh.PeerName) {
 	seg, err := newTCPSegmenter(frame[tun.VirtioNetHdrLen:], int(h.GSOSize))
 	if err != nil {
@@ -199,12 +205,7 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 	batch := runBatches.Get().(*runBatch)
 	defer runBatches.Put(batch)
 	batch.reset(addr)
-	vnet := 0
-	if f.vnetHdr {
-		vnet = tun.VirtioNetHdrLen
-	}
-	hdr := tun.VirtioNetHdr{Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: uint16(seg.csumStart()), CsumOffset: 16}
-	maxDatagram := txHeadroom + vnet + seg.maxLen() + txTailroom
+	maxDatagram := txHeadroom + seg.maxLen() + txTailroom
 	for {
 		at, ok := batch.room(maxDatagram)
 		if !ok {
@@ -214,14 +215,11 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 		// Build the datagram a headroom further on, then close the gap
 		// encode leaves in front of it, so the run is contiguous.
 		frameOff := at + txHeadroom
-		n := seg.next(batch.buf[frameOff+vnet:], f.vnetHdr)
+		n := seg.next(batch.buf[frameOff:], f.partialCsum)
 		if n == 0 {
 			break
 		}
-		if f.vnetHdr {
-			hdr.Encode(batch.buf[frameOff:])
-		}
-		pkt := r.encode(f, batch.buf, frameOff, vnet+n, src, dst)
+		pkt := r.encode(f, batch.buf, frameOff, n, src, dst)
 		batch.add(copy(batch.buf[at:], pkt))
 	}
 	r.sendBatch(batch)

@@ -15,10 +15,10 @@ import (
 //
 // sender-name is the peer that sent this datagram (the previous hop), src-peer
 // the peer whose bridge captured the frame, dst-peer the peer it is going to
-// (for a flooded frame: the next hop). The payload is an Ethernet frame; on a
-// link where both ends advertised featureVnetHdr it is a 10-byte virtio-net
-// header followed by the Ethernet frame, which lets TSO super-frames with
-// partial checksums cross the wire whole.
+// (for a flooded frame: the next hop). The payload is an Ethernet frame, of
+// at most the overlay MTU plus its header: the router cuts TCP super-frames
+// into segments before they reach the wire. On a link where both ends
+// advertised featurePartialCsum (the fast format) TCP checksums are partial.
 const (
 	nameSize        = mesh.NameSize
 	packetHdrLen    = nameSize

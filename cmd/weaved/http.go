@@ -9,14 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/weaveworks/mesh"
 
 	"weavenet/api"
-	"weavenet/gossip"
 	"weavenet/ipam"
+	"weavenet/router"
 )
 
 func (d *daemon) handler() http.Handler {
@@ -195,53 +194,11 @@ func (d *daemon) dnsChange(req api.DNSRequest, add bool) error {
 }
 
 func (d *daemon) report() api.Report {
-	st := d.node.Status()
-	rs := d.router.Stats()
-	rep := api.Report{
-		Version: api.Version,
-		Router: api.Router{
-			Name:               st.Name,
-			NickName:           st.NickName,
-			Port:               st.Port,
-			Protocol:           st.Protocol,
-			ProtocolMinVersion: st.ProtocolMinVersion,
-			ProtocolMaxVersion: st.ProtocolMaxVersion,
-			Encryption:         st.Encryption,
-			PeerDiscovery:      st.PeerDiscovery,
-			TrustedSubnets:     st.TrustedSubnets,
-			MTU:                d.cfg.mtu,
-			Bridge:             d.cfg.bridge,
-			Mode:               d.cfg.mode,
-			Targets:            st.Targets,
-			Stats: api.Stats{
-				FramesIn: rs.FramesIn, FramesOut: rs.FramesOut,
-				BytesIn: rs.BytesIn, BytesOut: rs.BytesOut,
-				Drops: rs.Drops,
-			},
-		},
-	}
-	rep.Router.Stats.Drops["handshake"] = d.node.HandshakeFailures()
+	rep := api.Report{Version: api.Version, Router: router.Report(d.node, d.router, d.cfg.mtu)}
+	rep.Router.Bridge = d.cfg.bridge
+	rep.Router.Mode = d.cfg.mode
 	rep.IPAM = d.ipamReport()
 	rep.DNS = d.dnsReport()
-	if rep.Router.Targets == nil {
-		rep.Router.Targets = []string{}
-	}
-	for _, c := range st.Connections {
-		rep.Router.Connections = append(rep.Router.Connections, connection(c))
-	}
-	sort.Slice(rep.Router.Connections, func(i, j int) bool {
-		return rep.Router.Connections[i].Address < rep.Router.Connections[j].Address
-	})
-	for _, p := range st.Peers {
-		peer := api.Peer{Name: p.Name, NickName: p.NickName, UID: uint64(p.UID), ShortID: uint16(p.ShortID), Version: p.Version}
-		for _, c := range p.Connections {
-			peer.Connections = append(peer.Connections, api.PeerConnection{
-				Name: c.Name, NickName: c.NickName, Address: c.Address, Outbound: c.Outbound, Established: c.Established,
-			})
-		}
-		rep.Router.Peers = append(rep.Router.Peers, peer)
-	}
-	sort.Slice(rep.Router.Peers, func(i, j int) bool { return rep.Router.Peers[i].Name < rep.Router.Peers[j].Name })
 	return rep
 }
 
@@ -288,30 +245,6 @@ func (d *daemon) dnsReport() *api.DNS {
 		a, b := out.Entries[i], out.Entries[j]
 		return a.Hostname < b.Hostname || a.Hostname == b.Hostname && a.Address < b.Address
 	})
-	return out
-}
-
-func connection(c mesh.LocalConnectionStatus) api.Connection {
-	// mesh prefixes the info of an established connection with its
-	// encryption when a password is set; we report that as a field.
-	info := strings.TrimPrefix(c.Info, "unencrypted")
-	info = strings.Join(strings.Fields(strings.TrimPrefix(info, "encrypted")), " ")
-	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: gossip.Explain(info)}
-	if name, ok := c.Attrs["name"].(string); ok {
-		out.Transport = name
-	}
-	if mtu, ok := c.Attrs["mtu"].(int); ok {
-		out.MTU = mtu
-	}
-	if enc, ok := c.Attrs["encrypted"].(bool); ok {
-		out.Encrypted = enc
-	}
-	if cipher, ok := c.Attrs["cipher"].(string); ok {
-		out.Cipher = cipher
-	}
-	if format, ok := c.Attrs["format"].(string); ok {
-		out.Format = format
-	}
 	return out
 }
 

@@ -13,7 +13,8 @@ import (
 // Environment variables read by the testbed.
 const (
 	// EnvBin names a directory holding prebuilt weaved, weave and wntool
-	// binaries. When set, nothing is built.
+	// binaries (and embed, for the tests that run it). When set, nothing is
+	// built.
 	EnvBin = "WEAVENET_BIN"
 	// EnvBuildFlags holds extra space-separated flags for go build, for
 	// example "-race".
@@ -32,6 +33,7 @@ var (
 
 	toolBuild   buildResult // wntool
 	daemonBuild buildResult // weaved and weave
+	embedBuild  buildResult // examples/embed
 )
 
 // Main runs the tests and then removes the binaries built by this process.
@@ -62,6 +64,14 @@ func BinDir(t testing.TB) string {
 	t.Helper()
 	ToolDir(t)
 	return binDir(t, &daemonBuild, "./cmd/weaved", "./cmd/weave")
+}
+
+// EmbedDir returns a directory containing the embed binary of
+// examples/embed, built once per test process (or taken from
+// $WEAVENET_BIN). It fails the test if the build fails.
+func EmbedDir(t testing.TB) string {
+	t.Helper()
+	return binDir(t, &embedBuild, "./examples/embed")
 }
 
 func binDir(t testing.TB, b *buildResult, pkgs ...string) string {

@@ -339,7 +339,14 @@ func (h *Host) WaitReady(t testing.TB) *Report {
 // output, failing the test on error.
 func (h *Host) Attach(t testing.TB, c *Container, cidrs ...string) string {
 	t.Helper()
-	out, err := h.Weave(t, append(append([]string{"attach"}, cidrs...), c.NS.Name)...)
+	args := append(append([]string{"attach"}, cidrs...), c.NS.Name)
+	out, err := h.Weave(t, args...)
+	// Right after consensus a claimed address may lie in a range whose
+	// new owner has not heard yet; weave says to retry, as a user would.
+	for deadline := time.Now().Add(10 * time.Second); err != nil && strings.Contains(err.Error(), "retry in a moment") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		out, err = h.Weave(t, args...)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,216 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	_ "unsafe" // go:linkname, for meshAccept
+
+	"github.com/weaveworks/mesh"
+)
+
+// How a Node sits between mesh and its Router.
+//
+// The listener. mesh's Router.Start listens on the TCP port itself and never
+// closes that listener (its Stop only stops the overlay; its accept loop even
+// spins on a closed listener), so a Node that let mesh listen could never
+// give its port back. The Node therefore owns the listener: it accepts, and
+// hands each connection to mesh's own accept step, which is unexported, hence
+// the linkname below. mesh is pinned in go.mod, and TestNodeInboundConnection
+// and the close-and-restart tests fail if that step stops working.
+//
+// The connections. The Router is mesh's Overlay through nodeOverlay, which
+// wraps each connection so that the Node can fail it on Close (mesh tears a
+// connection down when its overlay reports an error, and has no other public
+// way to close one) and can tell its subscribers when it is established or
+// ends.
+
+//go:linkname meshAccept github.com/weaveworks/mesh.(*Router).acceptTCP
+func meshAccept(r *mesh.Router, c *net.TCPConn)
+
+// The accept rate: a burst, then one connection per interval, so that a
+// flood of connections cannot start handshakes without bound (mesh's own
+// listener limits the same way).
+const (
+	acceptBurst    = 20
+	acceptInterval = 50 * time.Millisecond
+	// pendingMax is how long an accepted connection may stay in the
+	// handshake before the Node forgets it: mesh gives up after 10 s.
+	pendingMax = 30 * time.Second
+)
+
+func (n *Node) acceptLoop() {
+	var next time.Time // the accept rate's schedule
+	for {
+		c, err := n.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors, say: wait rather than spin.
+			n.log.Warn("router: accept", "err", err)
+			if !sleep(100*time.Millisecond, n.closing) {
+				return
+			}
+			continue
+		}
+		now := time.Now()
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			c.Close()
+			return
+		}
+		for k, p := range n.pending {
+			if now.Sub(p.at) > pendingMax {
+				delete(n.pending, k)
+			}
+		}
+		n.pending[c.RemoteAddr().String()] = pendingConn{c, now}
+		n.mu.Unlock()
+		meshAccept(n.gossip.Mesh, c)
+
+		if earliest := now.Add(-acceptBurst * acceptInterval); next.Before(earliest) {
+			next = earliest
+		}
+		next = next.Add(acceptInterval)
+		if !sleep(next.Sub(now), n.closing) {
+			return
+		}
+	}
+}
+
+// sleep waits for d, or until stop is closed, which it reports as false.
+func sleep(d time.Duration, stop <-chan struct{}) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// nodeOverlay is the mesh.Overlay of a Node: its Router, with each
+// connection wrapped in a nodeConn.
+type nodeOverlay struct{ n *Node }
+
+func (o nodeOverlay) AddFeaturesTo(f map[string]string) { o.n.router.AddFeaturesTo(f) }
+func (o nodeOverlay) Diagnostics() interface{}          { return o.n.router.Diagnostics() }
+func (o nodeOverlay) Stop()                             {}
+
+func (o nodeOverlay) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.OverlayConnection, error) {
+	n := o.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, net.ErrClosed // mesh drops the connection
+	}
+	addr := ""
+	if p.RemoteAddr != nil {
+		addr = p.RemoteAddr.String()
+	}
+	if !p.Outbound {
+		delete(n.pending, addr) // past the handshake: mesh owns it now
+	}
+	inner, err := n.router.PrepareConnection(p)
+	if err != nil {
+		n.note(Event{Kind: ConnectionFailed, Peer: p.RemotePeer.Name.String(), NickName: p.RemotePeer.NickName, Addr: addr, Err: err})
+		return nil, err
+	}
+	c := &nodeConn{
+		OverlayConnection: inner,
+		n:                 n,
+		peer:              p.RemotePeer.Name.String(),
+		nick:              p.RemotePeer.NickName,
+		addr:              addr,
+		errs:              make(chan error, 1),
+		done:              make(chan struct{}),
+	}
+	n.live++
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); c.watch() }()
+	return c, nil
+}
+
+// nodeConn is one connection as mesh sees it: the Router's forwarder, with
+// errors passed through a channel of the Node's so that the Node can add
+// its own, and Stop reported to subscribers.
+type nodeConn struct {
+	mesh.OverlayConnection
+	n          *Node
+	peer, nick string
+	addr       string
+	errs       chan error // what mesh reads; one error ends the connection
+	done       chan struct{}
+	stopOnce   sync.Once
+
+	established atomic.Bool
+	mu          sync.Mutex
+	cause       error // the first error handed to mesh
+}
+
+func (c *nodeConn) ErrorChannel() <-chan error { return c.errs }
+
+// fail hands err to mesh, which tears the connection down.
+func (c *nodeConn) fail(err error) {
+	c.mu.Lock()
+	if c.cause == nil {
+		c.cause = err
+	}
+	c.mu.Unlock()
+	select {
+	case c.errs <- err:
+	default: // mesh already has one
+	}
+}
+
+// watch follows the forwarder until mesh stops the connection, or fails it
+// when the Node closes. It returns then without waiting for mesh, so that
+// Close never waits on mesh's goroutines.
+func (c *nodeConn) watch() {
+	established := c.OverlayConnection.EstablishedChannel()
+	inner := c.OverlayConnection.ErrorChannel()
+	for {
+		select {
+		case <-established:
+			established = nil
+			c.established.Store(true)
+			c.n.note(Event{Kind: ConnectionEstablished, Peer: c.peer, NickName: c.nick, Addr: c.addr})
+		case err := <-inner:
+			inner = nil
+			c.fail(err)
+		case <-c.n.closing:
+			c.fail(errNodeClosed)
+			return
+		case <-c.done:
+			return
+		}
+	}
+}
+
+var errNodeClosed = errors.New("node closed")
+
+func (c *nodeConn) Stop() {
+	c.stopOnce.Do(func() {
+		close(c.done)
+		c.OverlayConnection.Stop()
+		c.n.mu.Lock()
+		c.n.live--
+		c.n.mu.Unlock()
+		c.mu.Lock()
+		cause := c.cause
+		c.mu.Unlock()
+		kind := ConnectionFailed
+		if c.established.Load() {
+			kind = ConnectionLost
+		}
+		c.n.note(Event{Kind: kind, Peer: c.peer, NickName: c.nick, Addr: c.addr, Err: cause})
+	})
+}

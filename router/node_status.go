@@ -1,0 +1,92 @@
+package router
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/weaveworks/mesh"
+
+	"weavenet/api"
+	"weavenet/gossip"
+)
+
+// Status is the node's state in the shape of `weave report`: api.Report
+// with the Router section filled in (a Node has no IPAM or DNS, so those
+// are nil). It encodes to the same JSON, and templates written for
+// `weave report -f` work on it.
+func (n *Node) Status() api.Report {
+	return api.Report{Version: api.Version, Router: Report(n.gossip, n.router, n.cfg.MTU)}
+}
+
+// Report is the router section of `weave report` for a router r that is
+// node's overlay, with mtu the overlay MTU: weaved's report and a Node's
+// Status share it.
+func Report(node *gossip.Node, r *Router, mtu int) api.Router {
+	st := node.Status()
+	rs := r.Stats()
+	rep := api.Router{
+		Name:               st.Name,
+		NickName:           st.NickName,
+		Port:               st.Port,
+		Protocol:           st.Protocol,
+		ProtocolMinVersion: st.ProtocolMinVersion,
+		ProtocolMaxVersion: st.ProtocolMaxVersion,
+		Encryption:         st.Encryption,
+		PeerDiscovery:      st.PeerDiscovery,
+		TrustedSubnets:     st.TrustedSubnets,
+		MTU:                mtu,
+		Targets:            st.Targets,
+		Stats: api.Stats{
+			FramesIn: rs.FramesIn, FramesOut: rs.FramesOut,
+			BytesIn: rs.BytesIn, BytesOut: rs.BytesOut,
+			Drops: rs.Drops,
+		},
+	}
+	rep.Stats.Drops["handshake"] = node.HandshakeFailures()
+	if rep.Targets == nil {
+		rep.Targets = []string{}
+	}
+	sort.Strings(rep.Targets)
+	for _, c := range st.Connections {
+		rep.Connections = append(rep.Connections, connectionStatus(c))
+	}
+	sort.Slice(rep.Connections, func(i, j int) bool {
+		return rep.Connections[i].Address < rep.Connections[j].Address
+	})
+	for _, p := range st.Peers {
+		peer := api.Peer{Name: p.Name, NickName: p.NickName, UID: uint64(p.UID), ShortID: uint16(p.ShortID), Version: p.Version}
+		for _, c := range p.Connections {
+			peer.Connections = append(peer.Connections, api.PeerConnection{
+				Name: c.Name, NickName: c.NickName, Address: c.Address, Outbound: c.Outbound, Established: c.Established,
+			})
+		}
+		rep.Peers = append(rep.Peers, peer)
+	}
+	sort.Slice(rep.Peers, func(i, j int) bool { return rep.Peers[i].Name < rep.Peers[j].Name })
+	return rep
+}
+
+// connectionStatus turns mesh's view of a connection into the report's.
+func connectionStatus(c mesh.LocalConnectionStatus) api.Connection {
+	// mesh prefixes the info of an established connection with its
+	// encryption when a password is set; the report has a field for that.
+	info := strings.TrimPrefix(c.Info, "unencrypted")
+	info = strings.Join(strings.Fields(strings.TrimPrefix(info, "encrypted")), " ")
+	out := api.Connection{Address: c.Address, Outbound: c.Outbound, State: c.State, Info: gossip.Explain(info)}
+	if name, ok := c.Attrs["name"].(string); ok {
+		out.Transport = name
+	}
+	if mtu, ok := c.Attrs["mtu"].(int); ok {
+		out.MTU = mtu
+	}
+	if enc, ok := c.Attrs["encrypted"].(bool); ok {
+		out.Encrypted = enc
+	}
+	if cipher, ok := c.Attrs["cipher"].(string); ok {
+		out.Cipher = cipher
+	}
+	if format, ok := c.Attrs["format"].(string); ok {
+		out.Format = format
+	}
+	return out
+}
