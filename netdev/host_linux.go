@@ -109,15 +109,3 @@ func SetMAC(link string, mac net.HardwareAddr) error {
 	}
 	return nil
 }
-
-// SetUp brings the named link up (a TUN device is created down).
-func SetUp(link string) error {
-	l, err := netlink.LinkByName(link)
-	if err != nil {
-		return fmt.Errorf("netdev: %s: %w", link, err)
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("netdev: set %s up: %w", link, err)
-	}
-	return nil
-}

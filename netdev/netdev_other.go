@@ -62,6 +62,3 @@ func OverlappingRoutes(p netip.Prefix, except string) ([]string, error) { return
 
 // SetMAC is unsupported off Linux.
 func SetMAC(link string, mac net.HardwareAddr) error { return errUnsupported }
-
-// SetUp is unsupported off Linux.
-func SetUp(link string) error { return errUnsupported }

@@ -153,7 +153,7 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 
 	// 4. Close wakes a blocked Read with an error callers can recognise,
 	// and the kernel deletes the device.
-	if err := tap.f.SetReadDeadline(time.Time{}); err != nil {
+	if err := tap.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	readErr := make(chan error, 1)
@@ -265,7 +265,7 @@ func writeFrame(t *testing.T, tap *TAP, hdrLen int, frame []byte) {
 // other chatter a fresh interface emits.
 func readUntil(t *testing.T, tap *TAP, buf []byte, hdrLen int, what string, match func(VirtioNetHdr, []byte) bool) {
 	t.Helper()
-	if err := tap.f.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := tap.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for {

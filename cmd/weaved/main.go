@@ -73,7 +73,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "l3-device", Value: "weavetun", Usage: "in L3 mode, the name of the TUN device"},
 		&cli.StringFlag{Name: "l3-address", Value: "net:default", Usage: "in L3 mode, the host's overlay address: `ADDR` is CIDR (a fixed address such as 10.32.0.5/12), net:default or net:CIDR (allocated by IPAM)"},
 		&cli.BoolFlag{Name: "weave-compat", Usage: "on every link speak only what Weave Net 2.x speaks: its plain sleeve frames and NaCl encryption (slower; for mixed networks and tests)"},
-		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge instead of 64 KiB offloaded super-frames"},
+		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge (L3 mode: packets from the TUN) instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 	}
