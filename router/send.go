@@ -23,8 +23,11 @@ import (
 //  3. Pick next hops: towards the peer that owns the destination MAC along
 //     the unicast route; for broadcast, multicast and unknown destinations,
 //     the first hops of our broadcast tree.
-//  4. Write the sleeve headers in place in front of the frame and send one
-//     datagram per next hop. No copy, no allocation.
+//  4. For each next hop: a plain frame gets the sleeve headers written in
+//     place in front of it and leaves as one datagram, no copy; a TCP
+//     super-frame is cut into MSS-sized segments, one datagram each, built
+//     back to back in a pooled batch and sent with one sendmmsg of UDP GSO
+//     runs (sendSuperFrame). No allocation either way.
 //
 // One goroutine runs this loop, so the buffer is reused for every frame.
 
