@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"weavenet/internal/nstest"
 	"weavenet/tun"
 )
 
@@ -38,7 +38,7 @@ func TestTUNDeviceKernelTCP(t *testing.T) {
 
 	var ln net.Listener
 	var err error
-	inNetNS(t, nsB, func() { ln, err = net.Listen("tcp4", netip.AddrPortFrom(addrB.Addr(), 5201).String()) })
+	nstest.In(t, nsB, func() { ln, err = net.Listen("tcp4", netip.AddrPortFrom(addrB.Addr(), 5201).String()) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestTUNDeviceKernelTCP(t *testing.T) {
 		_, _ = c.Write(data[:4<<20]) // and some back
 	}()
 	var c net.Conn
-	inNetNS(t, nsA, func() { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second) })
+	nstest.In(t, nsA, func() { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second) })
 	if err != nil {
 		t.Fatalf("dial across the TUNs: %v", err)
 	}
@@ -93,13 +93,13 @@ func kernelStation(t *testing.T, addr netip.Prefix, m mac) (netns.NsHandle, *TUN
 	t.Helper()
 	var ns netns.NsHandle
 	var err error
-	inNetNS(t, netns.None(), func() { ns, err = netns.New() })
+	nstest.In(t, netns.None(), func() { ns, err = netns.New() })
 	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() { ns.Close() })
 	var tn *tun.TUN
-	inNetNS(t, ns, func() { tn, err = tun.OpenTUN(tun.TUNConfig{Name: "wntun0", MTU: 1376, VnetHdr: true, Offload: true}) })
+	nstest.In(t, ns, func() { tn, err = tun.OpenTUN(tun.TUNConfig{Name: "wntun0", MTU: 1376, VnetHdr: true, Offload: true}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,33 +142,4 @@ func wireTUN(from, to *TUNDevice, super *atomic.Int64) {
 			}
 		}
 	}()
-}
-
-// inNetNS runs fn on a thread switched into ns (netns.None: stay put, but
-// restore afterwards whatever fn switched to).
-func inNetNS(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer orig.Close()
-	if ns != netns.None() {
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			t.Fatalf("enter netns: %v", err)
-		}
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked so the runtime retires it with
-			// this goroutine instead of reusing it in the wrong netns.
-			t.Errorf("restore netns: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
 }

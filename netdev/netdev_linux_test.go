@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"weavenet/internal/nstest"
 )
 
 // TestBridgeAndContainers plays the daemon in a private "host" namespace
@@ -36,7 +37,7 @@ func TestBridgeAndContainers(t *testing.T) {
 		a11 = netip.MustParsePrefix("10.99.0.11/24")
 		b2  = netip.MustParsePrefix("10.99.0.2/24")
 	)
-	host := newNetNS(t)
+	host := nstest.New(t)
 	hostH, err := netlink.NewHandleAt(host)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func TestBridgeAndContainers(t *testing.T) {
 	nameB, nsB := newNamedNetNS(t, "wnt"+sfx+"b")
 
 	// All host-side calls run as the daemon would: from its own namespace.
-	onHost := func(fn func()) { inNetNS(t, host, fn) }
+	onHost := func(fn func()) { nstest.In(t, host, fn) }
 
 	// Bridge: created once, adopted after.
 	for i, want := range []bool{true, false} {
@@ -294,27 +295,13 @@ func randSuffix(t *testing.T) string {
 	return hex.EncodeToString(b[:])
 }
 
-// newNetNS creates an unnamed network namespace: nothing but the returned
-// handle keeps it alive, so it vanishes with the test process.
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	var ns netns.NsHandle
-	var err error
-	inNetNS(t, netns.None(), func() { ns, err = netns.New() })
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
 // newNamedNetNS creates /var/run/netns/NAME, as `ip netns add` would, and
 // removes it when the test ends, passed or not.
 func newNamedNetNS(t *testing.T, name string) (string, netns.NsHandle) {
 	t.Helper()
 	var ns netns.NsHandle
 	var err error
-	inNetNS(t, netns.None(), func() { ns, err = netns.NewNamed(name) })
+	nstest.In(t, netns.None(), func() { ns, err = netns.NewNamed(name) })
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
@@ -327,35 +314,6 @@ func newNamedNetNS(t *testing.T, name string) (string, netns.NsHandle) {
 	return name, ns
 }
 
-// inNetNS runs fn on a thread switched into ns (netns.None: stay put), and
-// restores the thread's namespace afterwards whatever fn switched to.
-func inNetNS(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer orig.Close()
-	if ns != netns.None() {
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			t.Fatalf("enter netns: %v", err)
-		}
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked so the runtime retires it with
-			// this goroutine instead of reusing it in the wrong netns.
-			t.Errorf("restore netns: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
-
 // ping sends ICMP echo requests from inside ns to dst until one is
 // answered, failing after a few seconds. It uses a raw socket opened in ns
 // rather than the ping binary, which need not be installed.
@@ -363,7 +321,7 @@ func ping(t *testing.T, ns netns.NsHandle, dst netip.Addr) {
 	t.Helper()
 	var fd int
 	var err error
-	inNetNS(t, ns, func() {
+	nstest.In(t, ns, func() {
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	})
 	if err != nil {

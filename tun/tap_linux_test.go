@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"weavenet/internal/nstest"
 )
 
 // The test namespaces are unnamed: nothing but our fds keeps them alive, so
@@ -46,7 +46,7 @@ func TestTAPKernelPath(t *testing.T) {
 }
 
 func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
-	ns := newNetNS(t)
+	ns := nstest.New(t)
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatalf("netlink handle in test netns: %v", err)
@@ -64,7 +64,7 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 	}
 
 	var tap *TAP
-	inNetNS(t, ns, func() {
+	nstest.In(t, ns, func() {
 		tap, err = OpenTAP(cfg)
 	})
 	if err != nil {
@@ -137,7 +137,7 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 	// 3. A datagram the kernel sends out of the device. With Offload the
 	// kernel leaves the UDP checksum to us and says so in the header, which
 	// proves TUNSETOFFLOAD took effect.
-	inNetNS(t, ns, func() { sendUDP(t, peerIP, udpTestPort, payload) })
+	nstest.In(t, ns, func() { sendUDP(t, peerIP, udpTestPort, payload) })
 	readUntil(t, tap, buf, hdrLen, "UDP datagram", func(hdr VirtioNetHdr, f []byte) bool {
 		udp, ok := ipv4Payload(f, unix.IPPROTO_UDP, kernelIP, peerIP)
 		if !ok || len(udp) < 8 || binary.BigEndian.Uint16(udp[2:]) != udpTestPort {
@@ -207,49 +207,6 @@ func TestOpenTAPRejectsBadConfig(t *testing.T) {
 			t.Errorf("OpenTAP(%+v) succeeded", cfg)
 		}
 	}
-}
-
-// newNetNS creates an unnamed network namespace that lives until the test
-// ends.
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	var ns netns.NsHandle
-	var err error
-	inNetNS(t, netns.None(), func() { ns, err = netns.New() })
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-// inNetNS runs fn on a thread switched into ns (netns.None: stay put, but
-// restore afterwards whatever fn switched to).
-func inNetNS(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get current netns: %v", err)
-	}
-	defer orig.Close()
-	if ns != netns.None() {
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			t.Fatalf("enter netns: %v", err)
-		}
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked so the runtime retires it with
-			// this goroutine instead of reusing it in the wrong netns.
-			t.Errorf("restore netns: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
 }
 
 func writeFrame(t *testing.T, tap *TAP, hdrLen int, frame []byte) {

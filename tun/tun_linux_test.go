@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"weavenet/internal/nstest"
 )
 
 // TestTUNKernelPath proves, in a private network namespace, that packets
@@ -23,7 +25,7 @@ func TestTUNKernelPath(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces and TUN devices")
 	}
-	ns := newNetNS(t)
+	ns := nstest.New(t)
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatalf("netlink handle in test netns: %v", err)
@@ -31,7 +33,7 @@ func TestTUNKernelPath(t *testing.T) {
 	t.Cleanup(h.Close)
 	cfg := TUNConfig{Name: "wntun0", MTU: 1400, VnetHdr: true, Offload: true}
 	var tn *TUN
-	inNetNS(t, ns, func() { tn, err = OpenTUN(cfg) })
+	nstest.In(t, ns, func() { tn, err = OpenTUN(cfg) })
 	if err != nil {
 		t.Fatalf("OpenTUN(%+v): %v", cfg, err)
 	}
@@ -68,7 +70,7 @@ func TestTUNKernelPath(t *testing.T) {
 
 	// 2. A datagram the kernel sends: its checksum is left to us, and the
 	// offset counts from the IP header.
-	inNetNS(t, ns, func() { sendUDP(t, peerIP, udpTestPort, payload) })
+	nstest.In(t, ns, func() { sendUDP(t, peerIP, udpTestPort, payload) })
 	readPacketUntil(t, tn, buf, "UDP datagram", func(hdr VirtioNetHdr, p []byte) bool {
 		udp, ok := ipv4Payload(asFrame(p), unix.IPPROTO_UDP, kernelIP, peerIP)
 		if !ok || len(udp) < 8 || binary.BigEndian.Uint16(udp[2:]) != udpTestPort {
