@@ -53,7 +53,7 @@ func TestSendSuperFrameDoesNotAllocate(t *testing.T) {
 		f := sealedPeer(r, 6, s.suite, s.seal)
 		before := r.Stats().FramesOut
 		allocs := testing.AllocsPerRun(20, func() {
-			r.sendFrame(f, frame, 0, len(frame), r.name, f.remoteName)
+			r.sendFrame(f, frame, 0, len(frame), r.name, f.remoteName, nil)
 		})
 		if allocs != 0 {
 			t.Errorf("%s: sending a super-frame allocates %v times", s.name, allocs)
@@ -73,7 +73,7 @@ func BenchmarkSendSuperFrame(b *testing.B) {
 			b.SetBytes(int64(len(frame)))
 			b.ReportAllocs()
 			for b.Loop() {
-				r.sendFrame(f, frame, 0, len(frame), r.name, f.remoteName)
+				r.sendFrame(f, frame, 0, len(frame), r.name, f.remoteName, nil)
 			}
 		})
 	}
@@ -164,7 +164,7 @@ func TestSuperFrameDatagramsAllDecode(t *testing.T) {
 	rx.setForwarder(tx.name, from, nil)
 	for _, mss := range []int{1324, 500, 88} {
 		frame := tsoFrame(mss, 44*mss-100) // the last segment short
-		tx.sendFrame(f, frame, 0, len(frame), tx.name, rx.name)
+		tx.sendFrame(f, frame, 0, len(frame), tx.name, rx.name, nil)
 		want := (len(frame) - tun.VirtioNetHdrLen - 54 + mss - 1) / mss
 		buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
 		rd, err := conn.reader(func() {})
@@ -189,6 +189,82 @@ func TestSuperFrameDatagramsAllDecode(t *testing.T) {
 		}
 		if d := rx.Stats().Drops; d["malformed"] != 0 {
 			t.Fatalf("mss %d: receiver dropped %v", mss, d)
+		}
+	}
+}
+
+// A GRO run relayed through this peer leaves again as one batch once the
+// read is done, every datagram intact and relabelled as sent by us.
+func TestRelayedRunLeavesAsOneBatch(t *testing.T) {
+	r := fuzzRouter(t)
+	conn, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.close()
+	a, c := peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x21}), peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x22})
+	r.setForwarder(a, &forwarder{r: r, remoteName: a, partialCsum: true}, nil)
+	fc := &forwarder{r: r, remoteName: c, partialCsum: true}
+	to := conn.localAddr()
+	fc.addr.Store(&to)
+	r.setForwarder(c, fc, nil)
+
+	frame := tsoFrame(1324, 44*1324-100)
+	seg, err := newTCPSegmenter(frame[tun.VirtioNetHdrLen:], 1324)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run []byte
+	size, want := 0, 0
+	for {
+		d := make([]byte, packetHdrLen+frameHdrLen+seg.maxLen())
+		n := seg.next(d[packetHdrLen+frameHdrLen:], true)
+		if n == 0 {
+			break
+		}
+		putPeerName(d, a)
+		putFrameHeader(d[packetHdrLen:], a, c, n)
+		pkt := d[:packetHdrLen+frameHdrLen+n]
+		if size == 0 {
+			size = len(pkt)
+		}
+		run = append(run, pkt...)
+		want++
+	}
+	buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
+	n := copy(buf[rxHeadroom:], run)
+	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	before := r.Stats().FramesOut
+	for off := 0; off < n; off += size {
+		r.receivePacket(buf, rxHeadroom+off, min(size, n-off), from)
+	}
+	if r.Stats().FramesOut != before {
+		t.Fatal("relayed before the read was done")
+	}
+	r.flushRelays(&r.relays)
+	if got := r.Stats().FramesOut - before; got != uint64(want) {
+		t.Fatalf("%d datagrams relayed, want %d", got, want)
+	}
+
+	rd, err := conn.reader(func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbuf := make([]byte, groBufLen)
+	for got := 0; got < want; {
+		conn.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, seg, _, err := rd.next(rbuf)
+		if err != nil {
+			t.Fatalf("%d of %d relayed datagrams arrived, then %v", got, want, err)
+		}
+		for off := 0; off < n; off += seg {
+			pkt := rbuf[off:min(off+seg, n)]
+			sender, _ := senderOf(pkt)
+			h, _, ok, err := nextFrame(pkt, packetHdrLen)
+			if sender != r.name || !ok || err != nil || h.Src != a || h.Dst != c {
+				t.Fatalf("datagram %d: sender %v, frame %v→%v, %v %v", got, sender, h.Src, h.Dst, ok, err)
+			}
+			got++
 		}
 	}
 }

@@ -56,6 +56,7 @@ func (r *Router) receiveLoop() {
 		for off := 0; off < n; off += seg {
 			r.receivePacket(buf, rxHeadroom+off, min(seg, n-off), from)
 		}
+		r.flushRelays(&r.relays)
 	}
 }
 
@@ -129,7 +130,7 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off
 		return
 	}
 	if dst != r.name {
-		r.relay(buf, off, n, src, dst)
+		r.relay(buf, off, n, src, dst, &r.relays)
 		return
 	}
 	var dmac, smac mac

@@ -32,7 +32,7 @@ func fuzzRouter(t testing.TB) *Router {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sock.close() })
-	r := &Router{dev: &discardDevice{}, sock: sock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), macs: newMACCache(), rx: newCoalescer()}
+	r := &Router{dev: &discardDevice{}, sock: sock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), macs: newMACCache(), rx: newCoalescer(), relays: relayQueue{batch: newRunBatch()}}
 	r.fwds.Store(&map[mesh.PeerName]*forwarder{})
 	m, err := mesh.NewRouter(mesh.Config{Port: 1, ConnLimit: 10, ProtocolMinVersion: mesh.ProtocolMinVersion}, 0x0a0000000001, "fuzz", r, nopLogger{})
 	if err != nil {
@@ -153,7 +153,7 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	n := copy(buf[txHeadroom:], frame)
 	for _, f := range []*forwarder{plain, sealed} {
 		allocs := testing.AllocsPerRun(100, func() {
-			r.sendFrame(f, buf, txHeadroom, n, r.name, f.remoteName)
+			r.sendFrame(f, buf, txHeadroom, n, r.name, f.remoteName, nil)
 		})
 		if allocs != 0 {
 			t.Errorf("sending to %v (sealed: %v) allocates %v times per frame", f.remoteName, f.sealer != nil, allocs)
@@ -206,7 +206,7 @@ func BenchmarkSendFrame(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				copy(buf[txHeadroom:], frame) // sealing encrypted the last one in place
-				r.sendFrame(f, buf, txHeadroom, n, r.name, f.remoteName)
+				r.sendFrame(f, buf, txHeadroom, n, r.name, f.remoteName, nil)
 			}
 		})
 	}

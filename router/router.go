@@ -89,9 +89,10 @@ type Router struct {
 	mesh *mesh.Router
 	name mesh.PeerName
 
-	macs  *macCache
-	rx    *coalescer // the receive loop's
-	stats counters
+	macs   *macCache
+	rx     *coalescer // the receive loop's
+	relays relayQueue // the receive loop's
+	stats  counters
 
 	// fwds maps a directly connected peer to its confirmed forwarder. It is
 	// read for every datagram and changed only when connections come and go,
@@ -145,6 +146,7 @@ func New(cfg Config) (*Router, error) {
 		hostLocal:   cfg.HostLocal,
 		macs:        newMACCache(),
 		rx:          newCoalescer(),
+		relays:      relayQueue{batch: newRunBatch()},
 		closing:     make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}

@@ -69,7 +69,7 @@ func (r *Router) sendLoop() {
 		if dst.isUnicast() {
 			if owner, ok := r.macs.lookup(dst); ok {
 				if owner != r.name { // a frame for a local MAC has no business here
-					r.relay(buf, txHeadroom, n, r.name, owner)
+					r.relay(buf, txHeadroom, n, r.name, owner, nil)
 				}
 				continue
 			}
@@ -79,8 +79,8 @@ func (r *Router) sendLoop() {
 }
 
 // relay sends the frame at buf[off:off+n] towards peer dst, through the next
-// hop of the unicast route.
-func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
+// hop of the unicast route; via q if not nil (see sendFrame).
+func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQueue) {
 	hop, ok := r.mesh.Routes.Unicast(dst)
 	if !ok {
 		// Routes lag a moment behind a new connection; a direct
@@ -92,7 +92,7 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName) {
 		r.stats.drop(DropNoRoute)
 		return
 	}
-	r.sendFrame(f, buf, off, n, src, dst)
+	r.sendFrame(f, buf, off, n, src, dst, q)
 }
 
 // flood sends the frame at buf[off:off+n] to the next hops of src's
@@ -119,7 +119,7 @@ func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 			// Sealing encrypts in place, and the frame is wanted again.
 			r.sendFrameCopy(f, buf[off:off+n], src, hop)
 		default:
-			r.sendFrame(f, buf, off, n, src, hop)
+			r.sendFrame(f, buf, off, n, src, hop, nil)
 		}
 	}
 }
@@ -128,8 +128,9 @@ func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 // Ethernet), to the peer at the other end of f, labelled as going from src to
 // dst. The txHeadroom bytes in front of off are overwritten. On an encrypted
 // link the frame is encrypted in place; otherwise buf[off:off+n] is
-// unchanged on return, so the caller may send it again.
-func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.PeerName) {
+// unchanged on return, so the caller may send it again. With a queue q, a
+// plain frame's datagram is queued there instead of sent at once.
+func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.PeerName, q *relayQueue) {
 	addr := f.addr.Load()
 	if addr == nil {
 		r.stats.drop(DropNoContact)
@@ -170,7 +171,12 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		copy(savedCsum[:], eth[offloaded:])
 		completeChecksum(eth, int(h.CsumStart), offloaded)
 	}
-	r.send(r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst), *addr)
+	pkt := r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst)
+	if q != nil {
+		r.queue(q, f, pkt, *addr)
+	} else {
+		r.send(pkt, *addr)
+	}
 	copy(frame, saved[:])
 	if csumAt >= 0 {
 		copy(eth[csumAt:], savedCsum[:])
@@ -247,13 +253,47 @@ func (r *Router) sendBatch(f *forwarder, batch *runBatch) {
 	r.stats.bytesOut.Add(uint64(bytes * sent / max(count, 1)))
 }
 
+// A relayQueue gathers the datagrams the receive loop relays during one
+// read, so that a GRO run passing through this peer leaves again as one
+// sendmmsg of GSO runs, as it came, instead of one send per datagram. The
+// receive loop owns it and flushes it after each read.
+type relayQueue struct {
+	batch *runBatch
+	f     *forwarder // where the batch goes; nil when empty
+}
+
+// queue adds pkt, a datagram for f's peer at addr, to q.
+func (r *Router) queue(q *relayQueue, f *forwarder, pkt []byte, addr netip.AddrPort) {
+	if q.f != nil && (q.f != f || q.batch.to != addr) {
+		r.flushRelays(q)
+	}
+	if q.f == nil {
+		q.f = f
+		q.batch.reset(addr)
+	}
+	if !q.batch.append(pkt) {
+		r.flushRelays(q)
+		q.f = f
+		q.batch.reset(addr)
+		q.batch.append(pkt)
+	}
+}
+
+// flushRelays sends what q holds.
+func (r *Router) flushRelays(q *relayQueue) {
+	if q.f != nil {
+		r.sendBatch(q.f, q.batch)
+		q.f = nil
+	}
+}
+
 // sendFrameCopy sends a copy of frame, leaving frame as it is.
 func (r *Router) sendFrameCopy(f *forwarder, frame []byte, src, dst mesh.PeerName) {
 	bp := frameBufs.Get().(*[]byte)
 	defer frameBufs.Put(bp)
 	b := *bp
 	n := copy(b[txHeadroom:txHeadroom+maxDeviceFrame], frame)
-	r.sendFrame(f, b, txHeadroom, n, src, dst)
+	r.sendFrame(f, b, txHeadroom, n, src, dst, nil)
 }
 
 // runBatches are pooled because both forwarding loops send super-frames.

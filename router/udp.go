@@ -179,6 +179,27 @@ func (b *runBatch) add(n int) {
 	r.closed = n < r.size
 }
 
+// append copies pkt into the batch as its next datagram: in the current run
+// if it may join it, else in a new one. It reports false, having done
+// nothing, when the batch is full.
+func (b *runBatch) append(pkt []byte) bool {
+	if b.n > 0 {
+		r := &b.runs[b.n-1]
+		base := (b.n - 1) * maxGSOBytes
+		if !r.closed && r.count < maxGSOSegments && len(pkt) <= r.size && r.end+len(pkt) <= base+maxGSOBytes {
+			b.add(copy(b.buf[r.end:], pkt))
+			return true
+		}
+	}
+	if b.n == maxRuns {
+		return false
+	}
+	b.n++
+	b.runs[b.n-1] = run{end: (b.n - 1) * maxGSOBytes}
+	b.add(copy(b.buf[b.runs[b.n-1].end:], pkt))
+	return true
+}
+
 // bytes counts the bytes in the batch.
 func (b *runBatch) bytes() int {
 	total := 0
