@@ -60,7 +60,9 @@
 // forwarder that proves the UDP path with heartbeats before mesh calls the
 // connection established. The two directions each live in one file and read
 // top to bottom: send.go (device → network) and receive.go (network → device
-// or next hop). wire.go is the datagram format, forwarder.go the
-// per-connection life cycle, maccache.go the learned MAC → peer table,
-// node*.go the Node.
+// or next hop). gso.go cuts TCP super-frames into segments, udp.go sends
+// them as UDP GSO runs and reads GRO runs, coalesce.go glues segments back
+// into super-frames for the device. wire.go is the datagram format,
+// forwarder.go the per-connection life cycle, maccache.go the learned MAC →
+// peer table, node*.go the Node.
 package router
