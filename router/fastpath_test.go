@@ -194,8 +194,16 @@ func TestSuperFrameDatagramsAllDecode(t *testing.T) {
 }
 
 // A GRO run relayed through this peer leaves again as one batch once the
-// read is done, every datagram intact and relabelled as sent by us.
+// read is done, every datagram intact and relabelled as sent by us; also
+// onto a sealed link, whose tags must not spill over the run's next
+// datagram.
 func TestRelayedRunLeavesAsOneBatch(t *testing.T) {
+	for _, s := range suites {
+		t.Run(s.name, func(t *testing.T) { testRelayedRun(t, s.suite, s.seal) })
+	}
+}
+
+func testRelayedRun(t *testing.T, suite crypto.Suite, seal bool) {
 	r := fuzzRouter(t)
 	conn, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -204,7 +212,13 @@ func TestRelayedRunLeavesAsOneBatch(t *testing.T) {
 	defer conn.close()
 	a, c := peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x21}), peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x22})
 	r.setForwarder(a, &forwarder{r: r, remoteName: a, partialCsum: true}, nil)
-	fc := &forwarder{r: r, remoteName: c, partialCsum: true}
+	fc := &forwarder{r: r, remoteName: c, partialCsum: true, suite: suite}
+	var opener *crypto.Opener
+	if seal {
+		key := &crypto.Key{3}
+		fc.sealer = crypto.NewSealer(key, true, suite)
+		opener = crypto.NewOpener(key, false, suite)
+	}
 	to := conn.localAddr()
 	fc.addr.Store(&to)
 	r.setForwarder(c, fc, nil)
@@ -260,7 +274,16 @@ func TestRelayedRunLeavesAsOneBatch(t *testing.T) {
 		for off := 0; off < n; off += seg {
 			pkt := rbuf[off:min(off+seg, n)]
 			sender, _ := senderOf(pkt)
-			h, _, ok, err := nextFrame(pkt, packetHdrLen)
+			frameAt := packetHdrLen
+			if opener != nil {
+				plain, err := opener.Open(pkt[packetHdrLen:])
+				if err != nil {
+					t.Fatalf("datagram %d does not open: %v", got, err)
+				}
+				frameAt += suite.Headroom()
+				pkt = pkt[:frameAt+len(plain)]
+			}
+			h, _, ok, err := nextFrame(pkt, frameAt)
 			if sender != r.name || !ok || err != nil || h.Src != a || h.Dst != c {
 				t.Fatalf("datagram %d: sender %v, frame %v→%v, %v %v", got, sender, h.Src, h.Dst, ok, err)
 			}

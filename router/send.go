@@ -111,12 +111,14 @@ func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
 			hops = append(hops, name)
 		}
 	}
-	for i, hop := range hops {
+	for _, hop := range hops {
 		f := r.forwarder(hop)
 		switch {
 		case f == nil:
-		case f.sealer != nil && i < len(hops)-1:
-			// Sealing encrypts in place, and the frame is wanted again.
+		case f.sealer != nil:
+			// Sealing encrypts in place and may append a tag, while the
+			// frame is wanted again, or (in a GRO run) the next
+			// datagram follows right behind it.
 			r.sendFrameCopy(f, buf[off:off+n], src, hop)
 		default:
 			r.sendFrame(f, buf, off, n, src, hop, nil)
@@ -171,11 +173,10 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 		copy(savedCsum[:], eth[offloaded:])
 		completeChecksum(eth, int(h.CsumStart), offloaded)
 	}
-	pkt := r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst)
 	if q != nil {
-		r.queue(q, f, pkt, *addr)
+		r.queue(q, f, eth, src, dst, *addr)
 	} else {
-		r.send(pkt, *addr)
+		r.send(r.encode(f, buf, off+tun.VirtioNetHdrLen, len(eth), src, dst), *addr)
 	}
 	copy(frame, saved[:])
 	if csumAt >= 0 {
@@ -216,10 +217,10 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 	batch.reset(addr)
 	maxDatagram := txHeadroom + seg.maxLen() + txTailroom
 	for {
-		at, ok := batch.room(maxDatagram)
+		at, ok := batch.slot(0, maxDatagram)
 		if !ok {
 			r.sendBatch(f, batch)
-			at, _ = batch.room(maxDatagram)
+			at, _ = batch.slot(0, maxDatagram)
 		}
 		// Build the datagram a headroom further on, then close the gap
 		// encode leaves in front of it, so the run is contiguous.
@@ -262,21 +263,33 @@ type relayQueue struct {
 	f     *forwarder // where the batch goes; nil when empty
 }
 
-// queue adds pkt, a datagram for f's peer at addr, to q.
-func (r *Router) queue(q *relayQueue, f *forwarder, pkt []byte, addr netip.AddrPort) {
+// queue adds the frame eth, labelled src→dst, to q as a datagram for f's
+// peer at addr. The frame is copied into q's batch and framed (and sealed)
+// there: the receive buffer it came from is left as it was, since the next
+// datagram of a GRO run lies right behind it.
+func (r *Router) queue(q *relayQueue, f *forwarder, eth []byte, src, dst mesh.PeerName, addr netip.AddrPort) {
 	if q.f != nil && (q.f != f || q.batch.to != addr) {
 		r.flushRelays(q)
 	}
+	size := packetHdrLen + frameHdrLen + len(eth)
+	if f.sealer != nil {
+		size += f.suite.Headroom() + f.suite.Tailroom()
+	}
+	space := txHeadroom + len(eth) + txTailroom
 	if q.f == nil {
 		q.f = f
 		q.batch.reset(addr)
 	}
-	if !q.batch.append(pkt) {
+	at, ok := q.batch.slot(size, space)
+	if !ok {
 		r.flushRelays(q)
 		q.f = f
 		q.batch.reset(addr)
-		q.batch.append(pkt)
+		at, _ = q.batch.slot(size, space)
 	}
+	copy(q.batch.buf[at+txHeadroom:], eth)
+	pkt := r.encode(f, q.batch.buf, at+txHeadroom, len(eth), src, dst)
+	q.batch.add(copy(q.batch.buf[at:], pkt))
 }
 
 // flushRelays sends what q holds.

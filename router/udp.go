@@ -147,14 +147,17 @@ func (b *runBatch) reset(to netip.AddrPort) {
 	b.n, b.to = 0, to
 }
 
-// room returns where the next datagram of up to max bytes goes, starting a
-// new run if the current one is full; ok is false when the batch is full
-// and must be sent first.
-func (b *runBatch) room(max int) (off int, ok bool) {
+// slot returns where the next datagram goes, with space bytes free from
+// there to build it in: in the current run if it may join it, else in a new
+// run. size is the datagram's length if known, for a run takes no datagram
+// longer than its first; 0 says the caller's datagrams are all one size but
+// the last (segments of one super-frame). ok is false when the batch is
+// full and must be sent first.
+func (b *runBatch) slot(size, space int) (off int, ok bool) {
 	if b.n > 0 {
 		r := &b.runs[b.n-1]
 		base := (b.n - 1) * maxGSOBytes
-		if !r.closed && r.count < maxGSOSegments && r.end+max <= base+maxGSOBytes {
+		if !r.closed && r.count < maxGSOSegments && (r.count == 0 || size <= r.size) && r.end+space <= base+maxGSOBytes {
 			return r.end, true
 		}
 	}
@@ -177,27 +180,6 @@ func (b *runBatch) add(n int) {
 	r.end += n
 	r.count++
 	r.closed = n < r.size
-}
-
-// append copies pkt into the batch as its next datagram: in the current run
-// if it may join it, else in a new one. It reports false, having done
-// nothing, when the batch is full.
-func (b *runBatch) append(pkt []byte) bool {
-	if b.n > 0 {
-		r := &b.runs[b.n-1]
-		base := (b.n - 1) * maxGSOBytes
-		if !r.closed && r.count < maxGSOSegments && len(pkt) <= r.size && r.end+len(pkt) <= base+maxGSOBytes {
-			b.add(copy(b.buf[r.end:], pkt))
-			return true
-		}
-	}
-	if b.n == maxRuns {
-		return false
-	}
-	b.n++
-	b.runs[b.n-1] = run{end: (b.n - 1) * maxGSOBytes}
-	b.add(copy(b.buf[b.runs[b.n-1].end:], pkt))
-	return true
 }
 
 // bytes counts the bytes in the batch.
