@@ -50,25 +50,20 @@ type tcpSegment struct {
 // parseTCPSegment reports whether frame, in device form, is a plain TCP
 // segment with data that coalescing may take, and describes it.
 func parseTCPSegment(frame []byte) (s tcpSegment, ok bool) {
-	if len(frame) < tun.VirtioNetHdrLen+ethHdrLen+40 || frame[1] != tun.VirtioNetHdrGSONone {
+	if len(frame) < tun.VirtioNetHdrLen || frame[1] != tun.VirtioNetHdrGSONone {
 		return s, false
 	}
 	eth := frame[tun.VirtioNetHdrLen:]
+	at, _, isTCP := tcpChecksumAt(eth) // a whole TCP segment over IPv4 or IPv6
+	if !isTCP {
+		return s, false
+	}
 	ip := eth[ethHdrLen:]
-	switch {
-	case eth[12] == 0x08 && eth[13] == 0x00 && ip[0] == 0x45:
-		// No options; not a fragment (DF may be set).
-		if ip[9] != 6 || binary.BigEndian.Uint16(ip[6:8])&^0x4000 != 0 ||
-			int(binary.BigEndian.Uint16(ip[2:4])) != len(ip) {
-			return s, false
-		}
-		s.v4, s.ipHdrLen = true, 20
-	case eth[12] == 0x86 && eth[13] == 0xdd && ip[0]>>4 == 6:
-		if len(ip) < 60 || ip[6] != 6 || int(binary.BigEndian.Uint16(ip[4:6]))+40 != len(ip) {
-			return s, false
-		}
-		s.ipHdrLen = 40
-	default:
+	s.v4 = ip[0]>>4 == 4
+	s.ipHdrLen = at - 16 - ethHdrLen
+	// No IPv4 options, and no padding behind the packet.
+	if s.v4 && (s.ipHdrLen != 20 || int(binary.BigEndian.Uint16(ip[2:4])) != len(ip)) ||
+		!s.v4 && int(binary.BigEndian.Uint16(ip[4:6]))+40 != len(ip) {
 		return s, false
 	}
 	tcp := ip[s.ipHdrLen:]

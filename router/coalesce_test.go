@@ -69,3 +69,27 @@ func TestCoalesceRebuildsTheSuperFrame(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCoalesce feeds arbitrary frames, as decoded from the network, to a
+// coalescer: whatever the bytes, it never panics, and what it writes is
+// never longer than the largest super-frame.
+func FuzzCoalesce(f *testing.F) {
+	for _, s := range segments(f, superFrame(false, bytes.Repeat([]byte("x"), 3000)), 1000, true)[:2] {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		c := newCoalescer()
+		write := func(frame []byte) {
+			if len(frame) > tun.VirtioNetHdrLen+ethHdrLen+maxCoalesced {
+				t.Fatalf("wrote %d bytes", len(frame))
+			}
+		}
+		for _, fr := range [][]byte{a, b, a} {
+			if !c.add(fr) {
+				c.flush(write)
+				c.add(fr)
+			}
+		}
+		c.flush(write)
+	})
+}

@@ -133,7 +133,7 @@ func (d *plainRecorder) PlainFrames() bool { return true }
 
 func TestPlainDeviceGetsSegmentsAndChecksums(t *testing.T) {
 	dev := &plainRecorder{}
-	r := &Router{dev: dev, plainDev: true, rx: newCoalescer()}
+	r := newRouter(dev, nil, nil)
 	payload := bytes.Repeat([]byte("0123456789"), 500)
 	eth := superFrame(false, payload)
 	h := tun.VirtioNetHdr{GSOType: tun.VirtioNetHdrGSOTCPv4, GSOSize: 1000, Flags: tun.VirtioNetHdrFNeedsCsum, CsumStart: 34, CsumOffset: 16}

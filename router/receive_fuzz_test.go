@@ -32,8 +32,7 @@ func fuzzRouter(t testing.TB) *Router {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sock.close() })
-	r := &Router{dev: &discardDevice{}, sock: sock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), macs: newMACCache(), rx: newCoalescer(), relays: relayQueue{batch: newRunBatch()}}
-	r.fwds.Store(&map[mesh.PeerName]*forwarder{})
+	r := newRouter(&discardDevice{}, sock, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	m, err := mesh.NewRouter(mesh.Config{Port: 1, ConnLimit: 10, ProtocolMinVersion: mesh.ProtocolMinVersion}, 0x0a0000000001, "fuzz", r, nopLogger{})
 	if err != nil {
 		t.Fatal(err)

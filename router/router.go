@@ -134,24 +134,31 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	plain, _ := cfg.Device.(PlainDevice)
+	r := newRouter(cfg.Device, sock, cfg.Logger)
+	r.mtu = cfg.MTU
+	r.fastCipher = crypto.HardwareAES() && !cfg.WeaveCompat
+	r.partialCsum = !cfg.WeaveCompat
+	r.hostLocal = cfg.HostLocal
+	return r, nil
+}
+
+// newRouter builds a Router around dev and sock with the state the
+// forwarding loops need, and nothing negotiated yet.
+func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
+	plain, _ := dev.(PlainDevice)
 	r := &Router{
-		dev:         cfg.Device,
-		plainDev:    plain != nil && plain.PlainFrames(),
-		sock:        sock,
-		mtu:         cfg.MTU,
-		log:         cfg.Logger,
-		fastCipher:  crypto.HardwareAES() && !cfg.WeaveCompat,
-		partialCsum: !cfg.WeaveCompat,
-		hostLocal:   cfg.HostLocal,
-		macs:        newMACCache(),
-		rx:          newCoalescer(),
-		relays:      relayQueue{batch: newRunBatch()},
-		closing:     make(chan struct{}),
+		dev:      dev,
+		plainDev: plain != nil && plain.PlainFrames(),
+		sock:     sock,
+		log:      log,
+		macs:     newMACCache(),
+		rx:       newCoalescer(),
+		relays:   relayQueue{batch: newRunBatch()},
+		closing:  make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
-	return r, nil
+	return r
 }
 
 // Start begins forwarding. m must be the mesh router this Router was given

@@ -222,15 +222,11 @@ func (r *Router) sendSuperFrame(f *forwarder, addr netip.AddrPort, frame []byte,
 			r.sendBatch(f, batch)
 			at, _ = batch.slot(0, maxDatagram)
 		}
-		// Build the datagram a headroom further on, then close the gap
-		// encode leaves in front of it, so the run is contiguous.
-		frameOff := at + txHeadroom
-		n := seg.next(batch.buf[frameOff:], f.partialCsum)
+		n := seg.next(batch.buf[at+txHeadroom:], f.partialCsum)
 		if n == 0 {
 			break
 		}
-		pkt := r.encode(f, batch.buf, frameOff, n, src, dst)
-		batch.add(copy(batch.buf[at:], pkt))
+		r.encodeInto(batch, at, f, n, src, dst)
 	}
 	r.sendBatch(f, batch)
 }
@@ -288,8 +284,15 @@ func (r *Router) queue(q *relayQueue, f *forwarder, eth []byte, src, dst mesh.Pe
 		at, _ = q.batch.slot(size, space)
 	}
 	copy(q.batch.buf[at+txHeadroom:], eth)
-	pkt := r.encode(f, q.batch.buf, at+txHeadroom, len(eth), src, dst)
-	q.batch.add(copy(q.batch.buf[at:], pkt))
+	r.encodeInto(q.batch, at, f, len(eth), src, dst)
+}
+
+// encodeInto turns the frame of n bytes at a txHeadroom past at in b into
+// the batch's next datagram (see encode), moving it back to at so that the
+// run stays contiguous.
+func (r *Router) encodeInto(b *runBatch, at int, f *forwarder, n int, src, dst mesh.PeerName) {
+	pkt := r.encode(f, b.buf, at+txHeadroom, n, src, dst)
+	b.add(copy(b.buf[at:], pkt))
 }
 
 // flushRelays sends what q holds.

@@ -183,16 +183,7 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 	if err := tap.Close(); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("second Close: %v, want os.ErrClosed", err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		_, err := h.LinkByName(cfg.Name)
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TAP still present after Close (lookup err %v)", err)
-		}
-	}
+	waitLinkGone(t, h, cfg.Name)
 }
 
 func TestOpenTAPRejectsBadConfig(t *testing.T) {
@@ -319,5 +310,21 @@ func sendUDP(t *testing.T, dst netip.Addr, port int, payload []byte) {
 	defer unix.Close(fd)
 	if err := unix.Sendto(fd, payload, 0, &unix.SockaddrInet4{Addr: dst.As4(), Port: port}); err != nil {
 		t.Fatalf("udp send: %v", err)
+	}
+}
+
+// waitLinkGone waits until the link called name is gone from h's namespace,
+// as a device must be once it is closed.
+func waitLinkGone(t *testing.T, h *netlink.Handle, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := h.LinkByName(name)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still present after Close (lookup err %v)", name, err)
+		}
 	}
 }

@@ -133,16 +133,7 @@ func TestTUNKernelPath(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not unblock Read")
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		_, err := h.LinkByName(cfg.Name)
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TUN still present after Close (lookup err %v)", err)
-		}
-	}
+	waitLinkGone(t, h, cfg.Name)
 }
 
 func TestOpenTUNRejectsBadConfig(t *testing.T) {
