@@ -37,7 +37,7 @@ type openConfig struct {
 //
 // Read, Write, SetReadDeadline and Close may be called concurrently.
 type device struct {
-	f       *os.File
+	f       *rawFile
 	name    string
 	vnetHdr bool
 }
@@ -72,7 +72,12 @@ func open(c openConfig) (device, error) {
 		unix.Close(fd)
 		return device{}, err
 	}
-	d := device{f: os.NewFile(uintptr(fd), cloneDevice), name: name, vnetHdr: c.vnetHdr}
+	f, err := newRawFile(fd, cloneDevice)
+	if err != nil {
+		unix.Close(fd) // removes the device again
+		return device{}, fmt.Errorf("tun: open %s %q: %w", c.kind, name, err)
+	}
+	d := device{f: f, name: name, vnetHdr: c.vnetHdr}
 	if err := configureLink(name, c); err != nil {
 		d.f.Close() // removes the device again
 		return device{}, err
