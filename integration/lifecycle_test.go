@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,4 +57,28 @@ func TestLaunchStopReset(t *testing.T) {
 	}
 	h.MustWeave(t, "stop")
 	_ = time.Second
+}
+
+// weaved re-executes itself once so that the Go runtime's monitor never
+// sleeps deep (cmd/weaved/runtime.go): the running daemon must keep its
+// name for ps and pgrep, and carry the setting.
+func TestDaemonKeepsRuntimeMonitorAwake(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+	h := b.Hosts[0]
+	d := h.StartWeaved(t)
+	h.WaitReady(t)
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(environ), "GODEBUG=schedtrace=2147483647\x00") {
+		t.Errorf("weaved runs without GODEBUG=schedtrace; its environment:\n%s", strings.ReplaceAll(string(environ), "\x00", "\n"))
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", d.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(comm)); got != "weaved" {
+		t.Errorf("after re-executing, the daemon is named %q, want weaved", got)
+	}
 }

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+)
+
+// tuneRuntime fits the Go runtime to a daemon whose work is mostly the
+// kernel's and whose latency is mostly wake-ups. It may re-execute the
+// daemon, so it runs first in main.
+func tuneRuntime() {
+	keepMonitorAwake()
+	smallMachineProcs()
+}
+
+// smallMachineProcs runs the daemon on one Go processor on a machine of one
+// or two CPUs, unless GOMAXPROCS says otherwise. Most of the daemon's work
+// there is the kernel's (TAP reads and writes, UDP, the containers' own
+// stacks), which needs the other CPU; a second Go processor only adds the
+// scheduler's spinning and thread hand-offs between the send and receive
+// loops. Measured on a 2-CPU VM: +20% single-stream throughput, +30%
+// encrypted, no loss with traffic both ways or several streams.
+func smallMachineProcs() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.NumCPU() <= 2 {
+		runtime.GOMAXPROCS(1)
+	}
+}
+
+// keepMonitorAwake re-executes the daemon with GODEBUG's schedtrace set to
+// its longest period (24.8 days), unless GODEBUG already sets it.
+//
+// When every Go processor is idle, the runtime's monitor thread sleeps
+// until one wakes again, and waking it is then part of every wake-up: a
+// futex call and a cross-CPU wake-up before the first frame is read. A
+// ping crosses three daemon wake-ups, each paying this. With schedtrace set
+// the monitor never sleeps that deep but polls every 10 ms, which costs
+// nothing measurable. On a 2-CPU VM the overlay's ping RTT went from 0.55 to
+// 0.32 ms. The price: a line of scheduler statistics on standard error
+// every 24.8 days of the machine's uptime, and a scheduler dump with a
+// crash's stack traces. There is no API to change this from inside the
+// process, hence the re-execution; if it fails, the daemon runs as is.
+func keepMonitorAwake() {
+	env, ok := monitorEnv(runtime.GOOS, os.Environ())
+	if !ok {
+		return
+	}
+	// By path rather than /proc/self/exe, which would rename the process
+	// "exe" for ps and pgrep.
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	_ = syscall.Exec(self, os.Args, env)
+}
+
+// monitorEnv returns environ with schedtrace added to GODEBUG, keeping the
+// user's other GODEBUG settings, and false if there is nothing to do.
+func monitorEnv(goos string, environ []string) ([]string, bool) {
+	if goos != "linux" {
+		return nil, false
+	}
+	var godebug string
+	env := []string{""} // GODEBUG's place: only one may be set
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+			continue
+		}
+		env = append(env, kv)
+	}
+	if strings.Contains(godebug, "schedtrace=") {
+		return nil, false
+	}
+	if godebug != "" {
+		godebug += ","
+	}
+	env[0] = "GODEBUG=" + godebug + "schedtrace=2147483647"
+	return env, true
+}
