@@ -30,13 +30,14 @@ type rawFile struct {
 	f      *os.File
 	rc     syscall.RawConn
 	closed atomic.Bool
-	r, w   rawOp
+	// ops are the calls' state with their poller callbacks, built once so
+	// that a Read or Write allocates nothing. Pooled rather than locked:
+	// Read and Write may be called concurrently.
+	ops sync.Pool
 }
 
-// A rawOp is one direction's call, built once so that each Read or Write
-// allocates nothing; mu gives it to one caller at a time.
 type rawOp struct {
-	mu    sync.Mutex
+	trap  uintptr // SYS_READ or SYS_WRITE
 	b     []byte
 	n     int
 	errno syscall.Errno
@@ -57,37 +58,38 @@ func newRawFile(fd int, name string) (*rawFile, error) {
 		f.f.Close()
 		return nil, err
 	}
-	f.r.call = f.r.syscall(unix.SYS_READ)
-	f.w.call = f.w.syscall(unix.SYS_WRITE)
+	f.ops.New = func() any {
+		o := &rawOp{}
+		o.call = o.syscall
+		return o
+	}
 	return f, nil
 }
 
-// syscall returns the poller callback that runs trap (read or write) on
-// o.b: true when done, false to wait until the descriptor is ready.
-func (o *rawOp) syscall(trap uintptr) func(fd uintptr) bool {
-	return func(fd uintptr) bool {
-		for {
-			var p unsafe.Pointer
-			if len(o.b) > 0 {
-				p = unsafe.Pointer(&o.b[0])
-			}
-			n, _, errno := unix.RawSyscall(trap, fd, uintptr(p), uintptr(len(o.b)))
-			switch errno {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			o.n, o.errno = int(n), errno
-			return true
+// syscall is the poller callback: it runs o.trap on o.b and returns true
+// when done, false to wait until the descriptor is ready.
+func (o *rawOp) syscall(fd uintptr) bool {
+	for {
+		var p unsafe.Pointer
+		if len(o.b) > 0 {
+			p = unsafe.Pointer(&o.b[0])
 		}
+		n, _, errno := unix.RawSyscall(o.trap, fd, uintptr(p), uintptr(len(o.b)))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		o.n, o.errno = int(n), errno
+		return true
 	}
 }
 
-func (f *rawFile) do(o *rawOp, b []byte, wait func(func(uintptr) bool) error) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.b = b
+func (f *rawFile) do(trap uintptr, b []byte, wait func(func(uintptr) bool) error) (int, error) {
+	o := f.ops.Get().(*rawOp)
+	defer f.ops.Put(o)
+	o.trap, o.b, o.n, o.errno = trap, b, 0, 0
 	err := wait(o.call)
 	o.b = nil
 	switch {
@@ -101,8 +103,8 @@ func (f *rawFile) do(o *rawOp, b []byte, wait func(func(uintptr) bool) error) (i
 	return o.n, nil
 }
 
-func (f *rawFile) Read(b []byte) (int, error)  { return f.do(&f.r, b, f.rc.Read) }
-func (f *rawFile) Write(b []byte) (int, error) { return f.do(&f.w, b, f.rc.Write) }
+func (f *rawFile) Read(b []byte) (int, error)  { return f.do(unix.SYS_READ, b, f.rc.Read) }
+func (f *rawFile) Write(b []byte) (int, error) { return f.do(unix.SYS_WRITE, b, f.rc.Write) }
 
 func (f *rawFile) SetReadDeadline(t time.Time) error { return f.f.SetReadDeadline(t) }
 
