@@ -125,3 +125,50 @@ func TestDNSForwardsUpstream(t *testing.T) {
 		t.Errorf("a query with no upstream took %v", d)
 	}
 }
+
+// weave expose -h gives the host a name: containers on other hosts resolve
+// and reach it, the name survives a restart of the daemon, and weave hide
+// takes it away with the last address.
+func TestDNSExposedHostName(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	launch(t, h1, peerArg(t, h1, h2)[1])
+	launch(t, h2, peerArg(t, h2, h1)[1])
+	waitMesh(t, h1, 1, 2)
+	c, _ := h2.MustRun(t, "c")
+
+	if _, err := h1.Weave(t, "expose", "-h", "bad name!"); err == nil {
+		t.Errorf("weave expose -h with a name DNS cannot hold succeeded")
+	}
+	addr := strings.Fields(h1.MustWeave(t, "expose", "-h", "gateway.weave.local"))[0]
+	want := strings.Split(addr, "/")[0]
+	resolves := func(what string) {
+		t.Helper()
+		testbed.WaitFor(t, 10*time.Second, func() bool {
+			got := resolve(t, c, "gateway.weave.local")
+			return len(got) == 1 && got[0] == want
+		}, "c on h2 resolves gateway.weave.local to h1's "+want+" "+what)
+	}
+	resolves("after weave expose -h")
+	c.WaitPing(t, "gateway", pingTimeout)
+	if ps := h1.MustWeave(t, "ps"); strings.Count(ps, "weave:expose") != 1 {
+		t.Errorf("weave ps lists the host's addresses %d times, want once:\n%s", strings.Count(ps, "weave:expose"), ps)
+	}
+
+	h1.MustWeave(t, "hide")
+	testbed.WaitFor(t, 5*time.Second, func() bool { return len(resolve(t, c, "gateway.weave.local")) == 0 },
+		"gateway.weave.local gone from h2 after weave hide")
+	if ps := h1.MustWeave(t, "ps"); strings.Contains(ps, "weave:expose") {
+		t.Errorf("after weave hide, weave ps still lists the host:\n%s", ps)
+	}
+
+	// The name is h1's own: with h2 gone, a restarted h1 announces it again.
+	h1.MustWeave(t, "expose", "-h", "gateway.weave.local")
+	h2.MustWeave(t, "stop")
+	h1.MustWeave(t, "stop")
+	launch(t, h1, peerArg(t, h1, h2)[1])
+	testbed.WaitFor(t, 5*time.Second, func() bool {
+		out, err := h1.Weave(t, "dns-lookup", "gateway")
+		return err == nil && strings.TrimSpace(out) == want
+	}, "h1 resolves its own name after a restart")
+}

@@ -256,7 +256,7 @@ func expose(on bool) cli.ActionFunc {
 		var resp *api.AttachResponse
 		var err error
 		if on {
-			resp, err = client(cmd).Expose(ctx, api.AttachRequest{Addrs: addrs})
+			resp, err = client(cmd).Expose(ctx, api.AttachRequest{Addrs: addrs, Hostname: cmd.String("hostname")})
 		} else {
 			resp, err = client(cmd).Hide(ctx, api.AttachRequest{Addrs: addrs})
 		}

@@ -336,6 +336,9 @@ func (d *daemon) forget(key string, info containerInfo) {
 func (d *daemon) ps() []api.Container {
 	var out []api.Container
 	for key, info := range d.containers.all() {
+		if key == exposeKey {
+			continue // its name only; listed below if it holds addresses
+		}
 		out = append(out, api.Container{Container: key, MAC: info.MAC, Addrs: prefixStrings(d.alloc.Lookup(key))})
 	}
 	if held := d.alloc.Lookup(exposeKey); len(held) > 0 {
@@ -373,7 +376,41 @@ func (d *daemon) expose(ctx context.Context, req api.AttachRequest) (*api.Attach
 	if err := d.syncL3Addrs(); err != nil {
 		return nil, err
 	}
+	if err := d.nameHost(req.Hostname); err != nil {
+		return nil, err
+	}
 	return &api.AttachResponse{Addrs: prefixStrings(d.alloc.Lookup(exposeKey))}, nil
+}
+
+// nameHost registers the host's name (weave expose -h FQDN, or the one
+// given before) for every address it exposes. The name is kept with the
+// containers', so it is announced again after a restart, until hide takes
+// the last address.
+func (d *daemon) nameHost(hostname string) error {
+	info, _ := d.containers.get(exposeKey)
+	if hostname == "" {
+		hostname = info.Hostname
+	}
+	if hostname == "" || d.dns == nil && hostname == info.Hostname {
+		return nil
+	}
+	if d.dns == nil {
+		return errNoDNS
+	}
+	// Registered before it is kept, so that a name DNS refuses is not.
+	for _, p := range d.alloc.Lookup(exposeKey) {
+		if err := d.dns.AddEntry(exposeKey, hostname, p.Addr()); err != nil {
+			return err
+		}
+	}
+	if hostname == info.Hostname {
+		return nil
+	}
+	if info.Hostname != "" {
+		_, _ = d.dns.RemoveEntries(exposeKey, info.Hostname, netip.Addr{})
+	}
+	info.Hostname = hostname
+	return d.containers.set(exposeKey, &info)
 }
 
 // hostRoute points the host's route to the range at the bridge with src as
@@ -415,6 +452,14 @@ func (d *daemon) hide(req api.AttachRequest) (*api.AttachResponse, error) {
 			return nil, err
 		}
 		if err := d.alloc.Release(exposeKey, p); err != nil {
+			return nil, err
+		}
+		if d.dns != nil {
+			_, _ = d.dns.RemoveEntries(exposeKey, "", p.Addr())
+		}
+	}
+	if len(d.alloc.Lookup(exposeKey)) == 0 {
+		if err := d.containers.set(exposeKey, nil); err != nil {
 			return nil, err
 		}
 	}
