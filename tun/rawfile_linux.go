@@ -23,8 +23,8 @@ import (
 // super-frame runs the receiving container's whole TCP input and often lasts
 // that long, so the data path hopped between threads thousands of times a
 // second and kept the monitor waking every 20 µs: on a two-core VM, where
-// every cross-CPU wake-up traps to the hypervisor, that cost about an eighth
-// of the sleeve's throughput. A raw call on a non-blocking descriptor
+// every cross-CPU wake-up traps to the hypervisor, that cost a sixth of the
+// sleeve's throughput. A raw call on a non-blocking descriptor
 // returns at once, EAGAIN included, so there is nothing to hand over.
 type rawFile struct {
 	f      *os.File
