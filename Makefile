@@ -94,7 +94,8 @@ WIREGUARD_GO := $(GOBIN_DIR)/wireguard
 bench: deps build
 	@test -x $(WIREGUARD_GO) || $(GO) install golang.zx2c4.com/wireguard@latest || echo "bench: wireguard-go not installable; comparison skipped"
 	@command -v wg >/dev/null || (apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null) || echo "bench: wg not installable; comparison skipped"
-	BIN=$(BIN) WIREGUARD_GO=$(WIREGUARD_GO) examples/bench.sh
+	$(GO) build -o $(BIN)/wntool ./internal/testbed/wntool
+	BIN=$(BIN) WIREGUARD_GO=$(WIREGUARD_GO) WNTOOL=$(BIN)/wntool examples/bench.sh
 
 # Runs every Fuzz* target of every package for $(FUZZTIME).
 fuzz:

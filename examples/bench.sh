@@ -78,6 +78,20 @@ cpu_over=$(awk -v a="$cpu0" -v b="$(cpu "weaved.*$WORK/h")" 'BEGIN { printf "%.3
 log "ping RTT"
 rtt_under=$(rtt "$H1" 192.168.200.2)
 rtt_over=$(rtt "$C1" 10.32.0.2)
+# For scale: the same round trips through the smallest userspace hop, a UDP
+# echo on h2 answering a UDP client on h1 (both Go, with weaved's runtime
+# settings). Over the kernel's ping it adds one process wake-up, the echo's:
+# what one userspace hop costs on this machine. A sleeve round trip has
+# three (the sending daemon, the receiving one, the sending one again).
+rtt_echo=""
+if [ -x "${WNTOOL:-}" ]; then
+	on "$H2" env GOMAXPROCS=1 GODEBUG=schedtrace=2147483647 "$WNTOOL" udp-echo 7777 20s >/dev/null 2>&1 &
+	echo_pid=$!
+	sleep 0.3
+	rtt_echo=$(on "$H1" env GOMAXPROCS=1 GODEBUG=schedtrace=2147483647 "$WNTOOL" udp-ping -count 20 -interval 50ms 192.168.200.2:7777 2>/dev/null || true)
+	kill "$echo_pid" 2>/dev/null || true
+	wait "$echo_pid" 2>/dev/null || true
+fi
 if [ -n "${QUICK:-}" ]; then
 	# QUICK=1: the plain overlay only, for a developer's before and after.
 	awk -v tu="$tcp_under" -v to="$tcp_over" -v ru="$rtt_under" -v ro="$rtt_over" -v c="$cpu_over" -v d="$DURATION" 'BEGIN {
@@ -186,6 +200,9 @@ printf "  %-44s %7s Gbit/s\n" "overlay, classic format (--weave-compat)" "$(g "$
 [ -n "$tcp_wg" ] && printf "  %-44s %7s Gbit/s\n" "wireguard-go, host to host (encrypted)" "$(g "$tcp_wg")"
 printf "  %-44s %7.3f ms underlay, %.3f overlay, %.3f encrypted%s\n" "ping RTT (avg of 20)" "$rtt_under" "$rtt_over" "$rtt_enc" \
 	"$([ -n "$rtt_wg" ] && echo ", $rtt_wg wireguard-go")"
+[ -n "$rtt_echo" ] && awk -v e="$rtt_echo" -v u="$rtt_under" 'BEGIN {
+	printf "  %-44s %7.3f ms: one userspace hop adds %.3f ms here, a sleeve round trip has 3\n", "UDP echo host to host (Go, avg of 20)", e, e - u
+}'
 awk -v c="$cpu_over" -v to="$tcp_over" -v ce="$cpu_enc" -v te="$tcp_enc" -v cw="$cpu_wg" -v tw="${tcp_wg:-0}" -v d="$DURATION" 'BEGIN {
 	printf "  %-44s %7.2f s plain, %.2f s encrypted", "CPU (both daemons) per Gbit carried", c / (to * d / 1e9), ce / (te * d / 1e9)
 	if (tw > 0) printf ", %.2f s wireguard-go", cw / (tw * d / 1e9)
@@ -216,3 +233,7 @@ if [ -n "$tcp_over_1g" ]; then
 fi
 bar "added ping RTT < 0.15 ms" "$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { printf "+%.3f ms", o - u }')" \
 	"$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { print (o - u < 0.15) }')"
+[ -n "$rtt_echo" ] && awk -v e="$rtt_echo" -v u="$rtt_under" 'BEGIN {
+	printf "  %-50s %16s\n", "  (three userspace hops at the UDP echo'"'"'s cost)", sprintf("+%.3f ms", 3 * (e - u))
+}'
+

@@ -5,6 +5,8 @@
 //	wntool send [-timeout D] ADDR:PORT NBYTES       TCP: send a deterministic pseudorandom stream; print "BYTES SHA256"
 //	wntool udp-recv [-timeout D] PORT               UDP: wait for one datagram; print its size
 //	wntool udp-send [-count N] ADDR:PORT SIZE       UDP: send N datagrams of SIZE bytes (default 1)
+//	wntool udp-echo PORT DURATION                   UDP: send every datagram back; print how many
+//	wntool udp-ping [-count N] ADDR:PORT            UDP: N round trips to an echo; print the average in ms
 //	wntool mcast-recv GROUP:PORT IFACE TIMEOUT      count the datagrams received on GROUP:PORT within TIMEOUT
 //	wntool mcast-send [-count N] GROUP:PORT IFACE   send N datagrams (default 1) to GROUP:PORT out of IFACE
 //	wntool garbage-udp [-max-size B] ADDR:PORT N    send N datagrams of random bytes and sizes
@@ -44,6 +46,8 @@ const (
 	usageSend       = "send [-timeout D] [-connect-timeout D] ADDR:PORT NBYTES"
 	usageUDPRecv    = "udp-recv [-timeout D] PORT"
 	usageUDPSend    = "udp-send [-count N] [-interval D] ADDR:PORT SIZE"
+	usageUDPEcho    = "udp-echo PORT DURATION"
+	usageUDPPing    = "udp-ping [-count N] [-interval D] ADDR:PORT"
 	usageMcastRecv  = "mcast-recv GROUP:PORT IFACE TIMEOUT"
 	usageMcastSend  = "mcast-send [-count N] [-interval D] [-size B] GROUP:PORT IFACE"
 	usageGarbageUDP = "garbage-udp [-max-size B] [-seed S] ADDR:PORT N"
@@ -62,6 +66,8 @@ var commands = map[string]command{
 	"send":         {usageSend, runSend},
 	"udp-recv":     {usageUDPRecv, runUDPRecv},
 	"udp-send":     {usageUDPSend, runUDPSend},
+	"udp-echo":     {usageUDPEcho, runUDPEcho},
+	"udp-ping":     {usageUDPPing, runUDPPing},
 	"mcast-recv":   {usageMcastRecv, runMcastRecv},
 	"mcast-send":   {usageMcastSend, runMcastSend},
 	"garbage-udp":  {usageGarbageUDP, runGarbageUDP},

@@ -138,6 +138,19 @@ func TestUDP(t *testing.T) {
 	}
 }
 
+func TestUDPEchoPing(t *testing.T) {
+	port := strconv.Itoa(freePort(t, "udp"))
+	echo, echoErr := start("udp-echo", port, "2s")
+	waitListening(t, echoErr)
+	p := runSync(t, "udp-ping", "-count", "5", "-interval", "1ms", "127.0.0.1:"+port)
+	if ms, err := strconv.ParseFloat(strings.TrimSpace(p.stdout), 64); p.code != 0 || err != nil || ms <= 0 {
+		t.Fatalf("udp-ping: %+v", p)
+	}
+	if got := <-echo; got.code != 0 || got.stdout != "5\n" {
+		t.Fatalf("udp-echo: %+v, want 5 datagrams echoed", got)
+	}
+}
+
 func TestUDPRecvTimesOut(t *testing.T) {
 	port := strconv.Itoa(freePort(t, "udp"))
 	r := runSync(t, "udp-recv", "-timeout", "200ms", port)
@@ -219,6 +232,8 @@ func TestUsageErrors(t *testing.T) {
 		{"mcast-recv", "10.0.0.1:5000", "lo", "1s"},
 		{"mcast-send", "239.1.1.1:5000", "no-such-if0"},
 		{"garbage-udp", "127.0.0.1:1", "-1"},
+		{"udp-echo", "7", "soon"},
+		{"udp-ping", "-count", "0", "127.0.0.1:7"},
 	} {
 		r := runSync(t, args...)
 		if r.code == 0 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || r.stderr == "" {

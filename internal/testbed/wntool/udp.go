@@ -201,3 +201,90 @@ func parseGroup(groupArg, ifaceArg string) (netip.AddrPort, *net.Interface, erro
 	ifi, err := findIface(ifaceArg)
 	return group, ifi, err
 }
+
+// runUDPEcho sends every datagram back to its sender until the time is up:
+// the smallest userspace hop, to measure what one costs next to the
+// kernel's own ping.
+func runUDPEcho(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("udp-echo", flag.ContinueOnError)
+	pos, err := parseFlags(fs, args, 2, usageUDPEcho)
+	if err != nil {
+		return err
+	}
+	port, err := parsePort(pos[0])
+	if err != nil {
+		return err
+	}
+	d, err := time.ParseDuration(pos[1])
+	if err != nil {
+		return fmt.Errorf("bad DURATION %q: %w", pos[1], err)
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(stderr, "listening on %s\n", c.LocalAddr())
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	buf := make([]byte, maxDatagram)
+	echoed := 0
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			fmt.Fprintf(stdout, "%d\n", echoed)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := c.WriteToUDPAddrPort(buf[:n], from); err == nil {
+			echoed++
+		}
+	}
+}
+
+// runUDPPing sends COUNT small datagrams to an echo, one at a time, and
+// prints the average round trip in milliseconds, as ping does.
+func runUDPPing(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("udp-ping", flag.ContinueOnError)
+	count := fs.Int("count", 20, "number of round trips")
+	interval := fs.Duration("interval", 50*time.Millisecond, "pause between round trips")
+	pos, err := parseFlags(fs, args, 1, usageUDPPing)
+	if err != nil {
+		return err
+	}
+	ap, err := parseAddrPort(pos[0])
+	if err != nil {
+		return err
+	}
+	if *count < 1 {
+		return fmt.Errorf("bad -count %d: want at least 1", *count)
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg, buf := make([]byte, 56), make([]byte, 64)
+	var total time.Duration
+	for i := 0; i < *count; i++ {
+		if i > 0 {
+			time.Sleep(*interval)
+		}
+		start := time.Now()
+		if err := c.SetReadDeadline(start.Add(time.Second)); err != nil {
+			return err
+		}
+		if _, err := c.Write(msg); err != nil {
+			return fmt.Errorf("round trip %d: %w", i+1, err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			return fmt.Errorf("round trip %d: no answer within 1s: %w", i+1, err)
+		}
+		total += time.Since(start)
+	}
+	fmt.Fprintf(stdout, "%.3f\n", float64(total.Microseconds())/1000/float64(*count))
+	return nil
+}
