@@ -35,12 +35,13 @@ func smallMachineProcs() {
 // until one wakes again, and waking it is then part of every wake-up: a
 // futex call and a cross-CPU wake-up before the first frame is read. A
 // ping crosses three daemon wake-ups, each paying this. With schedtrace set
-// the monitor never sleeps that deep but polls every 10 ms, which an idle
-// daemon pays for with 0.4% of a CPU instead of 0.15%. On a 2-CPU VM the overlay's ping RTT went from 0.55 to
-// 0.32 ms. The price: a line of scheduler statistics on standard error
-// every 24.8 days of the machine's uptime, and a scheduler dump with a
-// crash's stack traces. There is no API to change this from inside the
-// process, hence the re-execution; if it fails, the daemon runs as is.
+// the monitor never sleeps that deep but polls every 10 ms. On a 2-CPU VM
+// the overlay's ping RTT went from 0.55 to 0.32 ms. The price: an idle
+// daemon uses 0.4% of a CPU instead of 0.15%, a line of scheduler
+// statistics goes to standard error every 24.8 days of the machine's
+// uptime, and a crash's stack traces come with a scheduler dump. There is
+// no API to change this from inside the process, hence the re-execution;
+// if it fails, the daemon runs as is.
 func keepMonitorAwake() {
 	env, ok := monitorEnv(runtime.GOOS, os.Environ())
 	if !ok {
