@@ -31,6 +31,10 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{h1, []string{"dns-lookup"}, "name"},
 		{h1, []string{"dns-add", "not-an-ip", "c1"}, "not-an-ip"},
 		{h1, []string{"report", "-f", "{{.Nope"}, "-f"},
+		{h1, []string{"attach", "--bogus", "c1"}, "weave attach --help"},
+		{h1, []string{"expose", "-h"}, "weave expose --help"},
+		{h1, []string{"expose", "-h", "bad name!"}, "bad name!"},
+		{h1, []string{"--bogus", "status"}, "weave --help"},
 		{idle, []string{"status"}, "not running"},
 		{idle, []string{"ps"}, "not running"},
 	}

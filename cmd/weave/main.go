@@ -31,7 +31,7 @@ func main() {
 }
 
 func app() *cli.Command {
-	return &cli.Command{
+	root := &cli.Command{
 		Name:    "weave",
 		Usage:   "run and inspect a weavenet container network",
 		Version: api.Version,
@@ -88,11 +88,21 @@ func app() *cli.Command {
 			}},
 		},
 	}
+	// The library calls only a command's own hook, and dumps its usage
+	// without one.
+	for _, c := range root.Commands {
+		c.OnUsageError = usageError
+	}
+	return root
 }
 
 var hostnameFlag = &cli.StringFlag{Name: "hostname", Aliases: []string{"h"}, Usage: "`FQDN` to register in DNS (default: the container's name)"}
 
-func usageError(_ context.Context, _ *cli.Command, err error, _ bool) error { return err }
+// usageError makes a bad flag one line that says where the right ones are,
+// instead of the library's usage dump.
+func usageError(_ context.Context, cmd *cli.Command, err error, _ bool) error {
+	return fmt.Errorf("%w (see %s --help)", err, cmd.FullName())
+}
 
 func client(cmd *cli.Command) *api.Client { return api.NewClient(cmd.String("http-addr")) }
 
