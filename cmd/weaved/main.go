@@ -29,7 +29,7 @@ func main() {
 		Version:   api.Version,
 		Flags:     flags(),
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return err
+			return fmt.Errorf("%w (see weaved --help)", err)
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			cfg, err := configFrom(cmd)
