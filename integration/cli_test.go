@@ -151,6 +151,9 @@ func TestUsageErrors(t *testing.T) {
 
 	_, err := h.Weaved(t, "--data-dir", filepath.Join(h.DataDir, "bad"), "--port", "notaport")
 	checkOneLineError(t, "weaved --port notaport", err)
+	if msg := testbed.Stderr(err); !strings.Contains(msg, "weaved --help") {
+		t.Errorf("weaved --port notaport: %q does not point at weaved --help", msg)
+	}
 
 	launch(t, h)
 	c := h.AddContainer(t, "c1")
