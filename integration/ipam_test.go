@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,12 @@ func TestIPAMRangeOverlapsHostRoute(t *testing.T) {
 	if err == nil || !strings.Contains(testbed.Stderr(err), "--ipalloc-range") || testbed.ExitCode(err) != 1 {
 		t.Fatalf("weaved with an overlapping default range: %v", err)
 	}
+	// Overlapping by hand: the user may mean it; the daemon runs and warns.
+	d := launch(t, h, "--ipalloc-range", "10.40.0.0/16", "--data-dir", filepath.Join(h.DataDir, "by-hand"))
+	if !strings.Contains(d.Logs(), "overlaps a route") {
+		t.Errorf("no warning for an --ipalloc-range that overlaps a route; log:\n%s", d.Logs())
+	}
+	h.MustWeave(t, "stop")
 	launch(t, h, "--ipalloc-range", "10.128.0.0/16")
 	_, out := h.MustRun(t, "ok")
 	if !strings.HasPrefix(out, "10.128.") {

@@ -135,14 +135,17 @@ wait:
 
 func (d *daemon) start() error {
 	cfg := d.cfg
-	if !cfg.ipRangeExplicit {
-		clash, err := netdev.OverlappingRoutes(cfg.ipRange, cfg.bridge)
-		if err != nil {
-			return err
-		}
-		if len(clash) > 0 {
-			return fmt.Errorf("the default --ipalloc-range %v overlaps this host's route %s: pass --ipalloc-range with a free range", cfg.ipRange, clash[0])
-		}
+	clash, err := netdev.OverlappingRoutes(cfg.ipRange, cfg.bridge)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(clash) > 0 && !cfg.ipRangeExplicit:
+		return fmt.Errorf("the default --ipalloc-range %v overlaps this host's route %s: pass --ipalloc-range with a free range", cfg.ipRange, clash[0])
+	case len(clash) > 0:
+		// Chosen by hand: the user may mean it (a range routed elsewhere
+		// on purpose), but should hear of it.
+		d.log.Warn("--ipalloc-range overlaps a route of this host: containers may not reach what that route leads to", "range", cfg.ipRange, "route", clash[0])
 	}
 	store, err := ipam.OpenStore(filepath.Join(cfg.dataDir, "ipam.db"))
 	if err != nil {
