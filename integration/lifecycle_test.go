@@ -1,14 +1,17 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"weavenet/internal/testbed"
+	"weavenet/router"
 )
 
 // weave stop then launch keeps state (peer name, addresses); weave reset
@@ -81,4 +84,46 @@ func TestDaemonKeepsRuntimeMonitorAwake(t *testing.T) {
 	if got := strings.TrimSpace(string(comm)); got != "weaved" {
 		t.Errorf("after re-executing, the daemon is named %q, want weaved", got)
 	}
+}
+
+// A daemon restart leaves the containers plugged in: weave stop keeps the
+// bridge, and a start plugs the containers in again if it was deleted
+// meanwhile. A TAP deleted under a running daemon makes it exit with an
+// error (for systemd to restart it) instead of logging forever; the next
+// start makes a new one.
+func TestRestartKeepsContainersPlugged(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	start := func() *testbed.Daemon { return launch(t, h1, peerArg(t, h1, h2)[1]) }
+	start()
+	launch(t, h2, peerArg(t, h2, h1)[1])
+	c1, _ := h1.MustRun(t, "c1")
+	_, a2 := h2.MustRun(t, "c2")
+	to := addrOf(t, a2).Addr().String()
+	c1.WaitPing(t, to, pingTimeout)
+
+	h1.MustWeave(t, "stop")
+	if links := h1.MustExec(t, "ip", "-o", "link", "show", "master", "weave"); !strings.Contains(links, "vethwe") {
+		t.Errorf("after weave stop the container's veth is off the bridge:\n%s", links)
+	}
+	start()
+	c1.WaitPing(t, to, pingTimeout)
+
+	h1.MustWeave(t, "stop")
+	h1.MustExec(t, "ip", "link", "del", "weave")
+	d := start()
+	c1.WaitPing(t, to, pingTimeout)
+
+	h1.MustExec(t, "ip", "link", "del", "vwtap-weave")
+	select {
+	case <-d.Done():
+	case <-time.After(router.DeviceGiveUp + 10*time.Second):
+		t.Fatalf("weaved still runs with its TAP deleted; log:\n%s", d.Logs())
+	}
+	var exit *exec.ExitError
+	if _, err := d.Exited(); !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(d.Logs(), "restart weaved") {
+		t.Errorf("weaved with its TAP deleted: %v, want exit code 1 and a message; log:\n%s", err, d.Logs())
+	}
+	start()
+	c1.WaitPing(t, to, pingTimeout)
 }

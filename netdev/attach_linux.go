@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -34,6 +35,10 @@ type AttachConfig struct {
 	// Routes are destinations reached directly over IfName (link scope),
 	// e.g. the host's DNS server address on the bridge.
 	Routes []netip.Prefix
+	// Existing plugs in only a pair that is already there, and never makes
+	// one: for plugging containers in again after a restart, when a
+	// namespace path (a PID's) may have come to mean another one.
+	Existing bool
 }
 
 // Attach creates the veth pair if it is missing, with one end inside the
@@ -230,6 +235,8 @@ func ensureVeth(cont *netlink.Handle, ns netns.NsHandle, cfg AttachConfig) (host
 		return nil, nil, false, fmt.Errorf("look up host end: %w", hostErr)
 	case peerErr != nil && !peerMissing:
 		return nil, nil, false, fmt.Errorf("look up container end: %w", peerErr)
+	case hostMissing && peerMissing && cfg.Existing:
+		return nil, nil, false, fmt.Errorf("no veth pair %s/%s to plug in again: %w", cfg.HostIfName, cfg.IfName, os.ErrNotExist)
 	case hostMissing && peerMissing:
 		host, peer, err = createVeth(cont, ns, cfg)
 		return host, peer, err == nil, err

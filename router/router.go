@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/weaveworks/mesh"
 
@@ -103,6 +104,10 @@ type Router struct {
 	closing chan struct{}
 	wg      sync.WaitGroup
 	closed  sync.Once
+
+	failed   chan struct{} // closed when the device is given up on
+	failErr  error         // why; set before failed is closed
+	failOnce sync.Once
 }
 
 // New opens the router's UDP socket. Nothing is forwarded until Start.
@@ -155,6 +160,7 @@ func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
 		rx:       newCoalescer(),
 		relays:   relayQueue{batch: newRunBatch()},
 		closing:  make(chan struct{}),
+		failed:   make(chan struct{}),
 	}
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
@@ -183,6 +189,36 @@ func (r *Router) Close() error {
 		r.wg.Wait()
 	})
 	return err
+}
+
+// DeviceGiveUp is how long the router keeps reading a Device whose every
+// read fails before it gives up on it: longer than any hiccup, short
+// enough that a deleted interface is noticed at once.
+const DeviceGiveUp = 2 * time.Second
+
+// Failed is closed when the router has given up on its Device: every read
+// failed for DeviceGiveUp, as when the interface is deleted under it. Err
+// says why. Nothing more comes from the device; the owner should Close the
+// router and start again with a new device (weaved exits, for its service
+// manager to restart it).
+func (r *Router) Failed() <-chan struct{} { return r.failed }
+
+// Err is why the router gave up on its Device, once Failed is closed;
+// nil before.
+func (r *Router) Err() error {
+	select {
+	case <-r.failed:
+		return r.failErr
+	default:
+		return nil
+	}
+}
+
+func (r *Router) fail(err error) {
+	r.failOnce.Do(func() {
+		r.failErr = err
+		close(r.failed)
+	})
 }
 
 // LocalAddr is the UDP address the router receives on.

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -44,16 +45,26 @@ const (
 
 func (r *Router) sendLoop() {
 	buf := make([]byte, txHeadroom+maxDeviceFrame+txTailroom)
+	var failingSince time.Time // of the reads failing now, the first
 	for {
 		n, err := r.dev.Read(buf[txHeadroom : txHeadroom+maxDeviceFrame])
 		if err != nil {
 			if r.isClosing() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			r.log.Warn("sleeve: read from device", "err", err)
+			switch {
+			case failingSince.IsZero():
+				failingSince = time.Now()
+				r.log.Warn("sleeve: read from device failed; retrying", "err", err)
+			case time.Since(failingSince) > DeviceGiveUp:
+				r.log.Error("sleeve: giving up on the device", "err", err, "failing_for", DeviceGiveUp)
+				r.fail(fmt.Errorf("router: device reads failing for %v: %w", DeviceGiveUp, err))
+				return
+			}
 			r.pause() // a device gone bad must not spin this loop
 			continue
 		}
+		failingSince = time.Time{}
 		if n < tun.VirtioNetHdrLen+ethHdrLen {
 			r.stats.drop(DropMalformed)
 			continue

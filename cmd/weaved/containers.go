@@ -206,6 +206,26 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 	return &api.AttachResponse{MAC: info.MAC, Addrs: prefixStrings(have)}, nil
 }
 
+// replug plugs the containers attached before a restart into the bridge
+// again, with the addresses they hold: a no-op when the bridge outlived the
+// restart, the way back when it did not (deleted by hand, or by a weaved
+// from before bridges were kept). A container whose namespace or veth is
+// gone is left for weave rm or detach.
+func (d *daemon) replug() {
+	for key, info := range d.containers.all() {
+		if key == exposeKey || info.NetNS == "" {
+			continue
+		}
+		ac := netdev.AttachConfig{Bridge: d.cfg.bridge, NetNS: info.NetNS, IfName: containerIfName, MTU: d.cfg.mtu, Addrs: d.alloc.Lookup(key), Existing: true}
+		if d.dns != nil {
+			ac.Routes = []netip.Prefix{netip.PrefixFrom(d.cfg.dnsAddr, 32)}
+		}
+		if _, _, err := netdev.Attach(ac); err != nil {
+			d.log.Warn("container from before the restart not plugged in again; weave rm releases its addresses", "container", key, "err", err)
+		}
+	}
+}
+
 func isNumber(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
 // ownerGrace is how long a claim waits for an unreachable owner to become

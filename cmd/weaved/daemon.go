@@ -32,19 +32,18 @@ import (
 // daemon is one running weaved: the pieces and what it created, so that
 // shutdown removes exactly that.
 type daemon struct {
-	cfg           config
-	log           *slog.Logger
-	node          *gossip.Node
-	router        *router.Router
-	store         *ipam.Store
-	alloc         *ipam.Allocator
-	dns           *dns.Server // nil with --no-dns
-	containers    *registry
-	bridgeCreated bool
-	l3            *l3Host // in L3 mode
-	stop          chan struct{}
-	reset         bool // on the way out, remove bridge and state too
-	cleanupOnce   sync.Once
+	cfg         config
+	log         *slog.Logger
+	node        *gossip.Node
+	router      *router.Router
+	store       *ipam.Store
+	alloc       *ipam.Allocator
+	dns         *dns.Server // nil with --no-dns
+	containers  *registry
+	l3          *l3Host // in L3 mode
+	stop        chan struct{}
+	reset       bool // on the way out, remove bridge and state too
+	cleanupOnce sync.Once
 	// pendingAllocs counts addresses being obtained right now (waiting for
 	// consensus, a donation or an owner), for the metrics.
 	pendingAllocs atomic.Int64
@@ -108,9 +107,15 @@ func run(ctx context.Context, cfg config) error {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	var failed error
 wait:
 	for {
 		select {
+		case <-d.router.Failed():
+			// Its TAP (or TUN) is gone, deleted under us: exit, so that
+			// the service manager starts a daemon that makes a new one.
+			failed = fmt.Errorf("%w; restart weaved to make a new one", d.router.Err())
+			log.Error("stopping", "reason", "device lost", "err", d.router.Err())
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				d.reload()
@@ -130,7 +135,7 @@ wait:
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
-	return nil
+	return failed
 }
 
 func (d *daemon) start() error {
@@ -161,11 +166,9 @@ func (d *daemon) start() error {
 			return err
 		}
 	} else {
-		created, err := netdev.EnsureBridge(cfg.bridge, cfg.mtu)
-		if err != nil {
+		if _, err := netdev.EnsureBridge(cfg.bridge, cfg.mtu); err != nil {
 			return fmt.Errorf("--bridge %s: %w", cfg.bridge, err)
 		}
-		d.bridgeCreated = created
 		dev, err = tun.OpenTAP(tun.TAPConfig{
 			Name:    tapName(cfg.bridge),
 			MTU:     cfg.mtu,
@@ -258,6 +261,9 @@ func (d *daemon) start() error {
 			return err
 		}
 	}
+	if cfg.mode != modeL3 {
+		d.replug()
+	}
 	r.Start(node.Mesh)
 	if err := node.Start(cfg.peers); err != nil {
 		return err
@@ -347,7 +353,10 @@ func (d *daemon) doCleanup() {
 			d.log.Warn("closing router", "err", err)
 		}
 	}
-	if d.bridgeCreated || d.reset {
+	// The bridge outlives a stop, as Weave Net's did: the containers stay
+	// plugged into it and reach each other on this host, and the next
+	// start takes it up again. Only reset removes it.
+	if d.reset && d.cfg.mode != modeL3 {
 		if err := netdev.DeleteLink(d.cfg.bridge); err != nil {
 			d.log.Warn("removing bridge", "bridge", d.cfg.bridge, "err", err)
 		}
