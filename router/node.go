@@ -415,6 +415,15 @@ func (n *Node) Forget(peers ...string) {
 	}
 }
 
+// Failed is closed when the node has given up on its Device (see
+// Router.Failed): the node then carries nothing, and Err says why; Close it
+// and build another on a new device.
+func (n *Node) Failed() <-chan struct{} { return n.router.Failed() }
+
+// Err is why the node gave up on its Device, once Failed is closed; nil
+// before.
+func (n *Node) Err() error { return n.router.Err() }
+
 // Addr is the address the node listens on, TCP and UDP: Host and the port,
 // the one the system chose when NodeConfig.Port was AnyPort.
 func (n *Node) Addr() netip.AddrPort { return n.addr }
