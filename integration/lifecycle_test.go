@@ -127,3 +127,54 @@ func TestRestartKeepsContainersPlugged(t *testing.T) {
 	start()
 	c1.WaitPing(t, to, pingTimeout)
 }
+
+// A container whose namespace goes away (its processes end and its name is
+// deleted) gives back its address and name by itself, whether the daemon
+// runs at the time or is stopped.
+func TestGoneContainersGiveBackAddresses(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+	h := b.Hosts[0]
+	launch(t, h)
+	// From the test's own mount namespace: under ip netns exec, deleting a
+	// namespace's name would unmount only a private copy of it.
+	// weave run returns as its command starts: wait for that to be in the
+	// namespace before killing what is, and for it to be gone after.
+	pids := func(c *testbed.Container) []string {
+		out, _ := exec.Command("ip", "netns", "pids", c.NS.Name).Output()
+		return strings.Fields(string(out))
+	}
+	kill := func(c *testbed.Container) {
+		t.Helper()
+		testbed.WaitFor(t, 5*time.Second, func() bool { return len(pids(c)) > 0 }, c.Name+"'s command runs")
+		testbed.WaitFor(t, 5*time.Second, func() bool {
+			for _, pid := range pids(c) {
+				exec.Command("kill", "-9", pid).Run()
+			}
+			return len(pids(c)) == 0
+		}, c.Name+"'s processes end")
+		if out, err := exec.Command("ip", "netns", "del", c.NS.Name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del %s: %v %s", c.NS.Name, err, out)
+		}
+	}
+	gone := func(name, why string) {
+		t.Helper()
+		testbed.WaitFor(t, 10*time.Second, func() bool {
+			ps := h.MustWeave(t, "ps")
+			_, err := h.Weave(t, "dns-lookup", name)
+			return !strings.Contains(ps, b.Prefix+name) && err != nil
+		}, name+" left weave ps and DNS "+why)
+	}
+
+	doomed, first := h.MustRun(t, "doomed")
+	kill(doomed)
+	gone("doomed", "while the daemon ran")
+	if _, again := h.MustRun(t, "next"); addrOf(t, again) != addrOf(t, first) {
+		t.Errorf("the next container got %s, not the address %s the gone one gave back", again, first)
+	}
+
+	late, _ := h.MustRun(t, "late")
+	h.MustWeave(t, "stop")
+	kill(late)
+	launch(t, h)
+	gone("late", "while the daemon was stopped")
+}

@@ -62,3 +62,14 @@ func OverlappingRoutes(p netip.Prefix, except string) ([]string, error) { return
 
 // SetMAC is unsupported off Linux.
 func SetMAC(link string, mac net.HardwareAddr) error { return errUnsupported }
+
+// HostIfNameOf is Linux-only; see the Linux build.
+func HostIfNameOf(netnsPath string) (string, error) { return "", errUnsupported }
+
+// LinkExists is Linux-only; see the Linux build.
+func LinkExists(name string) (bool, error) { return false, errUnsupported }
+
+// WatchContainerLinksGone is Linux-only; see the Linux build.
+func WatchContainerLinksGone(done <-chan struct{}) (<-chan struct{}, error) {
+	return nil, errUnsupported
+}

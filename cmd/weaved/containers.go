@@ -27,6 +27,7 @@ import (
 
 type containerInfo struct {
 	NetNS    string // namespace path
+	HostIf   string // host end of its veth: when it is gone, so is the container
 	MAC      string
 	Hostname string // registered in DNS; empty for none
 	ByName   bool   // given as a netns name: has /etc/netns/NAME/resolv.conf
@@ -188,6 +189,9 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 		return nil, err
 	}
 	info.MAC = mac.String()
+	if info.HostIf, err = netdev.HostIfNameOf(nsPath); err != nil {
+		d.log.Warn("container's host veth unknown: its addresses will not be released when it goes", "container", key, "err", err)
+	}
 	if err := d.containers.set(key, &info); err != nil {
 		return nil, err
 	}
@@ -222,6 +226,56 @@ func (d *daemon) replug() {
 		}
 		if _, _, err := netdev.Attach(ac); err != nil {
 			d.log.Warn("container from before the restart not plugged in again; weave rm releases its addresses", "container", key, "err", err)
+			continue
+		}
+		if info.HostIf == "" { // attached by a weaved that did not record it
+			if info.HostIf, _ = netdev.HostIfNameOf(info.NetNS); info.HostIf != "" {
+				_ = d.containers.set(key, &info)
+			}
+		}
+	}
+}
+
+// reapLoop releases the addresses and names of containers that are gone,
+// as Weave Net did when Docker said a container had died. A container is
+// gone when the host end of its veth is: the kernel deletes a namespace's
+// veths with the namespace, so that is the cue, and with its interface
+// gone no address of it can be in use any more. A sweep every half minute
+// catches what the cue missed.
+func (d *daemon) reapLoop(quit <-chan struct{}) {
+	gone, err := netdev.WatchContainerLinksGone(quit)
+	if err != nil {
+		d.log.Warn("not watching for containers that go; a sweep every 30s finds them", "err", err)
+	}
+	sweep := time.NewTicker(30 * time.Second)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case _, ok := <-gone:
+			if !ok {
+				gone = nil
+				continue
+			}
+		case <-sweep.C:
+		}
+		d.reap()
+	}
+}
+
+// reap releases what the containers whose host veth is gone hold.
+func (d *daemon) reap() {
+	for key, info := range d.containers.all() {
+		if info.HostIf == "" {
+			continue // attached before we recorded veths, or the host's names
+		}
+		if exists, err := netdev.LinkExists(info.HostIf); err != nil || exists {
+			continue
+		}
+		d.log.Info("container gone: releasing its addresses and names", "container", key, "veth", info.HostIf)
+		if err := d.rm(key); err != nil {
+			d.log.Warn("releasing a container that went", "container", key, "err", err)
 		}
 	}
 }

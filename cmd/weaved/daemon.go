@@ -44,6 +44,9 @@ type daemon struct {
 	stop        chan struct{}
 	reset       bool // on the way out, remove bridge and state too
 	cleanupOnce sync.Once
+	quit        chan struct{}  // closed at cleanup: background work ends
+	wg          sync.WaitGroup // background work
+
 	// pendingAllocs counts addresses being obtained right now (waiting for
 	// consensus, a donation or an owner), for the metrics.
 	pendingAllocs atomic.Int64
@@ -262,7 +265,11 @@ func (d *daemon) start() error {
 		}
 	}
 	if cfg.mode != modeL3 {
+		d.reap() // containers that went while we were down
 		d.replug()
+		d.quit = make(chan struct{})
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.reapLoop(d.quit) }()
 	}
 	r.Start(node.Mesh)
 	if err := node.Start(cfg.peers); err != nil {
@@ -338,6 +345,10 @@ func (d *daemon) startDNS() error {
 func (d *daemon) cleanup() { d.cleanupOnce.Do(d.doCleanup) }
 
 func (d *daemon) doCleanup() {
+	if d.quit != nil {
+		close(d.quit)
+		d.wg.Wait()
+	}
 	d.stopL3()
 	if d.dns != nil {
 		d.dns.Close()
