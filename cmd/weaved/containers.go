@@ -213,8 +213,8 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 // replug plugs the containers attached before a restart into the bridge
 // again, with the addresses they hold: a no-op when the bridge outlived the
 // restart, the way back when it did not (deleted by hand, or by a weaved
-// from before bridges were kept). A container whose namespace or veth is
-// gone is left for weave rm or detach.
+// from before bridges were kept). Containers that went while the daemon
+// was down are reaped first; one whose pair cannot be found is left alone.
 func (d *daemon) replug() {
 	for key, info := range d.containers.all() {
 		if key == exposeKey || info.NetNS == "" {
