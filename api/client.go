@@ -17,6 +17,17 @@ import (
 // only, so nothing outside this host (network namespace) can reach it.
 const DefaultAddr = "127.0.0.1:6784"
 
+// DefaultDataDir and DefaultBridge are weaved's --data-dir and --bridge
+// unless told otherwise.
+const (
+	DefaultDataDir = "/var/lib/weave"
+	DefaultBridge  = "weave"
+)
+
+// StateFiles are the files weaved keeps in its data dir: what a reset
+// removes.
+func StateFiles() []string { return []string{"ipam.db", "containers.json", "peer-name"} }
+
 // ErrNoDaemon means nothing answered at the API address.
 var ErrNoDaemon = errors.New("weave is not running")
 

@@ -59,7 +59,21 @@ func TestLaunchStopReset(t *testing.T) {
 		t.Errorf("reset kept the peer name %s", name)
 	}
 	h.MustWeave(t, "stop")
-	_ = time.Second
+
+	// stop keeps the bridge and the state for the next launch; reset with
+	// no daemon running removes them all the same.
+	if links := h.MustExec(t, "ip", "-o", "link", "show"); !strings.Contains(links, "weave:") {
+		t.Errorf("weave stop removed the bridge:\n%s", links)
+	}
+	h.MustWeave(t, "reset", "--data-dir", h.DataDir)
+	if links := h.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(links, "weave:") {
+		t.Errorf("weave reset with no daemon left the bridge:\n%s", links)
+	}
+	for _, f := range []string{"ipam.db", "containers.json", "peer-name"} {
+		if _, err := os.Stat(filepath.Join(h.DataDir, f)); err == nil {
+			t.Errorf("weave reset with no daemon left %s", f)
+		}
+	}
 }
 
 // weaved re-executes itself once so that the Go runtime's monitor never

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"weavenet/api"
+	"weavenet/netdev"
 )
 
 // checkAddrs validates the ADDR forms before anything is done with them.
@@ -283,15 +284,29 @@ func rmpeer(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
+// reset asks the daemon to reset itself. With none running (weave stop
+// keeps the bridge and the state for the next launch), it removes them
+// itself: the bridge and the state files in --data-dir. The address space
+// this peer held is then not handed over: weave rmpeer on another peer
+// takes it.
 func reset(ctx context.Context, cmd *cli.Command) error {
 	c := client(cmd)
-	if err := c.Reset(ctx); err != nil {
-		if errors.Is(err, api.ErrNoDaemon) {
-			return nil // nothing running: nothing to reset here
-		}
+	err := c.Reset(ctx)
+	if err == nil {
+		return waitGone(ctx, c)
+	}
+	if !errors.Is(err, api.ErrNoDaemon) {
 		return err
 	}
-	return waitGone(ctx, c)
+	if err := netdev.DeleteLink(cmd.String("bridge")); err != nil {
+		return fmt.Errorf("remove bridge: %w", err)
+	}
+	for _, f := range api.StateFiles() {
+		if err := os.Remove(filepath.Join(cmd.String("data-dir"), f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove state: %w", err)
+		}
+	}
+	return nil
 }
 
 // dnsArgs splits [IP...] CONTAINER.

@@ -33,7 +33,7 @@ func launch(ctx context.Context, cmd *cli.Command) error {
 		return help.Run()
 	}
 	httpAddr := flagValue(args, "http-addr", cmd.String("http-addr"))
-	dataDir := flagValue(args, "data-dir", "/var/lib/weave")
+	dataDir := flagValue(args, "data-dir", api.DefaultDataDir)
 	c := api.NewClient(httpAddr)
 	if rep, err := c.Report(ctx); err == nil {
 		return fmt.Errorf("weave is already running at %s as %s(%s); stop it first with 'weave stop'", httpAddr, rep.Router.Name, rep.Router.NickName)

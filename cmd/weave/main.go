@@ -76,7 +76,11 @@ func app() *cli.Command {
 				Flags: []cli.Flag{&cli.StringFlag{Name: "hostname", Aliases: []string{"h"}, Usage: "`FQDN` to register in DNS for the host's addresses"}}, Action: expose(true)},
 			{Name: "hide", Usage: "take the host's weave addresses away (all if none given), and its name with the last", ArgsUsage: "[ADDR...]", Action: expose(false)},
 			{Name: "rmpeer", Usage: "take over the address space of peers gone for good", ArgsUsage: "PEER...", Action: rmpeer},
-			{Name: "reset", Usage: "stop the daemon, hand its address space to a peer, remove the bridge and persisted state", Action: reset},
+			{Name: "reset", Usage: "stop the daemon, hand its address space to a peer, remove the bridge and persisted state (with no daemon running: those of --bridge and --data-dir)",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "bridge", Value: api.DefaultBridge, Usage: "the bridge to remove when no daemon runs"},
+					&cli.StringFlag{Name: "data-dir", Value: api.DefaultDataDir, Usage: "the state to remove when no daemon runs"},
+				}, Action: reset},
 			{Name: "dns-add", Usage: "register names", ArgsUsage: "[IP...] CONTAINER [-h FQDN]", Flags: []cli.Flag{hostnameFlag}, Action: dnsAdd},
 			{Name: "dns-remove", Usage: "remove names", ArgsUsage: "[IP...] CONTAINER [-h FQDN]", Flags: []cli.Flag{hostnameFlag}, Action: dnsRemove},
 			{Name: "dns-lookup", Usage: "resolve a name in the weave domain", ArgsUsage: "NAME", Action: dnsLookup},

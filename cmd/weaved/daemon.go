@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/weaveworks/mesh"
 
+	"weavenet/api"
 	"weavenet/dns"
 	"weavenet/gossip"
 	"weavenet/ipam"
@@ -373,7 +374,7 @@ func (d *daemon) doCleanup() {
 		}
 	}
 	if d.reset {
-		for _, f := range []string{"ipam.db", "containers.json", "peer-name"} {
+		for _, f := range api.StateFiles() {
 			if err := os.Remove(filepath.Join(d.cfg.dataDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				d.log.Warn("removing state", "file", f, "err", err)
 			}
