@@ -1,6 +1,7 @@
 // Package api is the contract between weaved and its clients: the JSON
-// documents of the daemon's local HTTP API and a small client for them. The
-// weave CLI renders everything it prints from these types.
+// documents of the daemon's local HTTP API and a small client for them, and
+// the daemon's defaults and state files, which the CLI needs when no daemon
+// runs. The weave CLI renders everything it prints from these types.
 //
 // Endpoints (all JSON; errors are {"error": "..."} with a 4xx/5xx status):
 //
