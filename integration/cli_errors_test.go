@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +15,11 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
 	h1, idle := b.Hosts[0], b.Hosts[1]
 	launch(t, h1)
+	// Executable, but not a program the kernel can run.
+	notProgram := filepath.Join(b.Dir, "not-a-program")
+	if err := os.WriteFile(notProgram, []byte("garbage\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		host *testbed.Host
 		args []string
@@ -35,6 +42,7 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{h1, []string{"expose", "-h"}, "weave expose --help"},
 		{h1, []string{"expose", "-h", "bad name!"}, "bad name!"},
 		{h1, []string{"--bogus", "status"}, "weave --help"},
+		{h1, []string{"run", "--name", b.Prefix + "bad", "--", notProgram}, "exec format error"},
 		{idle, []string{"status"}, "not running"},
 		{idle, []string{"ps"}, "not running"},
 	}
@@ -51,6 +59,13 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		case !strings.Contains(msg, c.want):
 			t.Errorf("weave %v: %q does not name %q", c.args, msg, c.want)
 		}
+	}
+	// A command that cannot start leaves no container behind.
+	if _, err := os.Stat("/var/run/netns/" + b.Prefix + "bad"); err == nil {
+		t.Errorf("weave run of a command that cannot start left its namespace")
+	}
+	if ps := h1.MustWeave(t, "ps"); strings.Contains(ps, b.Prefix+"bad") {
+		t.Errorf("weave run of a command that cannot start left the container in weave ps:\n%s", ps)
 	}
 	if got := strings.TrimSpace(h1.MustWeave(t, "report", "-f", "{{.Router.NickName}}")); got != "h1" {
 		t.Errorf("weave report -f '{{.Router.NickName}}' = %q", got)

@@ -151,15 +151,17 @@ func TestGoneContainersGiveBackAddresses(t *testing.T) {
 	launch(t, h)
 	// From the test's own mount namespace: under ip netns exec, deleting a
 	// namespace's name would unmount only a private copy of it.
-	// weave run returns as its command starts: wait for that to be in the
-	// namespace before killing what is, and for it to be gone after.
+	// weave run returns once its command runs in the namespace; kill it
+	// and wait for it to be gone before deleting the namespace's name.
 	pids := func(c *testbed.Container) []string {
 		out, _ := exec.Command("ip", "netns", "pids", c.NS.Name).Output()
 		return strings.Fields(string(out))
 	}
 	kill := func(c *testbed.Container) {
 		t.Helper()
-		testbed.WaitFor(t, 5*time.Second, func() bool { return len(pids(c)) > 0 }, c.Name+"'s command runs")
+		if len(pids(c)) == 0 {
+			t.Fatalf("weave run returned before %s's command ran in its namespace", c.Name)
+		}
 		testbed.WaitFor(t, 5*time.Second, func() bool {
 			for _, pid := range pids(c) {
 				exec.Command("kill", "-9", pid).Run()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -97,14 +98,40 @@ func run(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	p := exec.Command(self, append([]string{execInNetNS, filepath.Join(netnsDir, name), bin}, command[1:]...)...)
-	p.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := p.Start(); err != nil {
+	if err := startIn(self, filepath.Join(netnsDir, name), bin, command[1:]); err != nil {
+		// Leave nothing of a container whose command never ran.
+		_, _ = c.Detach(ctx, api.AttachRequest{Container: name})
+		_ = netns.DeleteNamed(name)
 		return fmt.Errorf("start %s: %w", command[0], err)
 	}
-	_ = p.Process.Release()
 	fmt.Println(strings.Join(resp.Addrs, " "))
 	return nil
+}
+
+// startIn starts bin with args in the namespace at nsPath, detached, and
+// returns once it runs there: the helper (execIn) reports on a pipe that
+// closes by itself when the command is exec'd, or carries why it was not.
+// So weave run returns with the command in place, or with its error.
+func startIn(self, nsPath, bin string, args []string) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	p := exec.Command(self, append([]string{execInNetNS, nsPath, bin}, args...)...)
+	p.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	p.ExtraFiles = []*os.File{w} // fd 3 in the helper
+	err = p.Start()
+	w.Close()
+	if err != nil {
+		return err
+	}
+	msg, _ := io.ReadAll(r)
+	if len(msg) > 0 {
+		_ = p.Wait()
+		return errors.New(strings.TrimSpace(string(msg)))
+	}
+	return p.Process.Release()
 }
 
 // parseRunArgs splits [ADDR...] --name NAME [-h FQDN] -- CMD [ARG...]. It
@@ -171,6 +198,9 @@ func execIn(args []string) {
 	if len(args) < 2 {
 		os.Exit(2)
 	}
+	// fd 3 tells weave run how it went: closed by the exec, or the error.
+	status := os.NewFile(3, "status")
+	syscall.CloseOnExec(3)
 	runtime.LockOSThread()
 	ns, err := netns.GetFromPath(args[0])
 	if err == nil {
@@ -183,7 +213,7 @@ func execIn(args []string) {
 		}
 		err = syscall.Exec(args[1], args[1:], os.Environ())
 	}
-	fmt.Fprintf(os.Stderr, "weave: run in %s: %v\n", args[0], err)
+	fmt.Fprintf(status, "in %s: %v\n", args[0], err)
 	os.Exit(1)
 }
 
