@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ import (
 func TestCLIErrorsAreOneLine(t *testing.T) {
 	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
 	h1, idle := b.Hosts[0], b.Hosts[1]
-	launch(t, h1)
+	daemon := launch(t, h1)
 	// Executable, but not a program the kernel can run.
 	notProgram := filepath.Join(b.Dir, "not-a-program")
 	if err := os.WriteFile(notProgram, []byte("garbage\n"), 0o755); err != nil {
@@ -43,6 +44,7 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{h1, []string{"expose", "-h", "bad name!"}, "bad name!"},
 		{h1, []string{"--bogus", "status"}, "weave --help"},
 		{h1, []string{"run", "--name", b.Prefix + "bad", "--", notProgram}, "exec format error"},
+		{h1, []string{"attach", strconv.Itoa(daemon.Pid())}, "weave expose"}, // the host's own namespace
 		{idle, []string{"status"}, "not running"},
 		{idle, []string{"ps"}, "not running"},
 	}
@@ -59,6 +61,9 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		case !strings.Contains(msg, c.want):
 			t.Errorf("weave %v: %q does not name %q", c.args, msg, c.want)
 		}
+	}
+	if links := h1.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(links, "ethwe") {
+		t.Errorf("attaching the host's own namespace left a container interface on the host:\n%s", links)
 	}
 	// A command that cannot start leaves no container behind.
 	if _, err := os.Stat("/var/run/netns/" + b.Prefix + "bad"); err == nil {

@@ -41,6 +41,10 @@ type AttachConfig struct {
 	Existing bool
 }
 
+// ErrHostNamespace is Attach refusing the caller's own network namespace:
+// a container needs one of its own.
+var ErrHostNamespace = errors.New("it is the host's own network namespace, not a container's")
+
 // Attach creates the veth pair if it is missing, with one end inside the
 // namespace named IfName, sets the MTU of both ends, brings both ends and
 // the container's lo up, enslaves the host end to the bridge and adds
@@ -63,6 +67,15 @@ func Attach(cfg AttachConfig) (mac net.HardwareAddr, addrs []netip.Prefix, err e
 		return nil, nil, fmt.Errorf("netdev: attach: open network namespace %s: %w", cfg.NetNS, err)
 	}
 	defer ns.Close()
+	if own, err := netns.Get(); err == nil {
+		same := own.Equal(ns)
+		own.Close()
+		if same {
+			// Both ends would land here, the container's address and
+			// route on the host itself.
+			return nil, nil, fmt.Errorf("netdev: attach %s: %w", cfg.NetNS, ErrHostNamespace)
+		}
+	}
 	if cfg.HostIfName == "" {
 		if cfg.HostIfName, err = hostIfName(ns); err != nil {
 			return nil, nil, fmt.Errorf("netdev: attach %s: %w", cfg.NetNS, err)

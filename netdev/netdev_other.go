@@ -27,6 +27,9 @@ type AttachConfig struct {
 // errUnsupported is what every function returns outside Linux, where there
 // are no bridges, veths or network namespaces to drive. It exists so that
 // packages importing netdev still compile there.
+// ErrHostNamespace is Attach refusing the caller's own network namespace.
+var ErrHostNamespace = errors.New("it is the host's own network namespace, not a container's")
+
 var errUnsupported = fmt.Errorf("netdev: only implemented on Linux: %w", errors.ErrUnsupported)
 
 // EnsureBridge always fails outside Linux.

@@ -186,6 +186,9 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 	mac, have, err := netdev.Attach(ac)
 	if err != nil {
 		d.releaseNew(key, got)
+		if errors.Is(err, netdev.ErrHostNamespace) {
+			return nil, fmt.Errorf("%s: %w; weave expose gives the host an address", req.Container, err)
+		}
 		return nil, err
 	}
 	info.MAC = mac.String()
