@@ -13,7 +13,7 @@ import (
 // EnsureBridge creates a Linux bridge named name with the given MTU (0 =
 // kernel default) and sets it up, or adopts an existing bridge of that name,
 // setting its MTU if given and bringing it up. created reports whether this
-// call made the bridge, so that the daemon removes only what it created.
+// call made the bridge.
 func EnsureBridge(name string, mtu int) (created bool, err error) {
 	if err := checkIfName(name); err != nil {
 		return false, fmt.Errorf("netdev: ensure bridge: %w", err)

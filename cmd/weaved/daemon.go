@@ -30,8 +30,8 @@ import (
 	"weavenet/tun"
 )
 
-// daemon is one running weaved: the pieces and what it created, so that
-// shutdown removes exactly that.
+// daemon is one running weaved: the pieces it runs, which shutdown stops.
+// The bridge outlives it (reset removes it).
 type daemon struct {
 	cfg         config
 	log         *slog.Logger
