@@ -88,8 +88,12 @@ func run() error {
 	if *fetch != "" {
 		return get(ctx, stack, *fetch)
 	}
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-node.Failed(): // its device failed for good
+		return node.Err()
+	}
 }
 
 // get fetches url over the overlay and prints the body, trying again for a
