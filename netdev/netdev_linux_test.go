@@ -384,3 +384,21 @@ func checksum(b []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// Attach refuses the caller's own namespace: both veth ends, the address
+// and the route would land on the host.
+func TestAttachRefusesOwnNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	host := nstest.New(t)
+	var err error
+	nstest.In(t, host, func() {
+		if _, err = EnsureBridge("wnbr0", 0); err == nil {
+			_, _, err = Attach(AttachConfig{Bridge: "wnbr0", NetNS: "/proc/thread-self/ns/net"})
+		}
+	})
+	if !errors.Is(err, ErrHostNamespace) {
+		t.Fatalf("Attach of the caller's own namespace: %v, want ErrHostNamespace", err)
+	}
+}
