@@ -150,7 +150,7 @@ func (d *daemon) start() error {
 	}
 	switch {
 	case len(clash) > 0 && !cfg.ipRangeExplicit:
-		return fmt.Errorf("the default --ipalloc-range %v overlaps this host's route %s: pass --ipalloc-range with a free range", cfg.ipRange, clash[0])
+		return fmt.Errorf("the default --ipalloc-range %v overlaps this host's route %s: pass --ipalloc-range with a free range (or, if that is a weave bridge a stopped daemon left, weave reset removes it)", cfg.ipRange, clash[0])
 	case len(clash) > 0:
 		// Chosen by hand: the user may mean it (a range routed elsewhere
 		// on purpose), but should hear of it.
