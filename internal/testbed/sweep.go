@@ -91,8 +91,18 @@ func destroy(prefix string, names []string) []error {
 			errs = append(errs, fmt.Errorf("ip netns delete %s: %v: %s", name, err, strings.TrimSpace(string(out))))
 		}
 	}
+	// The resolv.conf weaved writes for each container by name, whether the
+	// test made the container with weave run or attached it.
+	dirs, _ := filepath.Glob(filepath.Join(etcNetnsDir, prefix+"*"))
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
+
+const etcNetnsDir = "/etc/netns"
 
 // nsID identifies a network namespace by the device and inode of its nsfs
 // file.

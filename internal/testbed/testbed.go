@@ -322,7 +322,6 @@ func (h *Host) Run(t testing.TB, name string, addrs ...string) (*Container, stri
 	h.Bed.mu.Lock()
 	h.Bed.namespaces = append(h.Bed.namespaces, full)
 	h.Bed.mu.Unlock()
-	t.Cleanup(func() { os.RemoveAll(filepath.Join("/etc/netns", full)) })
 	args := append([]string{"run"}, addrs...)
 	args = append(args, "--name", full, "-h", name+".weave.local", "--", "sleep", "3600")
 	out, err := h.Weave(t, args...)
