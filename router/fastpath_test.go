@@ -167,10 +167,7 @@ func TestSuperFrameDatagramsAllDecode(t *testing.T) {
 		tx.sendFrame(f, frame, 0, len(frame), tx.name, rx.name, nil)
 		want := (len(frame) - tun.VirtioNetHdrLen - 54 + mss - 1) / mss
 		buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
-		rd, err := conn.reader(func() {})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rd := conn.reader(func() {})
 		got := 0
 		for got < want {
 			conn.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -260,10 +257,7 @@ func testRelayedRun(t *testing.T, suite crypto.Suite, seal bool) {
 		t.Fatalf("%d datagrams relayed, want %d", got, want)
 	}
 
-	rd, err := conn.reader(func() {})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rd := conn.reader(func() {})
 	rbuf := make([]byte, groBufLen)
 	for got := 0; got < want; {
 		conn.conn.SetReadDeadline(time.Now().Add(2 * time.Second))

@@ -38,11 +38,7 @@ const rxHeadroom = txHeadroom
 
 func (r *Router) receiveLoop() {
 	buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
-	rd, err := r.sock.reader(func() { r.rx.flush(r.writeDevice) })
-	if err != nil {
-		r.log.Error("sleeve: cannot read UDP", "err", err)
-		return
-	}
+	rd := r.sock.reader(func() { r.rx.flush(r.writeDevice) })
 	for {
 		n, seg, from, err := rd.next(buf[rxHeadroom : rxHeadroom+groBufLen])
 		if err != nil {

@@ -41,6 +41,7 @@ const (
 
 type udpSocket struct {
 	conn *net.UDPConn
+	rc   syscall.RawConn // conn's, taken once: every send and read goes through it
 	// gso: the kernel takes UDP_SEGMENT. Cleared for good if a GSO send
 	// fails in a way that says the path cannot do it.
 	gso atomic.Bool
@@ -57,12 +58,12 @@ func listenUDP(laddr *net.UDPAddr) (*udpSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on UDP %v: %w", laddr, err)
 	}
-	s := &udpSocket{conn: conn}
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
+	s := &udpSocket{conn: conn, rc: rc}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); serr != nil {
@@ -102,10 +103,6 @@ func (s *udpSocket) send(pkt []byte, to netip.AddrPort) error {
 	if len(pkt) == 0 {
 		return errors.New("send: empty datagram")
 	}
-	rc, err := s.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
 	op, _ := s.sends.Get().(*sendOp)
 	if op == nil {
 		op = newSendOp()
@@ -115,7 +112,7 @@ func (s *udpSocket) send(pkt []byte, to netip.AddrPort) error {
 	op.sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: to.Addr().As4()}
 	port := to.Port()
 	op.sa.Port = port>>8 | port<<8 // network order in memory
-	err = rc.Write(op.call)
+	err := s.rc.Write(op.call)
 	op.pkt = nil
 	if err == nil && op.errno != 0 {
 		err = op.errno
@@ -352,11 +349,7 @@ func (s *udpSocket) sendBatch(b *runBatch, gso bool) (int, error) {
 // sendmmsg sends b's messages and returns how many datagrams went out. A
 // failure of the system call is left in b.errno.
 func (s *udpSocket) sendmmsg(b *runBatch) (int, error) {
-	rc, err := s.conn.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	if err := rc.Write(b.sendFn); err != nil {
+	if err := s.rc.Write(b.sendFn); err != nil {
 		return 0, err
 	}
 	sent := 0
@@ -386,12 +379,8 @@ type udpReader struct {
 	err  error
 }
 
-func (s *udpSocket) reader(idle func()) (*udpReader, error) {
-	rc, err := s.conn.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	rd := &udpReader{rc: rc, gro: s.gro, idle: idle}
+func (s *udpSocket) reader(idle func()) *udpReader {
+	rd := &udpReader{rc: s.rc, gro: s.gro, idle: idle}
 	rd.msg.Name = (*byte)(unsafe.Pointer(&rd.from))
 	rd.msg.Iov = &rd.iov
 	rd.msg.SetIovlen(1)
@@ -416,7 +405,7 @@ func (s *udpSocket) reader(idle func()) (*udpReader, error) {
 			}
 		}
 	}
-	return rd, nil
+	return rd
 }
 
 // next reads one datagram, or with GRO a run of them from one sender, into
