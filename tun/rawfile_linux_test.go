@@ -52,20 +52,8 @@ func TestRawFileCloseAndDeadlineWakeRead(t *testing.T) {
 		t.Fatalf("Read past the deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
 	r.SetReadDeadline(time.Time{})
-	done := make(chan error, 1)
-	go func() {
-		_, err := r.Read(make([]byte, 8))
-		done <- err
-	}()
-	time.Sleep(10 * time.Millisecond)
-	r.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrClosed) {
-			t.Fatalf("Read woken by Close: %v, want os.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not wake a blocked Read")
+	if err := wakeBlockedRead(t, r, make([]byte, 8), r.Close); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read woken by Close: %v, want os.ErrClosed", err)
 	}
 }
 
@@ -97,5 +85,32 @@ func TestRawFileZeroAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("a Write and a Read allocate %v times, want 0", allocs)
+	}
+}
+
+// wakeBlockedRead reads r until a Read fails, lets that Read block, calls
+// wake, and returns the error the Read ended with; it fails t if wake does
+// not end it.
+func wakeBlockedRead(t *testing.T, r interface{ Read([]byte) (int, error) }, buf []byte, wake func() error) error {
+	t.Helper()
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := r.Read(buf); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // let the Read block; the assertions hold either way
+	if err := wake(); err != nil {
+		t.Fatalf("waking a blocked Read: %v", err)
+	}
+	select {
+	case err := <-readErr:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked Read was not woken")
+		return nil
 	}
 }

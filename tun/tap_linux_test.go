@@ -156,26 +156,8 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 	if err := tap.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := tap.Read(buf); err != nil {
-				readErr <- err
-				return
-			}
-		}
-	}()
-	time.Sleep(50 * time.Millisecond) // let the Read block; the assertions hold either way
-	if err := tap.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	select {
-	case err := <-readErr:
-		if !errors.Is(err, net.ErrClosed) || !errors.Is(err, os.ErrClosed) {
-			t.Fatalf("Read after Close: %v, want net.ErrClosed and os.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not unblock Read")
+	if err := wakeBlockedRead(t, tap, buf, tap.Close); !errors.Is(err, net.ErrClosed) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want net.ErrClosed and os.ErrClosed", err)
 	}
 	if _, err := tap.Write(buf[:60]); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)

@@ -87,51 +87,17 @@ func TestTUNKernelPath(t *testing.T) {
 	if err := tn.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := tn.Read(buf); err != nil {
-				readErr <- err
-				return
-			}
-		}
-	}()
-	time.Sleep(20 * time.Millisecond) // let the Read block; the assertions hold either way
-	if err := tn.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-readErr:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a past deadline did not wake Read")
+	err = wakeBlockedRead(t, tn, buf, func() error { return tn.SetReadDeadline(time.Unix(1, 0)) })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
 	if err := tn.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// 4. Close wakes a blocked Read and the kernel deletes the device.
-	go func() {
-		for {
-			if _, err := tn.Read(buf); err != nil {
-				readErr <- err
-				return
-			}
-		}
-	}()
-	time.Sleep(20 * time.Millisecond)
-	if err := tn.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	select {
-	case err := <-readErr:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not unblock Read")
+	if err := wakeBlockedRead(t, tn, buf, tn.Close); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
 	}
 	waitLinkGone(t, h, cfg.Name)
 }
