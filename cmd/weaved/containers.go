@@ -179,11 +179,7 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 		}
 		got = append(got, p)
 	}
-	ac := netdev.AttachConfig{Bridge: d.cfg.bridge, NetNS: nsPath, IfName: containerIfName, MTU: d.cfg.mtu, Addrs: got}
-	if d.dns != nil {
-		ac.Routes = []netip.Prefix{netip.PrefixFrom(d.cfg.dnsAddr, 32)}
-	}
-	mac, have, err := netdev.Attach(ac)
+	mac, have, err := netdev.Attach(d.attachConfig(nsPath, got))
 	if err != nil {
 		d.releaseNew(key, got)
 		if errors.Is(err, netdev.ErrHostNamespace) {
@@ -213,6 +209,16 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 	return &api.AttachResponse{MAC: info.MAC, Addrs: prefixStrings(have)}, nil
 }
 
+// attachConfig plugs the container at nsPath into our bridge with addrs,
+// and a route to weaveDNS on the bridge when it runs.
+func (d *daemon) attachConfig(nsPath string, addrs []netip.Prefix) netdev.AttachConfig {
+	ac := netdev.AttachConfig{Bridge: d.cfg.bridge, NetNS: nsPath, IfName: containerIfName, MTU: d.cfg.mtu, Addrs: addrs}
+	if d.dns != nil {
+		ac.Routes = []netip.Prefix{netip.PrefixFrom(d.cfg.dnsAddr, 32)}
+	}
+	return ac
+}
+
 // replug plugs the containers attached before a restart into the bridge
 // again, with the addresses they hold: a no-op when the bridge outlived the
 // restart, the way back when it did not (deleted by hand, or by a weaved
@@ -223,10 +229,8 @@ func (d *daemon) replug() {
 		if key == exposeKey || info.NetNS == "" {
 			continue
 		}
-		ac := netdev.AttachConfig{Bridge: d.cfg.bridge, NetNS: info.NetNS, IfName: containerIfName, MTU: d.cfg.mtu, Addrs: d.alloc.Lookup(key), Existing: true}
-		if d.dns != nil {
-			ac.Routes = []netip.Prefix{netip.PrefixFrom(d.cfg.dnsAddr, 32)}
-		}
+		ac := d.attachConfig(info.NetNS, d.alloc.Lookup(key))
+		ac.Existing = true
 		if _, _, err := netdev.Attach(ac); err != nil {
 			d.log.Warn("container from before the restart not plugged in again; weave rm releases its addresses", "container", key, "err", err)
 			continue
