@@ -53,6 +53,7 @@ type Bed struct {
 	mu         sync.Mutex
 	namespaces []string // every namespace created, in creation order
 	daemons    []*Daemon
+	weavers    []*Weaver
 }
 
 // Host is one simulated machine: a network namespace with underlay links.
@@ -273,9 +274,13 @@ func (b *Bed) cleanup() {
 	t := b.t
 	b.mu.Lock()
 	daemons := append([]*Daemon(nil), b.daemons...)
+	weavers := append([]*Weaver(nil), b.weavers...)
 	b.mu.Unlock()
 	for _, d := range daemons {
 		d.stopQuietly()
+	}
+	for _, w := range weavers {
+		w.stopQuietly()
 	}
 	if t.Failed() {
 		b.dumpLogs(t)
