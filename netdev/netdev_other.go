@@ -76,3 +76,17 @@ func LinkExists(name string) (bool, error) { return false, errUnsupported }
 func WatchContainerLinksGone(done <-chan struct{}) (<-chan struct{}, error) {
 	return nil, errUnsupported
 }
+
+// RemoveBridgePorts is Linux-only; see the Linux build.
+func RemoveBridgePorts(bridge string, names ...string) ([]string, error) { return nil, errUnsupported }
+
+// Plugged is a container found plugged into a bridge; see the Linux build.
+type Plugged struct {
+	NetNS  string
+	IfName string
+	HostIf string
+	Addrs  []netip.Prefix
+}
+
+// FindPlugged is Linux-only; see the Linux build.
+func FindPlugged(bridge string, nsPaths []string) ([]Plugged, error) { return nil, errUnsupported }
