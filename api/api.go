@@ -116,6 +116,18 @@ type Connection struct {
 	// Format is the sleeve format of the link: fast (weavenet peers:
 	// offloaded super-frames cross whole) or classic (Weave Net's).
 	Format string `json:",omitempty"`
+	// PeerName is the peer at the other end, PeerKind what it runs:
+	// weavenet or weave (Weave Net), as its handshake says; PeerVersion
+	// its release when it says (Weave Net does not).
+	PeerName    string `json:",omitempty"`
+	PeerKind    string `json:",omitempty"`
+	PeerVersion string `json:",omitempty"`
+	// Heartbeat is the interval of UDP heartbeats once acknowledged, and
+	// HeartbeatTimeout how long without one fails the connection
+	// (durations such as "10s"): Weave Net's toward Weave Net, shorter
+	// between weavenet peers.
+	Heartbeat        string `json:",omitempty"`
+	HeartbeatTimeout string `json:",omitempty"`
 }
 
 // Peer is a peer of the mesh and the connections it reports.
@@ -125,6 +137,10 @@ type Peer struct {
 	UID         uint64
 	ShortID     uint16
 	Version     uint64
+	// Kind is weavenet or weave (Weave Net) where known: for this peer
+	// and those it has a connection to. Release is its weavenet release.
+	Kind        string `json:",omitempty"`
+	Release     string `json:",omitempty"`
 	Connections []PeerConnection
 }
 

@@ -22,13 +22,9 @@ import (
 // frames themselves never pass through it.
 
 // Heartbeat timing: fast until the peer acknowledges our first heartbeat,
-// then slow. A connection whose heartbeats stop for heartbeatTimeout is
-// failed, so a dead path is noticed in seconds.
+// then slow; a connection whose heartbeats stop for the cadence's timeout
+// is failed. The cadence depends on the peer's kind (see cadence.go).
 const (
-	fastHeartbeat    = 500 * time.Millisecond
-	slowHeartbeat    = time.Second
-	heartbeatTimeout = 5 * time.Second
-
 	fragTestAttempts = 10
 	fragTestInterval = time.Second
 )
@@ -57,6 +53,10 @@ type forwarder struct {
 	remote     *mesh.Peer
 	remoteName mesh.PeerName
 	connUID    uint64
+	// kind and release of the peer, and the heartbeat cadence toward it,
+	// from its handshake features.
+	kind, release string
+	cadence       cadence
 	// partialCsum: the fast format. Every TCP segment on this link carries
 	// only the pseudo-header sum in its checksum field; the receiving
 	// device finishes it, so neither router reads the payload to sum it.
@@ -99,6 +99,7 @@ type control struct {
 // AddFeaturesTo implements mesh.Overlay.
 func (r *Router) AddFeaturesTo(features map[string]string) {
 	features[featureOverlays] = overlayName
+	features[featureWeavenet] = ourRelease
 	if r.partialCsum {
 		features[featurePartialCsum] = "1"
 	}
@@ -119,8 +120,12 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 	if wrap && !slices.Contains(strings.Fields(offered), overlayName) {
 		return nil, fmt.Errorf("peer offers overlays %q, we only speak %q", offered, overlayName)
 	}
+	kind, release, cad := peerKind(p.Features)
 	f := &forwarder{
 		r:           r,
+		kind:        kind,
+		release:     release,
+		cadence:     cad,
 		remote:      p.RemotePeer,
 		remoteName:  p.RemotePeer.Name,
 		connUID:     p.ConnUID,
@@ -207,7 +212,14 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		// format: both carry Weave Net's plain frames; classic with
 		// complete checksums, fast with TCP checksums left to the
 		// receiving device.
-		"format": map[bool]string{false: "classic", true: "fast"}[f.partialCsum],
+		"format":       map[bool]string{false: "classic", true: "fast"}[f.partialCsum],
+		"peer":         f.remoteName.String(),
+		"peer_kind":    f.kind,
+		"peer_version": f.release,
+		// heartbeat: the interval once acknowledged; heartbeat_timeout:
+		// how long without one fails the connection.
+		"heartbeat":         f.cadence.slow,
+		"heartbeat_timeout": f.cadence.timeout,
 	}
 }
 
@@ -271,10 +283,10 @@ func (f *forwarder) run() {
 				continue
 			}
 			f.r.setForwarder(f.remoteName, f, nil)
-			interval = fastHeartbeat
+			interval = f.cadence.fast
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
-			timeout.Reset(heartbeatTimeout)
+			timeout.Reset(f.cadence.timeout)
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
@@ -285,7 +297,7 @@ func (f *forwarder) run() {
 				fragTest.Reset(fragTestInterval)
 			}
 		case <-timeout.C:
-			err = fmt.Errorf("no UDP heartbeat from %s for %v", f.remote, heartbeatTimeout)
+			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, f.cadence.timeout)
 		case s := <-f.specials:
 			switch {
 			case s.length == heartbeatLen:
@@ -299,7 +311,7 @@ func (f *forwarder) run() {
 				if old == nil && interval != 0 {
 					err = f.sendHeartbeat() // answer now rather than at the next tick
 				}
-				timeout.Reset(heartbeatTimeout)
+				timeout.Reset(f.cadence.timeout)
 				if !acked && err == nil {
 					acked = true
 					err = f.control(ctlConnectionEstablished, nil)
@@ -316,8 +328,8 @@ func (f *forwarder) run() {
 		case c := <-f.controls:
 			switch c.tag {
 			case ctlConnectionEstablished:
-				if interval != slowHeartbeat {
-					interval = slowHeartbeat
+				if interval != f.cadence.slow {
+					interval = f.cadence.slow
 					close(f.established)
 					// Find out whether the underlay passes fragments, for
 					// status (Weave Net peers run the same test). A

@@ -2,7 +2,9 @@ package router
 
 import (
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weaveworks/mesh"
 
@@ -53,8 +55,17 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 	sort.Slice(rep.Connections, func(i, j int) bool {
 		return rep.Connections[i].Address < rep.Connections[j].Address
 	})
+	// The kinds we know: ours, and those of the peers we have a
+	// connection to (the handshake says); gossip does not carry them.
+	kinds := map[string][2]string{st.Name: {KindWeavenet, ourRelease}}
+	for _, c := range rep.Connections {
+		if c.PeerName != "" && c.PeerKind != "" {
+			kinds[c.PeerName] = [2]string{c.PeerKind, c.PeerVersion}
+		}
+	}
 	for _, p := range st.Peers {
 		peer := api.Peer{Name: p.Name, NickName: p.NickName, UID: uint64(p.UID), ShortID: uint16(p.ShortID), Version: p.Version}
+		peer.Kind, peer.Release = kinds[p.Name][0], kinds[p.Name][1]
 		for _, c := range p.Connections {
 			peer.Connections = append(peer.Connections, api.PeerConnection{
 				Name: c.Name, NickName: c.NickName, Address: c.Address, Outbound: c.Outbound, Established: c.Established,
@@ -88,5 +99,22 @@ func connectionStatus(c mesh.LocalConnectionStatus) api.Connection {
 	if format, ok := c.Attrs["format"].(string); ok {
 		out.Format = format
 	}
+	out.PeerName, _ = c.Attrs["peer"].(string)
+	out.PeerKind, _ = c.Attrs["peer_kind"].(string)
+	out.PeerVersion, _ = c.Attrs["peer_version"].(string)
+	if d, ok := c.Attrs["heartbeat"].(time.Duration); ok {
+		out.Heartbeat = seconds(d)
+	}
+	if d, ok := c.Attrs["heartbeat_timeout"].(time.Duration); ok {
+		out.HeartbeatTimeout = seconds(d)
+	}
 	return out
+}
+
+// seconds prints a whole number of seconds as "60s" rather than "1m0s".
+func seconds(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return d.String()
 }

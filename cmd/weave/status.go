@@ -153,7 +153,7 @@ func arrow(outbound bool) string {
 
 func renderPeers(w io.Writer, rep *api.Report) {
 	for _, p := range rep.Router.Peers {
-		fmt.Fprintf(w, "%s(%s)\n", p.Name, p.NickName)
+		fmt.Fprintf(w, "%s(%s)%s\n", p.Name, p.NickName, peerKind(" ", p.Kind, p.Release))
 		for _, c := range p.Connections {
 			state := "pending"
 			if c.Established {
@@ -180,8 +180,28 @@ func renderConnections(w io.Writer, rep *api.Report) {
 			}
 			extra += " " + enc
 		}
+		if k := peerKind("", c.PeerKind, c.PeerVersion); k != "" {
+			extra += " peer=" + strings.ReplaceAll(k, " ", "/")
+		}
+		if c.Format != "" {
+			extra += " format=" + c.Format
+		}
+		if c.Heartbeat != "" {
+			extra += " heartbeat=" + c.Heartbeat + "/" + c.HeartbeatTimeout
+		}
 		fmt.Fprintf(w, "%s %-21s %-11s %s%s\n", arrow(c.Outbound), c.Address, c.State, c.Info, extra)
 	}
+}
+
+// peerKind gives "weavenet 0.1.0", "weave" or, unknown, "", after prefix.
+func peerKind(prefix, kind, release string) string {
+	if kind == "" {
+		return ""
+	}
+	if release != "" {
+		kind += " " + release
+	}
+	return prefix + kind
 }
 
 func renderTargets(w io.Writer, rep *api.Report) {

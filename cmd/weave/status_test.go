@@ -22,18 +22,20 @@ func threeHosts() *api.Report {
 			ProtocolMinVersion: 1, ProtocolMaxVersion: 2, Encryption: true, PeerDiscovery: true,
 			TrustedSubnets: []string{}, Targets: []string{"192.168.200.1", "192.168.200.9"},
 			Connections: []api.Connection{
-				{Address: "192.168.200.1:6783", Outbound: true, State: "established", Info: "sleeve 2e:11:3c:00:00:01(h1)", Transport: "sleeve", MTU: 1376, Encrypted: true, Cipher: "aes-256-gcm"},
-				{Address: "192.168.200.3:44120", Outbound: false, State: "established", Info: "sleeve 2e:11:3c:00:00:03(h3)", Transport: "sleeve", MTU: 1376, Encrypted: true, Cipher: "nacl"},
+				{Address: "192.168.200.1:6783", Outbound: true, State: "established", Info: "sleeve 2e:11:3c:00:00:01(h1)", Transport: "sleeve", MTU: 1376, Encrypted: true, Cipher: "aes-256-gcm",
+					Format: "fast", PeerName: "2e:11:3c:00:00:01", PeerKind: "weavenet", PeerVersion: "0.1.0", Heartbeat: "1s", HeartbeatTimeout: "5s"},
+				{Address: "192.168.200.3:44120", Outbound: false, State: "established", Info: "sleeve 2e:11:3c:00:00:03(h3)", Transport: "sleeve", MTU: 1376, Encrypted: true, Cipher: "nacl",
+					Format: "classic", PeerName: "2e:11:3c:00:00:03", PeerKind: "weave", Heartbeat: "10s", HeartbeatTimeout: "60s"},
 				{Address: "192.168.200.9:6783", Outbound: true, State: "failed", Info: "dial tcp 192.168.200.9:6783: connect: no route to host, retry: 2026-11-26 07:40:00"},
 			},
 			Peers: []api.Peer{
-				{Name: "2e:11:3c:00:00:01", NickName: "h1", Connections: []api.PeerConnection{
+				{Name: "2e:11:3c:00:00:01", NickName: "h1", Kind: "weavenet", Release: "0.1.0", Connections: []api.PeerConnection{
 					{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Address: "192.168.200.2:51000", Established: true},
 					{Name: "2e:11:3c:00:00:03", NickName: "h3", Address: "192.168.200.3:6783", Outbound: true, Established: true}}},
-				{Name: "2e:11:3c:00:00:03", NickName: "h3", Connections: []api.PeerConnection{
+				{Name: "2e:11:3c:00:00:03", NickName: "h3", Kind: "weave", Connections: []api.PeerConnection{
 					{Name: "2e:11:3c:00:00:01", NickName: "h1", Address: "192.168.200.1:45000", Established: true},
 					{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Address: "192.168.200.2:6783", Outbound: true, Established: true}}},
-				{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Connections: []api.PeerConnection{
+				{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Kind: "weavenet", Release: "0.1.0", Connections: []api.PeerConnection{
 					{Name: "2e:11:3c:00:00:01", NickName: "h1", Address: "192.168.200.1:6783", Outbound: true, Established: true},
 					{Name: "2e:11:3c:00:00:03", NickName: "h3", Address: "192.168.200.3:44120", Established: true}}},
 			},
