@@ -26,7 +26,9 @@ const (
 
 // StateFiles are the files weaved keeps in its data dir: what a reset
 // removes.
-func StateFiles() []string { return []string{"ipam.db", "containers.json", "peer-name"} }
+func StateFiles() []string {
+	return []string{"ipam.db", "containers.json", "peer-name", "weave-migration.json"}
+}
 
 // ErrNoDaemon means nothing answered at the API address.
 var ErrNoDaemon = errors.New("weave is not running")

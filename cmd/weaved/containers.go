@@ -231,6 +231,7 @@ func (d *daemon) replug() {
 		}
 		ac := d.attachConfig(info.NetNS, d.alloc.Lookup(key))
 		ac.Existing = true
+		ac.HostIfName = info.HostIf // named by whoever plugged it in (Weave Net, for one)
 		if _, _, err := netdev.Attach(ac); err != nil {
 			d.log.Warn("container from before the restart not plugged in again; weave rm releases its addresses", "container", key, "err", err)
 			continue

@@ -164,6 +164,10 @@ func (d *daemon) start() error {
 	if d.containers, err = openRegistry(filepath.Join(cfg.dataDir, "containers.json")); err != nil {
 		return err
 	}
+	if err := d.prepareMigration(); err != nil {
+		return err
+	}
+	cfg = d.cfg
 	var dev router.Device
 	if cfg.mode == modeL3 {
 		if dev, err = d.openL3(); err != nil {
@@ -271,6 +275,7 @@ func (d *daemon) start() error {
 		d.quit = make(chan struct{})
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.reapLoop(d.quit) }()
+		d.importWeave()
 	}
 	r.Start(node.Mesh)
 	if err := node.Start(cfg.peers); err != nil {

@@ -74,6 +74,8 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "l3-device", Value: "weavetun", Usage: "in L3 mode, the name of the TUN device"},
 		&cli.StringFlag{Name: "l3-address", Value: "net:default", Usage: "in L3 mode, the host's overlay address: `ADDR` is CIDR (a fixed address such as 10.32.0.5/12), net:default or net:CIDR (allocated by IPAM)"},
 		&cli.BoolFlag{Name: "weave-compat", Usage: "on every link speak only what Weave Net 2.x speaks: its plain sleeve frames and NaCl encryption (slower; for mixed networks and tests)"},
+		&cli.StringFlag{Name: "migrate-from", Usage: "take this host over from Weave Net 2.x: its data `FILE` (e.g. /var/lib/weave/weave-netdata.db), read-only, gives the peer name and the containers' addresses"},
+		&cli.StringFlag{Name: "migrate-names", Usage: "with --migrate-from: Weave Net's report saved as JSON before it stopped (`FILE`), for its containers' DNS names"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge (L3 mode: packets from the TUN) instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
@@ -115,6 +117,8 @@ type config struct {
 	dnsConf   string
 	logLevel  string
 	logFormat string
+	// migration is what --migrate-from imports; nil without it.
+	migration *migration
 }
 
 func configFrom(cmd *cli.Command) (config, error) {
@@ -183,6 +187,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 		}
 	}
 	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
+		return c, err
+	}
+	if err := migrateConfig(cmd.String("migrate-from"), cmd.String("migrate-names"), &c); err != nil {
 		return c, err
 	}
 	return c, nil
