@@ -276,6 +276,9 @@ func (a *Allocator) Status() Status {
 }
 
 func (a *Allocator) statusText(reach map[mesh.PeerName]bool) string {
+	if err := a.weaveRefusal(); err != nil {
+		return err.Error()
+	}
 	if !a.ring.ready() {
 		switch {
 		case a.paxos != nil && (a.wantRing || len(a.paxos.state) > 0):

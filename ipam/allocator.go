@@ -102,6 +102,14 @@ type Allocator struct {
 	outbox    []outMsg
 	bcast     bool // broadcast our state after unlocking
 
+	// The Weave Net channel (weavegossip.go).
+	weaveGossip mesh.Gossip
+	kinds       map[mesh.PeerName]peerKind
+	weaveUIDs   map[mesh.PeerName]mesh.PeerUID // consensus UIDs of Weave Net peers
+	weaveErrs   map[mesh.PeerName]error        // why we can't agree with a Weave Net peer
+	weaveSeen   bool                           // a Weave Net peer has spoken
+	weaveDrops  uint64                         // messages dropped on the Weave Net channel
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -132,6 +140,7 @@ type outMsg struct {
 	dst    mesh.PeerName
 	msg    []byte
 	onFail func() // called under the lock when GossipUnicast fails
+	weave  bool   // in Weave Net's format, for "IPallocation"
 }
 
 // New makes an Allocator and loads its Store. It does not talk to the
@@ -172,6 +181,9 @@ func New(cfg Config) (*Allocator, error) {
 		changed:   make(chan struct{}),
 		spaceReqs: map[netip.Prefix]*spaceRequest{},
 		claimReqs: map[netip.Addr]*claimRequest{},
+		kinds:     map[mesh.PeerName]peerKind{},
+		weaveUIDs: map[mesh.PeerName]mesh.PeerUID{},
+		weaveErrs: map[mesh.PeerName]error{},
 		done:      make(chan struct{}),
 	}
 	switch cfg.Init.Mode {
@@ -266,6 +278,9 @@ func (a *Allocator) tryAllocate(owner string, subnet netip.Prefix, sub span) (ne
 	if addr, ok := a.space.ownerIn(owner, sub, subnet.Bits()); ok {
 		return netip.PrefixFrom(addr, subnet.Bits()), nil
 	}
+	if err := a.weaveRefusal(); err != nil {
+		return netip.Prefix{}, err
+	}
 	if !a.ring.ready() {
 		a.needRing()
 		return netip.Prefix{}, nil
@@ -356,6 +371,9 @@ func (a *Allocator) tryClaim(owner string, p netip.Prefix) (bool, error) {
 	o, inRange := a.geo.offset(ip)
 	if !inRange {
 		return true, a.record(ip, allocation{Owner: owner, Bits: p.Bits()})
+	}
+	if err := a.weaveRefusal(); err != nil {
+		return false, err
 	}
 	if !a.ring.ready() {
 		a.needRing()

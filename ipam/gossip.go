@@ -116,6 +116,7 @@ func (a *Allocator) OnGossipBroadcast(src mesh.PeerName, update []byte) (mesh.Go
 	if a.closed {
 		return nil, nil
 	}
+	a.setKind(src, kindWeavenetPeer) // only weavenet speaks on "ipam"
 	if _, err := a.mergeState(m.state); err != nil {
 		return nil, err
 	}
@@ -136,6 +137,7 @@ func (a *Allocator) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 	if a.closed {
 		return nil
 	}
+	a.setKind(src, kindWeavenetPeer)
 	if m.state != nil {
 		if _, err := a.mergeState(m.state); err != nil {
 			return err
@@ -285,6 +287,10 @@ func (a *Allocator) checkDecision() {
 
 // send queues a unicast for after the lock is released. Lock held.
 func (a *Allocator) send(dst mesh.PeerName, m *message, onFail func()) {
+	if a.isWeaveNet(dst) {
+		a.sendWeave(dst, m, onFail)
+		return
+	}
 	a.outbox = append(a.outbox, outMsg{dst: dst, msg: encodeMessage(m), onFail: onFail})
 }
 
@@ -299,15 +305,19 @@ func (a *Allocator) unlock() {
 			a.bcast = false
 			st = a.snapshot()
 		}
-		g := a.gossip
+		g, wg := a.gossip, a.weaveGossip
 		a.mu.Unlock()
 		var failed []func()
 		for _, m := range out {
+			ch := g
+			if m.weave {
+				ch = wg
+			}
 			var err error
-			if g == nil {
+			if ch == nil {
 				err = fmt.Errorf("no gossip channel")
 			} else {
-				err = g.GossipUnicast(m.dst, m.msg)
+				err = ch.GossipUnicast(m.dst, m.msg)
 			}
 			if err != nil {
 				a.log.Debug("unicast failed", "to", m.dst, "err", err)
@@ -318,6 +328,9 @@ func (a *Allocator) unlock() {
 		}
 		if st != nil && g != nil {
 			g.GossipBroadcast(st)
+		}
+		if st != nil && wg != nil {
+			wg.GossipBroadcast(weaveData{a})
 		}
 		if len(failed) == 0 {
 			return

@@ -54,20 +54,6 @@ type paxosNode struct {
 	Value    []mesh.PeerName // sorted; set iff Accepted is not zero; never mutated in place
 }
 
-// newer orders records of one node for merging.
-func (a paxosNode) newer(b paxosNode) bool {
-	if a.Version != b.Version {
-		return a.Version > b.Version
-	}
-	if a.Promised != b.Promised {
-		return b.Promised.less(a.Promised)
-	}
-	if a.Accepted != b.Accepted {
-		return b.Accepted.less(a.Accepted)
-	}
-	return slices.Compare(a.Value, b.Value) > 0
-}
-
 func (a paxosNode) equal(b paxosNode) bool {
 	return a.Version == b.Version && a.Promised == b.Promised && a.Accepted == b.Accepted &&
 		slices.Equal(a.Value, b.Value)
@@ -78,16 +64,39 @@ type paxosState map[mesh.PeerName]paxosNode
 
 func (s paxosState) clone() paxosState { return maps.Clone(s) }
 
-// merge folds o into s and reports whether s changed.
+// merge folds o into s and reports whether s changed. Records join field
+// by field (the greater promise; the greater accepted ballot with its
+// value), as Weave Net's consensus state does: an acceptor's promise and
+// acceptance only grow, so the join is its latest record, and records of
+// one acceptor relayed by peers of either kind combine the same way.
 func (s paxosState) merge(o paxosState) bool {
 	changed := false
 	for n, rec := range o {
-		if cur, ok := s[n]; !ok || rec.newer(cur) {
+		cur, ok := s[n]
+		if !ok {
 			s[n] = rec
+			changed = true
+			continue
+		}
+		if j := cur.join(rec); !j.equal(cur) {
+			s[n] = j
 			changed = true
 		}
 	}
 	return changed
+}
+
+// join is the least record at least as far along as both.
+func (a paxosNode) join(b paxosNode) paxosNode {
+	out := a
+	out.Version = max(a.Version, b.Version)
+	if a.Promised.less(b.Promised) {
+		out.Promised = b.Promised
+	}
+	if a.Accepted.less(b.Accepted) || (a.Accepted == b.Accepted && slices.Compare(b.Value, a.Value) > 0) {
+		out.Accepted, out.Value = b.Accepted, b.Value
+	}
+	return out
 }
 
 func (s paxosState) equal(o paxosState) bool {

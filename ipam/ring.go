@@ -120,22 +120,33 @@ func (r *ring) ownedBy(peer mesh.PeerName) []span {
 }
 
 // claim splits the Range among peers, deterministically: every peer that
-// claims with the same list computes the same ring.
+// claims with the same list computes the same ring. The split is the one
+// Weave Net 2.x makes (halve the Range, give the first half to the first
+// half of the sorted peers, recurse), so that a mixed cluster bootstrapped
+// by consensus computes one ring whichever kind of peer decided.
 func (r *ring) claim(peers []mesh.PeerName) {
 	seeds := slices.Clone(peers)
 	slices.Sort(seeds)
 	seeds = slices.Compact(seeds)
-	size := uint64(r.size())
-	n := uint64(len(seeds))
 	r.Seeds = seeds
 	r.Entries = r.Entries[:0]
-	for i, p := range seeds {
-		lo, hi := uint64(i)*size/n, uint64(i+1)*size/n
-		if hi == lo {
-			continue // more seeds than addresses
-		}
-		r.Entries = append(r.Entries, entry{Token: uint32(lo), Peer: p, Free: uint32(hi - lo)})
+	r.subdivide(0, uint64(r.size()), seeds)
+}
+
+// subdivide gives [lo, hi) to peers, halving it among them; pieces stay
+// CIDR-aligned because the Range's size is a power of two.
+func (r *ring) subdivide(lo, hi uint64, peers []mesh.PeerName) {
+	share := hi - lo
+	if share == 0 || len(peers) == 0 {
+		return
 	}
+	if share == 1 || len(peers) == 1 {
+		r.Entries = append(r.Entries, entry{Token: uint32(lo), Peer: peers[0], Free: uint32(share)})
+		return
+	}
+	mid := lo + share/2
+	r.subdivide(lo, mid, peers[:len(peers)/2])
+	r.subdivide(mid+share%2, hi, peers[len(peers)/2:])
 }
 
 // split makes sure a token exists at o (o < size), inheriting the owner of

@@ -153,15 +153,16 @@ func TestRingMergeProperties(t *testing.T) {
 	}
 }
 
-func TestRingClaimSplitsEvenly(t *testing.T) {
+func TestRingClaimSplitsLikeWeaveNet(t *testing.T) {
 	r := &ring{Range: mustPrefix("10.32.0.0/12")}
 	r.claim([]mesh.PeerName{peerName(3), peerName(1), peerName(2), peerName(1)})
 	if len(r.Seeds) != 3 || len(r.Entries) != 3 || r.Entries[0].Peer != peerName(1) {
 		t.Fatalf("claim: %+v", r)
 	}
-	for i := range r.Entries {
-		if l := r.spanAt(i).len(); l < 349525 || l > 349526 {
-			t.Fatalf("piece %d has %d addresses", i, l)
+	// Halves, recursively: 1/2, 1/4, 1/4, each piece CIDR-aligned.
+	for i, want := range []uint32{1 << 19, 1 << 18, 1 << 18} {
+		if l := r.spanAt(i).len(); l != want {
+			t.Fatalf("piece %d has %d addresses, want %d", i, l, want)
 		}
 	}
 	tiny := &ring{Range: mustPrefix("10.0.0.0/30")}

@@ -245,6 +245,13 @@ func (d *daemon) start() error {
 		return fmt.Errorf("ipam gossip: %w", err)
 	}
 	alloc.SetGossip(g)
+	// Weave Net 2.x peers gossip IPAM on this channel in their format:
+	// the allocator speaks it too, so a mixed cluster shares one ring.
+	wg, err := node.Mesh.NewGossip("IPallocation", alloc.WeaveGossiper())
+	if err != nil {
+		return fmt.Errorf("ipam gossip (Weave Net channel): %w", err)
+	}
+	alloc.SetWeaveGossip(wg)
 	node.Mesh.Routes.OnChange(alloc.PeersChanged)
 
 	// Addresses weave expose gave the host survive a restart, as the
