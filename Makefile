@@ -75,7 +75,10 @@ unit:
 integration: deps
 	$(GO) test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
+# Lint also refuses a tracked built binary (ELF, Mach-O, PE, or binary content
+# with the executable bit): .ci/check-binaries says which and what to do.
 lint: staticcheck
+	@.ci/check-binaries
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
