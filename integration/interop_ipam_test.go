@@ -209,3 +209,43 @@ func TestInteropIPAMConsensus(t *testing.T) {
 	ipamWaitSameRing(t, w, h2, 2)
 	t.Logf("%d distinct addresses: %v", len(seen), seen)
 }
+
+// Space crosses kinds: over a 16-address range each side owns 8 (7
+// usable), so the Weave Net router's ninth container needs a donation
+// from weaved, and weaved's next ones a donation back.
+func TestInteropIPAMDonation(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	ipam := []string{"--ipalloc-range", "10.2.0.0/28", "--ipalloc-init", "consensus=2"}
+	w := h1.StartWeaver(t, append(ipam, h2.AddrTowards(t, h1).String())...)
+	launch(t, h2, append(ipam, peerArg(t, h2, h1)...)...)
+
+	seen := map[netip.Addr]string{}
+	note := func(who string, p netip.Prefix) {
+		t.Helper()
+		if other, dup := seen[p.Addr()]; dup {
+			t.Fatalf("%s and %s both got %v", who, other, p.Addr())
+		}
+		seen[p.Addr()] = who
+	}
+	got := make(chan netip.Prefix, 1)
+	go func() { got <- ipamWeaverAllocate(t, w, "wc1") }()
+	_, out := h2.MustRun(t, "nc1")
+	note("nc1", addrOf(t, out))
+	note("wc1", <-got)
+	ipamWaitSameRing(t, w, h2, 2)
+	for i := 2; i <= 9; i++ {
+		note(fmt.Sprintf("wc%d", i), ipamWeaverAllocate(t, w, fmt.Sprintf("wc%d", i)))
+	}
+	ring := ipamWaitSameRing(t, w, h2, 2)
+	t.Logf("after weaver's 9 containers: %v", ring)
+	if n := len(ring[w.Name()]); n < 2 {
+		t.Errorf("weaver owns %v: want a donated range besides its own", ring[w.Name()])
+	}
+	for i := 2; i <= 5; i++ {
+		_, out := h2.MustRun(t, fmt.Sprintf("nc%d", i))
+		note(fmt.Sprintf("nc%d", i), addrOf(t, out))
+	}
+	ring = ipamWaitSameRing(t, w, h2, 2)
+	t.Logf("after weaved's 5: %v; %d distinct addresses: %v", ring, len(seen), seen)
+}

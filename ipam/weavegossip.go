@@ -115,6 +115,19 @@ func (g weaveGossiper) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 	switch msg[0] {
 	case weaveRingUpdate:
 		a.onWeaveMessage(src, msg[1:])
+		// Weave Net answers a space request with its ring, having
+		// donated or not (a refusal comes first, separately): look at
+		// what we got and ask again at once if it is not enough.
+		// Donations of a few addresses (the free ends of its range)
+		// take some rounds.
+		a.mu.Lock()
+		for _, req := range a.spaceReqs {
+			if req.asked == src {
+				req.asked = mesh.UnknownPeerName
+				a.signal()
+			}
+		}
+		a.unlock()
 	case weaveSpaceRequest, weaveSpaceDenied:
 		r, err := decodeWeaveRange(msg[1:])
 		a.mu.Lock()
@@ -381,8 +394,10 @@ func (a *Allocator) sendWeave(dst mesh.PeerName, m *message, onFail func()) {
 	}
 	switch m.kind {
 	case kindSpaceRequest:
+		// Only the addresses we could use: Weave Net donates from
+		// what it is asked for, network and broadcast addresses too.
 		sub, _ := a.geo.subnetSpan(m.subnet)
-		a.queueWeave(dst, weaveUnicast(weaveSpaceRequest, a.geo.weaveRangeOf(sub)), onFail)
+		a.queueWeave(dst, weaveUnicast(weaveSpaceRequest, a.geo.weaveRangeOf(usable(sub))), onFail)
 	case kindClaimRequest:
 		a.queueWeave(dst, weaveUnicast(weaveSpaceRequest, a.geo.weaveRangeOf(one(m.addr))), onFail)
 	case kindSpaceRefused:
