@@ -441,4 +441,3 @@ func FuzzWeaveUnicast(f *testing.F) {
 		}
 	})
 }
-
