@@ -208,6 +208,30 @@ func TestInteropIPAMConsensus(t *testing.T) {
 	note("nc6", addrOf(t, out))
 	ipamWaitSameRing(t, w, h2, 2)
 	t.Logf("%d distinct addresses: %v", len(seen), seen)
+
+	// The Weave Net host gone for good: weave rmpeer on weaved takes its
+	// space over, and allocation goes on.
+	w.Stop()
+	if !testbed.Poll(ipamInteropTimeout, func() bool {
+		out, err := h2.Weave(t, "rmpeer", w.Name())
+		var n int
+		fmt.Sscan(out, &n)
+		return err == nil && n > 0
+	}) {
+		t.Fatalf("weave rmpeer %s took nothing over", w.Name())
+	}
+	if st := h2.MustWeave(t, "status", "ipam"); strings.Contains(st, w.Name()) {
+		t.Errorf("the removed Weave Net peer still owns space:\n%s", st)
+	}
+	// Its containers went with it, so their addresses are free again;
+	// ours stay unique.
+	for a, who := range seen {
+		if strings.HasPrefix(who, "wc") {
+			delete(seen, a)
+		}
+	}
+	_, out = h2.MustRun(t, "nc7")
+	note("nc7", addrOf(t, out))
 }
 
 // Space crosses kinds: over a 16-address range each side owns 8 (7
@@ -248,4 +272,33 @@ func TestInteropIPAMDonation(t *testing.T) {
 	}
 	ring = ipamWaitSameRing(t, w, h2, 2)
 	t.Logf("after weaved's 5: %v; %d distinct addresses: %v", ring, len(seen), seen)
+}
+
+// Whichever kind proposes, the consensus of a mixed pair decides one
+// ring: here only one side asks for an address first.
+func TestInteropIPAMProposer(t *testing.T) {
+	for _, first := range []string{"weaver", "weaved"} {
+		t.Run(first+" first", func(t *testing.T) {
+			b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+			h1, h2 := b.Hosts[0], b.Hosts[1]
+			w := h1.StartWeaver(t, "--ipalloc-range", "10.32.0.0/12", "--ipalloc-init", "consensus=2", h2.AddrTowards(t, h1).String())
+			launch(t, h2, append([]string{"--ipalloc-init", "consensus=2"}, peerArg(t, h2, h1)...)...)
+			var theirs, ours netip.Prefix
+			if first == "weaver" {
+				theirs = ipamWeaverAllocate(t, w, "wc1")
+				ipamWaitSameRing(t, w, h2, 2)
+				_, out := h2.MustRun(t, "nc1")
+				ours = addrOf(t, out)
+			} else {
+				_, out := h2.MustRun(t, "nc1")
+				ours = addrOf(t, out)
+				ipamWaitSameRing(t, w, h2, 2)
+				theirs = ipamWeaverAllocate(t, w, "wc1")
+			}
+			if ours.Addr() == theirs.Addr() {
+				t.Fatalf("both got %v", ours)
+			}
+			t.Logf("ring %v; weaver %v, weaved %v", ipamWaitSameRing(t, w, h2, 2), theirs, ours)
+		})
+	}
 }

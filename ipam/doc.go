@@ -23,6 +23,11 @@
 //     else is rejected with ErrUnknownVersion), fuzzed.
 //   - store.go: bbolt persistence of ring, consensus record and our
 //     allocations; every allocation is durable before it is returned.
+//   - weavewire.go, weavegossip.go: Weave Net 2.x's IPAM protocol (gob on
+//     the channel "IPallocation"), translated to and from ours, so that
+//     Weave Net and weavenet peers share one ring, one consensus and
+//     donate space to each other; a disagreement with a Weave Net peer
+//     makes Allocate and Claim fail with ErrWeaveNetDisagreement.
 //
 // # API
 //
@@ -57,6 +62,8 @@
 //	})
 //	g, err := router.NewGossip("ipam", alloc) // after mesh.NewRouter, before router.Start
 //	alloc.SetGossip(g)
+//	wg, err := router.NewGossip("IPallocation", alloc.WeaveGossiper()) // optional: Weave Net peers
+//	alloc.SetWeaveGossip(wg)
 //	router.Routes.OnChange(alloc.PeersChanged) // optional: react to topology changes at once
 //	router.Start()
 //	...
