@@ -302,3 +302,36 @@ func TestInteropIPAMProposer(t *testing.T) {
 		})
 	}
 }
+
+// seed= on both kinds, names in sorted order: no consensus, the same ring.
+func TestInteropIPAMSeed(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	ourName := "02:58:00:00:00:02" // sorts after the weaver's 02:57:...
+	seed := "seed=" + h1.WeaverName() + "," + ourName
+	w := h1.StartWeaver(t, "--ipalloc-range", "10.32.0.0/12", "--ipalloc-init", seed, h2.AddrTowards(t, h1).String())
+	launch(t, h2, append([]string{"--name", ourName, "--ipalloc-init", seed}, peerArg(t, h2, h1)...)...)
+	theirs := ipamWeaverAllocate(t, w, "wc1")
+	_, out := h2.MustRun(t, "nc1")
+	ours := addrOf(t, out)
+	if ours.Addr() == theirs.Addr() {
+		t.Fatalf("both got %v", ours)
+	}
+	t.Logf("ring %v; weaver %v, weaved %v", ipamWaitSameRing(t, w, h2, 2), theirs, ours)
+}
+
+// An observer weaved joins a Weave Net router that owns the whole range
+// (seeded alone): it gets the ring from the router and space donated by it.
+func TestInteropIPAMObserver(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	w := h1.StartWeaver(t, "--ipalloc-range", "10.32.0.0/12", "--ipalloc-init", "seed="+h1.WeaverName())
+	theirs := ipamWeaverAllocate(t, w, "wc1")
+	launch(t, h2, append([]string{"--ipalloc-init", "observer"}, peerArg(t, h2, h1)...)...)
+	_, out := h2.MustRun(t, "nc1")
+	ours := addrOf(t, out)
+	if ours.Addr() == theirs.Addr() {
+		t.Fatalf("both got %v", ours)
+	}
+	t.Logf("ring %v; weaver %v, weaved %v", ipamWaitSameRing(t, w, h2, 2), theirs, ours)
+}

@@ -291,6 +291,12 @@ func (a *Allocator) send(dst mesh.PeerName, m *message, onFail func()) {
 		a.sendWeave(dst, m, onFail)
 		return
 	}
+	if a.kinds[dst] == kindUnknown && (m.kind == kindWantRing || m.kind == kindSpaceRequest || m.kind == kindClaimRequest) {
+		// A peer we haven't heard on "ipam" may be Weave Net's: ask
+		// it for its ring in its format too. Its answer tells us its
+		// kind, and the request is then repeated in its format.
+		a.sendWeave(dst, &message{kind: kindWantRing}, nil)
+	}
 	a.outbox = append(a.outbox, outMsg{dst: dst, msg: encodeMessage(m), onFail: onFail})
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/weaveworks/mesh"
 )
@@ -124,6 +125,12 @@ func (g weaveGossiper) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 		for _, req := range a.spaceReqs {
 			if req.asked == src {
 				req.asked = mesh.UnknownPeerName
+				a.signal()
+			}
+		}
+		for _, req := range a.claimReqs {
+			if req.to == src && req.err == nil {
+				req.sentAt = time.Time{}
 				a.signal()
 			}
 		}
