@@ -50,15 +50,7 @@ func renderStatus(w io.Writer, rep *api.Report) {
 	line("PeerDiscovery", enabled(r.PeerDiscovery))
 	line("Targets", fmt.Sprint(len(r.Targets)))
 	line("Connections", countConnections(r.Connections))
-	established := 0
-	for _, p := range r.Peers {
-		for _, c := range p.Connections {
-			if c.Established {
-				established++
-			}
-		}
-	}
-	line("Peers", fmt.Sprintf("%d (with %d established connections)", len(r.Peers), established))
+	line("Peers", countPeers(rep))
 	trusted := "none"
 	if len(r.TrustedSubnets) > 0 {
 		trusted = strings.Join(r.TrustedSubnets, ", ")
@@ -144,6 +136,55 @@ func countConnections(conns []api.Connection) string {
 	return fmt.Sprintf("%d (%s)", len(conns), strings.Join(parts, ", "))
 }
 
+// countPeers gives "2 (with 2 established connections)" as Weave Net counts
+// them: every connection of every peer in the topology, so each link twice,
+// pending ones named apart ("with 1 established, 1 pending connections"),
+// and no parenthesis when there are none.
+func countPeers(rep *api.Report) string {
+	established, pending := 0, 0
+	fresh := ourLinks(rep)
+	for _, p := range rep.Router.Peers {
+		for _, c := range p.Connections {
+			if c.Established || fresh(p.Name, c) {
+				established++
+			} else {
+				pending++
+			}
+		}
+	}
+	var parts []string
+	if established > 0 {
+		parts = append(parts, fmt.Sprintf("%d established", established))
+	}
+	if pending > 0 {
+		parts = append(parts, fmt.Sprintf("%d pending", pending))
+	}
+	if len(parts) == 0 {
+		return fmt.Sprint(len(rep.Router.Peers))
+	}
+	return fmt.Sprintf("%d (with %s connections)", len(rep.Router.Peers), strings.Join(parts, ", "))
+}
+
+// ourLinks reports whether peer's topology entry c is its end of a link to
+// us that our own end shows established. Mesh holds back a peer's topology
+// changes for up to a second to batch them, so just after a peer joins, its
+// gossiped record of the link still says pending while both ends are in
+// fact established: each end becomes established when the other has
+// acknowledged its heartbeat, so ours being established means the peer has
+// our acknowledgement in flight or in hand. For that one link our own state
+// is the fresher word; links between other peers are as gossiped.
+func ourLinks(rep *api.Report) func(peer string, c api.PeerConnection) bool {
+	up := map[string]bool{}
+	for _, c := range rep.Router.Connections {
+		if c.State == "established" && c.PeerName != "" {
+			up[c.PeerName] = true
+		}
+	}
+	return func(peer string, c api.PeerConnection) bool {
+		return c.Name == rep.Router.Name && up[peer]
+	}
+}
+
 func arrow(outbound bool) string {
 	if outbound {
 		return "->"
@@ -152,11 +193,12 @@ func arrow(outbound bool) string {
 }
 
 func renderPeers(w io.Writer, rep *api.Report) {
+	fresh := ourLinks(rep)
 	for _, p := range rep.Router.Peers {
 		fmt.Fprintf(w, "%s(%s)%s\n", p.Name, p.NickName, peerKind(" ", p.Kind, p.Release))
 		for _, c := range p.Connections {
 			state := "pending"
-			if c.Established {
+			if c.Established || fresh(p.Name, c) {
 				state = "established"
 			}
 			fmt.Fprintf(w, "   %s %-21s %s(%s) %s\n", arrow(c.Outbound), c.Address, c.Name, c.NickName, state)

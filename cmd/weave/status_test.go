@@ -83,3 +83,84 @@ func TestStatusGolden(t *testing.T) {
 		})
 	}
 }
+
+// justJoined is h2's report a few milliseconds after it joined h1, as the
+// integration test TestStatusJustJoined sees it: both ends of the link are
+// established, but h1's gossip, which mesh holds back up to a second, still
+// has its end as pending.
+func justJoined() *api.Report {
+	return &api.Report{
+		Version: "0.1.0",
+		Router: api.Router{
+			Name: "9a:d4:60:be:bb:f4", NickName: "h2", Port: 6783, Protocol: "weave",
+			ProtocolMinVersion: 1, ProtocolMaxVersion: 2, PeerDiscovery: true,
+			TrustedSubnets: []string{}, Targets: []string{"192.168.200.1"},
+			Connections: []api.Connection{
+				{Address: "192.168.200.1:6783", Outbound: true, State: "established", Info: "sleeve 2e:11:3c:00:00:01(h1)", Transport: "sleeve", MTU: 1376, Cipher: "none",
+					Format: "fast", PeerName: "2e:11:3c:00:00:01", PeerKind: "weavenet", PeerVersion: "0.1.0", Heartbeat: "1s", HeartbeatTimeout: "5s"},
+			},
+			Peers: []api.Peer{
+				{Name: "2e:11:3c:00:00:01", NickName: "h1", Kind: "weavenet", Release: "0.1.0", Connections: []api.PeerConnection{
+					{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Address: "192.168.200.2:51000", Established: false}}},
+				{Name: "9a:d4:60:be:bb:f4", NickName: "h2", Kind: "weavenet", Release: "0.1.0", Connections: []api.PeerConnection{
+					{Name: "2e:11:3c:00:00:01", NickName: "h1", Address: "192.168.200.1:6783", Outbound: true, Established: true}}},
+			},
+		},
+	}
+}
+
+// TestStatusGoldenJustJoined: Weave Net says "with 2 established
+// connections" for two peers once both ends are up; so must we at once,
+// not a second later when the peer's gossip catches up.
+func TestStatusGoldenJustJoined(t *testing.T) {
+	for _, view := range []string{"", "peers"} {
+		name := "joined-" + view
+		if view == "" {
+			name = "joined-status"
+		}
+		t.Run(name, func(t *testing.T) {
+			var b bytes.Buffer
+			statusViews[view](&b, justJoined())
+			path := filepath.Join("testdata", name+".golden")
+			if *update {
+				if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(b.Bytes(), want) {
+				t.Errorf("weave status %s:\n%s\nwant:\n%s", view, b.Bytes(), want)
+			}
+		})
+	}
+}
+
+func TestCountPeers(t *testing.T) {
+	alone := &api.Report{Router: api.Router{Name: "9a:d4:60:be:bb:f4", Peers: []api.Peer{{Name: "9a:d4:60:be:bb:f4"}}}}
+	// Our end not established yet either: both ends pending, as in Weave Net.
+	early := justJoined()
+	early.Router.Connections[0].State = "pending"
+	early.Router.Peers[1].Connections[0].Established = false
+	// A link between two other peers is taken as gossiped, even when we
+	// have an established connection to one of them.
+	third := threeHosts()
+	third.Router.Peers[0].Connections[1].Established = false // h1 -> h3
+	for _, tc := range []struct {
+		name string
+		rep  *api.Report
+		want string
+	}{
+		{"alone", alone, "1"},
+		{"just joined", justJoined(), "2 (with 2 established connections)"},
+		{"handshake done, heartbeats not yet", early, "2 (with 2 pending connections)"},
+		{"three hosts", threeHosts(), "3 (with 6 established connections)"},
+		{"others' link pending", third, "3 (with 5 established, 1 pending connections)"},
+	} {
+		if got := countPeers(tc.rep); got != tc.want {
+			t.Errorf("%s: countPeers = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
