@@ -209,6 +209,9 @@ func TestInteropMigration(t *testing.T) {
 			t.Errorf("%s: Weave Net's port is still on the bridge:\n%s", h.Name, out)
 		}
 		check(step)
+		if logs := daemons[i].Logs(); !strings.Contains(logs, "imported Weave Net's persisted ring") || !strings.Contains(logs, "took over Weave Net's containers") {
+			t.Errorf("%s: weaved did not say it imported Weave Net's ring and containers:\n%s", h.Name, migLogTail(logs, 30))
+		}
 	}
 	if dnsInterop != nil && !*dnsInterop {
 		t.Skip("addresses, reachability and uniqueness survived every step, and names between hosts of one kind; names across kinds were not checked: weaveDNS does not speak Weave Net's nameserver channel yet")

@@ -29,10 +29,10 @@ import (
 //     data dir (migrationFile, with the peer name in gossip's peer-name
 //     file, so later starts need neither flag) and removes Weave Net's own
 //     ports from the bridge; the containers' ports stay.
-//  3. importWeave, once the daemon runs, registers each container (its
-//     veth found among the named namespaces) and claims its addresses:
-//     the claims complete when the ring arrives by gossip from the other
-//     peers, where those addresses belong to our peer name. Then the
+//  3. importWeave, before the mesh starts, merges Weave Net's persisted
+//     ring into ours, registers each container (its veth found among the
+//     named namespaces) and claims its addresses, which belong to our peer
+//     name in that ring and in the one the other peers gossip. Then the
 //     containers' names are announced, and the import is marked done.
 
 // migrationFile records an import in the data dir.
@@ -49,6 +49,7 @@ type migration struct {
 	PeerName string
 	Owned    []weavedb.Owned
 	Names    []weavedb.Name `json:",omitempty"`
+	Ring     []byte         `json:",omitempty"` // Weave Net's persisted ring, gob
 	Done     bool
 	Started  time.Time
 }
@@ -88,7 +89,7 @@ func migrateConfig(from, namesFile string, c *config) error {
 	default:
 		c.name = data.PeerName.String()
 	}
-	m := &migration{From: from, PeerName: c.name, Owned: data.Owned}
+	m := &migration{From: from, PeerName: c.name, Owned: data.Owned, Ring: data.Ring}
 	if namesFile != "" {
 		writer, names, err := weavedb.ReadNames(namesFile)
 		if err != nil {
@@ -198,6 +199,15 @@ func (d *daemon) importWeave() {
 	m := d.cfg.migration
 	if m == nil || m.Done {
 		return
+	}
+	// Weave Net's own copy of the ring: this host's share is known even
+	// if no other peer is up to gossip it (a stale copy loses the merge).
+	if len(m.Ring) > 0 {
+		if err := d.alloc.ImportWeaveRing(m.Ring); err != nil {
+			d.log.Warn("Weave Net's persisted ring not imported; waiting for the ring from the other peers", "err", err)
+		} else {
+			d.log.Info("imported Weave Net's persisted ring")
+		}
 	}
 	plugged, err := netdev.FindPlugged(d.cfg.bridge, netnsCandidates())
 	if err != nil {
