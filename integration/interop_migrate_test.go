@@ -86,6 +86,13 @@ func TestInteropMigration(t *testing.T) {
 	t.Logf("Weave Net network up: %v, %v, %v", ctrs[0].addr, ctrs[1].addr, ctrs[2].addr)
 
 	var dnsInterop *bool // nil until found out
+	// Containers attached under weavenet, by host: what a rollback must
+	// tell Weave Net about.
+	type attached struct {
+		id   string
+		addr netip.Prefix
+	}
+	sinceMigration := map[int][]attached{}
 	migrated := make([]bool, len(hosts))
 	daemons := make([]*testbed.Daemon, len(hosts))
 	probes := map[netip.Addr]string{} // every address handed out, by whom
@@ -158,12 +165,17 @@ func TestInteropMigration(t *testing.T) {
 			var addr netip.Addr
 			if migrated[i] {
 				c := h.AddContainer(t, fmt.Sprintf("p%d%d", len(probes), i))
+				// A process in it, as in a real container: Weave Net
+				// finds addresses in use through processes' namespaces
+				// when it starts (which a rollback relies on).
+				c.Start(t, "sleep", "3600")
 				out := h.MustWeave(t, "attach", "net:default", c.NS.Name)
 				p, err := netip.ParsePrefix(strings.TrimSpace(out))
 				if err != nil {
 					t.Fatalf("%s: %s: weave attach printed %q", step, h.Name, out)
 				}
 				addr, id = p.Addr(), c.NS.Name
+				sinceMigration[i] = append(sinceMigration[i], attached{id, p})
 			} else {
 				out, err := weavers[i].HTTP(t, "POST", "/ip/"+id)
 				if err != nil {
@@ -212,6 +224,36 @@ func TestInteropMigration(t *testing.T) {
 		if logs := daemons[i].Logs(); !strings.Contains(logs, "imported Weave Net's persisted ring") || !strings.Contains(logs, "took over Weave Net's containers") {
 			t.Errorf("%s: weaved did not say it imported Weave Net's ring and containers:\n%s", h.Name, migLogTail(logs, 30))
 		}
+	}
+	// Rollback: Weave Net again on h3, on its own file, which weaved only
+	// read. Its containers keep their addresses and reach everyone; its
+	// ring takes the versions weavenet wrote under its name. What it does
+	// not know: the addresses weavenet handed out since (it would give
+	// them again; it finds addresses in use through Docker, or here, in
+	// this sandbox, not at all), and the names (it keeps them only in
+	// memory). The rollback tells it both, by its own API, before
+	// anything else allocates there.
+	{
+		i, h := 2, hosts[2]
+		daemons[i].Stop()
+		weavers[i] = h.StartWeaver(t, weaverArgs(i)...)
+		migrated[i] = false
+		if logs := weavers[i].Logs(); !strings.Contains(logs, "Initialising with persisted data") {
+			t.Errorf("rollback: Weave Net did not take its persisted data:\n%s", migLogTail(logs, 40))
+		}
+		c := ctrs[i]
+		if out, err := weavers[i].HTTP(t, "GET", "/ip/"+c.id); err != nil || !strings.Contains(out, c.addr.Addr().String()) {
+			t.Errorf("rollback: Weave Net does not hold %v for %s: %q %v", c.addr, c.id, out, err)
+		}
+		if _, err := weavers[i].HTTP(t, "PUT", fmt.Sprintf("/name/%s/%v?fqdn=%s", c.id, c.addr.Addr(), c.name)); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range sinceMigration[i] {
+			if _, err := weavers[i].HTTP(t, "PUT", fmt.Sprintf("/ip/%s/%v/%d", a.id, a.addr.Addr(), a.addr.Bits())); err != nil {
+				t.Fatalf("rollback: claiming %v for %s in Weave Net: %v", a.addr, a.id, err)
+			}
+		}
+		check("h3 rolled back")
 	}
 	if dnsInterop != nil && !*dnsInterop {
 		t.Skip("addresses, reachability and uniqueness survived every step, and names between hosts of one kind; names across kinds were not checked: weaveDNS does not speak Weave Net's nameserver channel yet")
