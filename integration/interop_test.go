@@ -248,84 +248,146 @@ func TestInteropTwoHosts(t *testing.T) {
 	}
 }
 
+// mixedHosts starts, on each host of b, Weave Net where weave[i] is set and
+// weavenet elsewhere, each host i > 0 connecting to host i-1, waits until
+// every host has want[i] established connections, and plugs a container
+// c<i+1> with address 10.99.0.<i+1>/24 into each.
+func mixedHosts(t *testing.T, b *testbed.Bed, weave []bool, want []int) []*testbed.Container {
+	t.Helper()
+	weavers := make([]*testbed.Weaver, len(b.Hosts))
+	for i, h := range b.Hosts {
+		var peer []string
+		if i > 0 {
+			peer = []string{b.Hosts[i-1].AddrTowards(t, h).String()}
+		}
+		if weave[i] {
+			weavers[i] = h.StartWeaver(t, peer...)
+		} else if len(peer) > 0 {
+			launch(t, h, "--peer", peer[0])
+		} else {
+			launch(t, h)
+		}
+	}
+	for i, h := range b.Hosts {
+		if weave[i] {
+			waitWeaver(t, weavers[i], want[i])
+		} else {
+			waitMesh(t, h, want[i], len(b.Hosts))
+		}
+	}
+	cs := make([]*testbed.Container, len(b.Hosts))
+	for i, h := range b.Hosts {
+		name, addr := fmt.Sprintf("c%d", i+1), fmt.Sprintf("10.99.0.%d/24", i+1)
+		if weave[i] {
+			cs[i] = h.AddContainer(t, name)
+			weavers[i].Attach(t, cs[i], addr)
+		} else {
+			cs[i] = attach(t, h, name, addr)
+		}
+	}
+	return cs
+}
+
+// kindsName names a mix of kinds, e.g. "weave-weavenet-weavenet".
+func kindsName(weave []bool) string {
+	var parts []string
+	for _, w := range weave {
+		parts = append(parts, map[bool]string{true: "weave", false: "weavenet"}[w])
+	}
+	return strings.Join(parts, "-")
+}
+
+// broadcastOnce sends a UDP broadcast (10.99.0.255) from each container and
+// checks that each arrives exactly once at every other container, counted
+// on its interface with a marker of the sender.
+func broadcastOnce(t *testing.T, prefix string, cs []*testbed.Container) {
+	t.Helper()
+	type capture struct {
+		from, at int
+		p        *testbed.Proc
+	}
+	marker := func(from int) string { return fmt.Sprintf("interop-bcast-%s-from-c%d", prefix, from+1) }
+	var caps []capture
+	for from := range cs {
+		for at, c := range cs {
+			if at != from {
+				p := c.StartTool(t, "capture", "ethwe", marker(from), "5s")
+				caps = append(caps, capture{from, at, p})
+			}
+		}
+	}
+	for _, c := range caps {
+		c.p.WaitStderr(t, "capturing", 10*time.Second)
+	}
+	for from, c := range cs {
+		if _, err := c.Tool(t, 10*time.Second, "udp-send-hex", "10.99.0.255:7777", hex.EncodeToString([]byte(marker(from)))); err != nil {
+			t.Fatalf("broadcast from c%d: %v", from+1, err)
+		}
+	}
+	for _, c := range caps {
+		out, err := c.p.Wait(20 * time.Second)
+		if err != nil {
+			t.Fatalf("capture on c%d: %v", c.at+1, err)
+		}
+		var frames, matches int
+		fmt.Sscan(out, &frames, &matches)
+		if matches != 1 {
+			t.Errorf("a broadcast from c%d arrived %d times at c%d, want once", c.from+1, matches, c.at+1)
+		}
+	}
+}
+
 // TestInteropLine: h1 - h2 - h3 in a line (h1 and h3 cannot reach each
-// other), the middle host of one kind and the ends of the other. The ends'
-// containers reach each other through the middle router, and a broadcast
-// from one end arrives exactly once at each other host.
+// other) with the middle host of either kind, and ends of the other kind or
+// of both. The ends' containers reach each other through the middle router
+// (ping, 20 MB of TCP each way), and a broadcast from any container arrives
+// exactly once at each of the others.
 func TestInteropLine(t *testing.T) {
-	for _, tc := range []struct {
-		name           string
-		middleWeaveNet bool
-	}{
-		{"middle-weave", false},
-		{"middle-weavenet", true},
+	for _, weave := range [][]bool{
+		{false, true, false}, // Weave Net relays between weavenet peers
+		{true, false, true},  // weavenet relays between Weave Net peers
+		{true, false, false}, // weavenet relays between a classic and a fast link
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(kindsName(weave), func(t *testing.T) {
 			t.Parallel()
 			b := testbed.New(t, testbed.Options{Hosts: 3, Topology: testbed.Line})
-			h1, h2, h3 := b.Hosts[0], b.Hosts[1], b.Hosts[2]
-			var cs [3]*testbed.Container
-			addrs := [3]string{"10.99.0.1", "10.99.0.2", "10.99.0.3"}
-			if tc.middleWeaveNet {
-				w1 := h1.StartWeaver(t)
-				w3 := h3.StartWeaver(t)
-				launch(t, h2, "--peer", h1.AddrTowards(t, h2).String(), "--peer", h3.AddrTowards(t, h2).String())
-				waitMesh(t, h2, 2, 3)
-				waitWeaver(t, w1, 1)
-				waitWeaver(t, w3, 1)
-				cs[0], cs[2] = h1.AddContainer(t, "c1"), h3.AddContainer(t, "c3")
-				w1.Attach(t, cs[0], addrs[0]+"/24")
-				w3.Attach(t, cs[2], addrs[2]+"/24")
-				cs[1] = attach(t, h2, "c2", addrs[1]+"/24")
-			} else {
-				w2 := h2.StartWeaver(t)
-				launch(t, h1, peerArg(t, h1, h2)...)
-				launch(t, h3, peerArg(t, h3, h2)...)
-				waitWeaver(t, w2, 2)
-				waitMesh(t, h1, 1, 3)
-				waitMesh(t, h3, 1, 3)
-				cs[0] = attach(t, h1, "c1", addrs[0]+"/24")
-				cs[2] = attach(t, h3, "c3", addrs[2]+"/24")
-				cs[1] = h2.AddContainer(t, "c2")
-				w2.Attach(t, cs[1], addrs[1]+"/24")
-			}
+			cs := mixedHosts(t, b, weave, []int{1, 2, 1})
 			c1, c3 := cs[0], cs[2]
-			c1.WaitPing(t, addrs[2], pingTimeout)
-			pingAll(t, c1, addrs[2], 5)
-			pingAll(t, c3, addrs[0], 5)
-			pingAll(t, c1, addrs[1], 3)
-			pingAll(t, c3, addrs[1], 3)
-			transfer(t, c1, c3, addrs[2], "20M", 5003)
-
-			// A broadcast from each end: counted where it lands.
-			for from := 0; from < 3; from += 2 {
-				marker := fmt.Sprintf("interop-bcast-%s-from-c%d", b.Prefix, from+1)
-				var caps []*testbed.Proc
-				var at []int
-				for i, c := range cs {
-					if i == from {
-						continue
-					}
-					p := c.StartTool(t, "capture", "ethwe", marker, "6s")
-					p.WaitStderr(t, "capturing", 10*time.Second)
-					caps = append(caps, p)
-					at = append(at, i)
-				}
-				if _, err := cs[from].Tool(t, 10*time.Second, "udp-send-hex", "10.99.0.255:7777", hex.EncodeToString([]byte(marker))); err != nil {
-					t.Fatalf("broadcast from c%d: %v", from+1, err)
-				}
-				for j, p := range caps {
-					out, err := p.Wait(20 * time.Second)
-					if err != nil {
-						t.Fatalf("capture on c%d: %v", at[j]+1, err)
-					}
-					var frames, matches int
-					fmt.Sscan(out, &frames, &matches)
-					if matches != 1 {
-						t.Errorf("a broadcast from c%d arrived %d times at c%d, want once", from+1, matches, at[j]+1)
-					}
-				}
-			}
+			c1.WaitPing(t, "10.99.0.3", pingTimeout)
+			pingAll(t, c1, "10.99.0.3", 5)
+			pingAll(t, c3, "10.99.0.1", 5)
+			pingAll(t, c1, "10.99.0.2", 3)
+			pingAll(t, c3, "10.99.0.2", 3)
+			transfer(t, c1, c3, "10.99.0.3", "20M", 5003)
+			transfer(t, c3, c1, "10.99.0.1", "20M", 5004)
+			broadcastOnce(t, b.Prefix, cs)
 		})
 	}
+}
+
+// TestInteropFullMesh: three hosts that all reach each other, one Weave Net
+// and two weavenet: every container reaches every other, and a broadcast
+// from any of them arrives exactly once at each of the others.
+func TestInteropFullMesh(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 3, Topology: testbed.FullMesh})
+	weave := []bool{true, false, false}
+	cs := mixedHosts(t, b, weave, []int{2, 2, 2})
+	for i, c := range cs {
+		for j := range cs {
+			if i != j {
+				c.WaitPing(t, fmt.Sprintf("10.99.0.%d", j+1), pingTimeout)
+			}
+		}
+	}
+	// The two weavenet peers use the fast format between them and the
+	// classic one towards Weave Net, each at its cadence.
+	h2 := b.Hosts[1]
+	links := strings.TrimSpace(h2.MustWeave(t, "report", "-f",
+		"{{range .Router.Connections}}{{.PeerKind}}/{{.Format}}/{{.Heartbeat}}/{{.HeartbeatTimeout}} {{end}}"))
+	for _, want := range []string{"weave/classic/10s/60s", "weavenet/fast/1s/5s"} {
+		if !strings.Contains(links, want) {
+			t.Errorf("h2's connections %q lack %q", links, want)
+		}
+	}
+	broadcastOnce(t, b.Prefix, cs)
 }
