@@ -2,7 +2,11 @@
 # weavenet benchmark: single-stream TCP throughput (iperf3 -t 10) and ping
 # RTT (20 pings, 50 ms apart) host to host on the underlay and container to
 # container over weave, on two "hosts" (network namespaces on a veth
-# underlay), with the overlay/underlay ratios.
+# underlay), with the overlay/underlay ratios; and Weave Net 2.8.1's own
+# router (weaver, sleeve) against itself and against weavenet, each way,
+# plain and with a password (bench-weave.sh; skipped with a message if its
+# weaver.xz, by default ../shared/weave-2.8.1/ beside the repository, or
+# $WEAVER_XZ, is missing).
 #
 # Usage: sudo make bench     (or: sudo BIN=path/to/bin examples/bench.sh)
 #        QUICK=1 measures only the plain overlay against the underlay.
@@ -12,6 +16,7 @@ set -euo pipefail
 TOOL=bench NEED="ping iperf3 awk ss"
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/bench-l3.sh"
+. "$(dirname "$0")/bench-weave.sh"
 DURATION=${DURATION:-10}
 C1=${P}c1 C2=${P}c2
 log() { echo "bench: $*" >&2; }
@@ -163,6 +168,18 @@ tcp_classic=$(tcp "$C1" "$C2" 10.32.0.2)
 log "L3 mode TCP (h1 -> h2, ${DURATION}s)"
 tcp_l3=$(bench_l3) || tcp_l3=""
 
+# Weave Net 2.8.1's router, alone and in a mixed pair with weavenet, on
+# hosts of their own (bench-weave.sh sets tcp_ww_*, tcp_nw_*, tcp_wn_*).
+weave_measured=""
+if weaver_ready; then
+	bench_weave plain && weave_measured=1 || log "Weave Net runs failed"
+	if [ -n "$weave_measured" ]; then
+		bench_weave password --password bench-secret || log "Weave Net runs with a password failed"
+	fi
+else
+	log "Weave Net 2.8.1 not measured: $weaver_why"
+fi
+
 for v in "$tcp_under" "$tcp_over" "$rtt_under" "$rtt_over" "$tcp_enc" "$rtt_enc" "$tcp_classic"; do
 	[ -n "$v" ] || { log "a measurement produced no number"; exit 1; }
 done
@@ -198,6 +215,23 @@ printf "  %-44s %7s Gbit/s\n" "overlay, encrypted (AES-256-GCM)" "$(g "$tcp_enc"
 printf "  %-44s %7s Gbit/s\n" "overlay, classic format (--weave-compat)" "$(g "$tcp_classic")"
 [ -n "$tcp_l3" ] && printf "  %-44s %7s Gbit/s\n" "L3 mode, host to host" "$tcp_l3"
 [ -n "$tcp_wg" ] && printf "  %-44s %7s Gbit/s\n" "wireguard-go, host to host (encrypted)" "$(g "$tcp_wg")"
+# wvline LABEL BITS [BASE]: a Weave Net line, with its ratio to BASE.
+wvline() {
+	[ -n "$2" ] || return 0
+	printf "  %-44s %7s Gbit/s" "$1" "$(g "$2")"
+	[ -n "${3:-}" ] && awk -v a="$2" -v b="$3" 'BEGIN { printf "   %.2fx Weave Net alone", a / b }'
+	printf "\n"
+}
+if [ -n "$weave_measured" ]; then
+	wvline "Weave Net 2.8.1 to Weave Net (sleeve)" "$tcp_ww_plain"
+	wvline "weavenet to Weave Net 2.8.1" "$tcp_nw_plain" "$tcp_ww_plain"
+	wvline "Weave Net 2.8.1 to weavenet" "$tcp_wn_plain" "$tcp_ww_plain"
+	wvline "Weave Net to Weave Net, password (NaCl)" "${tcp_ww_password:-}"
+	wvline "weavenet to Weave Net, password" "${tcp_nw_password:-}" "${tcp_ww_password:-}"
+	wvline "Weave Net to weavenet, password" "${tcp_wn_password:-}" "${tcp_ww_password:-}"
+else
+	echo "  (Weave Net 2.8.1 not measured: $weaver_why)"
+fi
 printf "  %-44s %7.3f ms underlay, %.3f overlay, %.3f encrypted%s\n" "ping RTT (avg of 20)" "$rtt_under" "$rtt_over" "$rtt_enc" \
 	"$([ -n "$rtt_wg" ] && echo ", $rtt_wg wireguard-go")"
 [ -n "$rtt_echo" ] && awk -v e="$rtt_echo" -v u="$rtt_under" 'BEGIN {
@@ -230,6 +264,16 @@ fi
 if [ -n "$tcp_over_1g" ]; then
 	bar "underlay at 1 Gbit/s: overlay >= 95% of it" "$(awk -v o="$tcp_over_1g" -v u="$tcp_under_1g" 'BEGIN { printf "%.0f%% (%.3f/%.3f)", 100 * o / u, o / 1e9, u / 1e9 }')" \
 		"$(awk -v o="$tcp_over_1g" -v u="$tcp_under_1g" 'BEGIN { print (o >= 0.95 * u) }')"
+fi
+# The mixed pair's slower direction against Weave Net alone.
+mixbar() { # mixbar LABEL WW NW WN
+	[ -n "$2" ] && [ -n "$3" ] && [ -n "$4" ] || return 0
+	bar "$1" "$(awk -v w="$2" -v a="$3" -v b="$4" 'BEGIN { m = a < b ? a : b; printf "%.2fx", m / w }')" \
+		"$(awk -v w="$2" -v a="$3" -v b="$4" 'BEGIN { print (a >= w && b >= w) }')"
+}
+if [ -n "$weave_measured" ]; then
+	mixbar "mixed pair >= Weave Net alone, each way" "$tcp_ww_plain" "$tcp_nw_plain" "$tcp_wn_plain"
+	mixbar "  the same with a password" "${tcp_ww_password:-}" "${tcp_nw_password:-}" "${tcp_wn_password:-}"
 fi
 bar "added ping RTT < 0.15 ms" "$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { printf "+%.3f ms", o - u }')" \
 	"$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { print (o - u < 0.15) }')"
