@@ -172,7 +172,7 @@ tcp_l3=$(bench_l3) || tcp_l3=""
 # hosts of their own (bench-weave.sh sets tcp_ww_*, tcp_nw_*, tcp_wn_*).
 weave_measured=""
 if weaver_ready; then
-	bench_weave plain && weave_measured=1 || log "Weave Net runs failed"
+	bench_weave plain && weave_measured=1 || weaver_why="its runs failed (see above)"
 	if [ -n "$weave_measured" ]; then
 		bench_weave password --password bench-secret || log "Weave Net runs with a password failed"
 	fi
