@@ -391,3 +391,24 @@ func TestInteropFullMesh(t *testing.T) {
 	}
 	broadcastOnce(t, b.Prefix, cs)
 }
+
+// TestInteropWeaveCompatIsWeavenet: --weave-compat restricts the data format
+// and cipher, not the kind: two weavenet peers, one of them in that mode,
+// still know each other as weavenet and keep weavenet's fast failure
+// detection on a classic link.
+func TestInteropWeaveCompatIsWeavenet(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	launch(t, h1, "--weave-compat")
+	launch(t, h2, peerArg(t, h2, h1)...)
+	waitMesh(t, h1, 1, 2)
+	waitMesh(t, h2, 1, 2)
+	for _, h := range b.Hosts {
+		got := strings.TrimSpace(h.MustWeave(t, "report", "-f",
+			"{{range .Router.Connections}}{{.PeerKind}} {{.PeerVersion}} {{.Format}} {{.Heartbeat}}/{{.HeartbeatTimeout}}{{end}}"))
+		want := "weavenet " + strings.TrimSpace(h.MustWeave(t, "report", "-f", "{{.Version}}")) + " classic 1s/5s"
+		if got != want {
+			t.Errorf("%s: connection %q, want %q", h.Name, got, want)
+		}
+	}
+}
