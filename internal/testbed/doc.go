@@ -12,6 +12,12 @@
 // Containers are further namespaces created with Host.AddContainer; weave
 // attach plugs them into the host's weave bridge.
 //
+// Host.StartWeaver runs a real Weave Net 2.8.1 router on a host instead of
+// weaved, for interoperability tests (weaver.go): the binary is unpacked
+// once per test process from $WEAVER_XZ or ../shared/weave-2.8.1/weaver.xz
+// beside the module, and tests skip when it is absent. Weaver.Attach plugs a
+// container into its bridge as Weave Net's own attach does.
+//
 // Every namespace name starts with a per-bed random prefix ("wn" and four hex
 // digits). Nothing is created in the root namespace: veth pairs are created
 // directly inside their namespaces. Bed cleanup (registered with t.Cleanup)
