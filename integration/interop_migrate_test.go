@@ -221,6 +221,12 @@ func TestInteropMigration(t *testing.T) {
 			t.Errorf("%s: Weave Net's port is still on the bridge:\n%s", h.Name, out)
 		}
 		check(step)
+		if i == 0 { // what the README shows a user to check
+			for _, args := range [][]string{{"ps"}, {"status", "ipam"}, {"status", "connections"}} {
+				out, _ := h.Weave(t, args...)
+				t.Logf("%s: weave %s:\n%s", h.Name, strings.Join(args, " "), out)
+			}
+		}
 		if logs := daemons[i].Logs(); !strings.Contains(logs, "imported Weave Net's persisted ring") || !strings.Contains(logs, "took over Weave Net's containers") {
 			t.Errorf("%s: weaved did not say it imported Weave Net's ring and containers:\n%s", h.Name, migLogTail(logs, 30))
 		}

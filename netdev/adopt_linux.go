@@ -54,6 +54,7 @@ type Plugged struct {
 	NetNS  string
 	IfName string
 	HostIf string
+	MAC    string         // of IfName
 	Addrs  []netip.Prefix // of IfName, IPv6 link-local ones excluded
 }
 
@@ -123,7 +124,7 @@ func pluggedIn(path string, own netns.NsHandle, br netlink.Link) ([]Plugged, uin
 		if err != nil {
 			continue
 		}
-		out = append(out, Plugged{NetNS: path, IfName: l.Attrs().Name, HostIf: host.Attrs().Name, Addrs: addrs})
+		out = append(out, Plugged{NetNS: path, IfName: l.Attrs().Name, HostIf: host.Attrs().Name, MAC: l.Attrs().HardwareAddr.String(), Addrs: addrs})
 	}
 	return out, st.Ino, nil
 }

@@ -85,6 +85,7 @@ type Plugged struct {
 	NetNS  string
 	IfName string
 	HostIf string
+	MAC    string
 	Addrs  []netip.Prefix
 }
 

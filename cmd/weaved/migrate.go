@@ -229,7 +229,7 @@ func (d *daemon) importWeave() {
 		info := containerInfo{Hostname: hostnameOf(m.Names, o.ID)}
 		for _, a := range o.Addrs {
 			if p, ok := byAddr[a.Addr()]; ok {
-				info.NetNS, info.HostIf = p.NetNS, p.HostIf
+				info.NetNS, info.HostIf, info.MAC = p.NetNS, p.HostIf, p.MAC
 				break
 			}
 		}
