@@ -212,15 +212,8 @@ func renderConnections(w io.Writer, rep *api.Report) {
 		if c.MTU != 0 {
 			extra = fmt.Sprintf(" mtu=%d", c.MTU)
 		}
-		if c.Transport != "" {
-			enc := "unencrypted"
-			if c.Encrypted {
-				enc = "encrypted"
-				if c.Cipher != "" {
-					extra += " cipher=" + c.Cipher
-				}
-			}
-			extra += " " + enc
+		if c.Encrypted && c.Cipher != "" {
+			extra += " cipher=" + c.Cipher
 		}
 		if k := peerKind("", c.PeerKind, c.PeerVersion); k != "" {
 			extra += " peer=" + strings.ReplaceAll(k, " ", "/")
@@ -230,6 +223,14 @@ func renderConnections(w io.Writer, rep *api.Report) {
 		}
 		if c.Heartbeat != "" {
 			extra += " heartbeat=" + c.Heartbeat + "/" + c.HeartbeatTimeout
+		}
+		// The encryption stays the last word, where scripts look for it.
+		if c.Transport != "" {
+			if c.Encrypted {
+				extra += " encrypted"
+			} else {
+				extra += " unencrypted"
+			}
 		}
 		fmt.Fprintf(w, "%s %-21s %-11s %s%s\n", arrow(c.Outbound), c.Address, c.State, c.Info, extra)
 	}
