@@ -241,7 +241,7 @@ func TestInteropTwoHosts(t *testing.T) {
 					t.Errorf("Weave Net's log shows %q:\n%s", bad, lastLines(w.Logs(), 30))
 				}
 			}
-			if logs := d.Logs(); strings.Contains(logs, "connection-lost") || strings.Contains(logs, "no UDP heartbeat") {
+			if logs := d.Logs(); strings.Contains(logs, "connection shutting down") || strings.Contains(logs, "no UDP heartbeat") {
 				t.Errorf("weavenet's log shows a lost connection:\n%s", lastLines(logs, 30))
 			}
 		})
