@@ -111,6 +111,11 @@ func TestInteropMigration(t *testing.T) {
 			if !migrated[c.host] {
 				continue
 			}
+			// Taken up as if weave attach had plugged it in: it reaches
+			// weaveDNS on its host's bridge.
+			if out, err := c.c.Exec(t, "ip", "route", "get", "169.254.53.53"); err != nil || !strings.Contains(out, "dev ethwe") {
+				t.Errorf("%s: %s has no route to weaveDNS over ethwe: %q %v", step, c.c.Name, out, err)
+			}
 			h := hosts[c.host]
 			var ps string
 			if !testbed.Poll(60*time.Second, func() bool {

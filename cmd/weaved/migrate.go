@@ -227,10 +227,21 @@ func (d *daemon) importWeave() {
 			continue
 		}
 		info := containerInfo{Hostname: hostnameOf(m.Names, o.ID)}
+		var found netdev.Plugged
 		for _, a := range o.Addrs {
 			if p, ok := byAddr[a.Addr()]; ok {
+				found = p
 				info.NetNS, info.HostIf, info.MAC = p.NetNS, p.HostIf, p.MAC
 				break
+			}
+		}
+		if info.NetNS != "" {
+			// As if attached by us: the route to weaveDNS on the
+			// bridge, MTU and link state; the pair is only checked.
+			ac := d.attachConfig(info.NetNS, nil)
+			ac.Existing, ac.HostIfName, ac.IfName = true, found.HostIf, found.IfName
+			if _, _, err := netdev.Attach(ac); err != nil {
+				d.log.Warn("Weave Net's container not taken up", "container", o.ID, "err", err)
 			}
 		}
 		if info.NetNS == "" {
