@@ -132,11 +132,11 @@ type Connection struct {
 
 // Peer is a peer of the mesh and the connections it reports.
 type Peer struct {
-	Name        string
-	NickName    string
-	UID         uint64
-	ShortID     uint16
-	Version     uint64
+	Name     string
+	NickName string
+	UID      uint64
+	ShortID  uint16
+	Version  uint64
 	// Kind is weavenet or weave (Weave Net) where known: for this peer
 	// and those it has a connection to. Release is its weavenet release.
 	Kind        string `json:",omitempty"`
