@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,6 +100,18 @@ func TestInteropMigration(t *testing.T) {
 	for _, c := range ctrs {
 		probes[c.addr.Addr()] = c.id
 	}
+	// h2 itself on the network, as Weave Net's `weave expose` does it: an
+	// address for the ID weave:expose, on the bridge.
+	out, err := weavers[1].HTTP(t, "POST", "/ip/weave:expose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed, err := netip.ParsePrefix(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("Weave Net exposed %q: %v", out, err)
+	}
+	hosts[1].MustExec(t, "ip", "addr", "add", exposed.String(), "dev", "weave")
+	probes[exposed.Addr()] = "weave:expose on h2"
 
 	check := func(step string) {
 		t.Helper()
@@ -132,6 +145,16 @@ func TestInteropMigration(t *testing.T) {
 					continue
 				}
 				waitPing(t, a.c, b.addr.Addr().String())
+			}
+		}
+		// The exposed host reaches every container, before and after
+		// its migration.
+		for _, c := range ctrs {
+			waitPingNS(t, &hosts[1].NS, c.addr.Addr().String())
+		}
+		if migrated[1] {
+			if ps := hosts[1].MustWeave(t, "ps"); !strings.Contains(ps, "weave:expose - "+exposed.String()) {
+				t.Errorf("%s: h2's weave ps does not show weave:expose with %v:\n%s", step, exposed, ps)
 			}
 		}
 		// Names: every name resolves on every host, either kind.
@@ -266,6 +289,32 @@ func TestInteropMigration(t *testing.T) {
 		}
 		check("h3 rolled back")
 	}
+	// A container taken over is weavenet's like any other: weave detach
+	// ID unplugs it and gives its address back.
+	h1, c1 := hosts[0], ctrs[0]
+	h1.MustWeave(t, "detach", c1.id)
+	if out, err := c1.c.Exec(t, "ip", "link", "show", "ethwe"); err == nil {
+		t.Errorf("weave detach %s left its interface: %s", c1.id, out)
+	}
+	if ps := h1.MustWeave(t, "ps"); strings.Contains(ps, c1.id) {
+		t.Errorf("weave detach %s: weave ps still lists it:\n%s", c1.id, ps)
+	}
+	if got, _ := h1.Weave(t, "dns-lookup", strings.TrimSuffix(c1.name, ".")); strings.Contains(got, c1.addr.Addr().String()) {
+		t.Errorf("weave detach %s: its name still resolves: %q", c1.id, got)
+	}
+	// And one whose namespace goes (its processes ended) is released by
+	// itself: the host end of its veth goes with it.
+	h2, c2 := hosts[1], ctrs[1]
+	if out, err := exec.Command("ip", "netns", "delete", c2.c.NS.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns delete %s: %v: %s", c2.c.NS.Name, err, out)
+	}
+	var ps string
+	if !testbed.Poll(40*time.Second, func() bool {
+		ps, _ = h2.Weave(t, "ps")
+		return !strings.Contains(ps, c2.id)
+	}) {
+		t.Errorf("%s's namespace deleted: weave ps still lists it after 40s:\n%s", c2.id, ps)
+	}
 	if dnsInterop != nil && !*dnsInterop {
 		t.Skip("addresses, reachability and uniqueness survived every step, and names between hosts of one kind; names across kinds were not checked: weaveDNS does not speak Weave Net's nameserver channel yet")
 	}
@@ -290,15 +339,20 @@ func weaveDNSInterop(t *testing.T, h *testbed.Host, w *testbed.Weaver, migrated 
 // a host is replaced.
 func waitPing(t *testing.T, c *testbed.Container, addr string) {
 	t.Helper()
+	waitPingNS(t, &c.NS, addr)
+}
+
+func waitPingNS(t *testing.T, ns *testbed.NS, addr string) {
+	t.Helper()
 	var out string
 	if !testbed.Poll(pingTimeout, func() bool {
 		var err error
-		out, err = c.ExecTimeout(t, 5*time.Second, "ping", "-n", "-c", "1", "-W", "1", addr)
+		out, err = ns.ExecTimeout(t, 5*time.Second, "ping", "-n", "-c", "1", "-W", "1", addr)
 		return err == nil
 	}) {
-		t.Fatalf("%s: no answer from %s within %v:\n%s", c.Name, addr, pingTimeout, out)
+		t.Fatalf("%s: no answer from %s within %v:\n%s", ns.Name, addr, pingTimeout, out)
 	}
-	pingAll(t, c, addr, 3)
+	pingNS(t, ns, addr, 3)
 }
 
 // weaveNetLookup returns the live addresses Weave Net's DNS table on w has

@@ -220,10 +220,17 @@ func (d *daemon) importWeave() {
 		}
 	}
 	for _, o := range m.Owned {
-		if o.ID == exposeKey {
-			continue // the host's: on the bridge already, and in IPAM below
-		}
 		if _, known := d.containers.get(o.ID); known {
+			continue
+		}
+		if o.ID == exposeKey {
+			// The host's (weave expose): on the bridge already, and in
+			// IPAM below; only its name, if any, is kept here.
+			if h := hostnameOf(m.Names, o.ID); h != "" {
+				if err := d.containers.set(o.ID, &containerInfo{Hostname: h}); err != nil {
+					d.log.Error("registering Weave Net's host name", "err", err)
+				}
+			}
 			continue
 		}
 		info := containerInfo{Hostname: hostnameOf(m.Names, o.ID)}
@@ -245,7 +252,7 @@ func (d *daemon) importWeave() {
 			}
 		}
 		if info.NetNS == "" {
-			d.log.Warn("Weave Net's container not found in any named network namespace: its addresses are kept, but weaved cannot tell when it goes (weave rm ID releases them)", "container", o.ID, "addrs", o.Addrs)
+			d.log.Warn("Weave Net's container not found in any named network namespace: its addresses are kept, but weaved cannot tell when it goes (weave detach ID releases them)", "container", o.ID, "addrs", o.Addrs)
 		}
 		if err := d.containers.set(o.ID, &info); err != nil {
 			d.log.Error("registering Weave Net's container", "container", o.ID, "err", err)
@@ -326,6 +333,13 @@ func (d *daemon) claimImported(m *migration) {
 			}
 		}
 		d.announceImported(m, o.ID)
+		if o.ID == exposeKey {
+			// The host's route to the range takes its exposed
+			// address as source again, as Weave Net had it.
+			if err := d.hostRoute(netip.Addr{}); err != nil {
+				d.log.Warn("route to the range from the exposed address", "err", err)
+			}
+		}
 	}
 	m.Done = true
 	if err := writeMigration(d.cfg.dataDir, m); err != nil {
