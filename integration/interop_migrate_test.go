@@ -258,6 +258,23 @@ func TestInteropMigration(t *testing.T) {
 		if logs := daemons[i].Logs(); !strings.Contains(logs, "imported Weave Net's persisted ring") || !strings.Contains(logs, "took over Weave Net's containers") {
 			t.Errorf("%s: weaved did not say it imported Weave Net's ring and containers:\n%s", h.Name, migLogTail(logs, 30))
 		}
+		if i == 0 {
+			// Once taken over, the host needs neither flag nor Weave
+			// Net's files: a restart without them keeps the name, the
+			// containers, their addresses and names.
+			daemons[i].Stop()
+			if err := os.Rename(dbPath, dbPath+".moved"); err != nil {
+				t.Fatal(err)
+			}
+			daemons[i] = launch(t, h, append([]string{"--password", password, "--ipalloc-range", rng, "--ipalloc-init", "observer"}, peersOf(i)...)...)
+			if name := h.MustWeave(t, "report", "-f", "{{.Router.Name}}"); strings.TrimSpace(name) != weavers[i].Name() {
+				t.Fatalf("%s: restarted without the flags, weaved runs as %q, want %s", h.Name, strings.TrimSpace(name), weavers[i].Name())
+			}
+			check(step + ", restarted without the flags")
+			if err := os.Rename(dbPath+".moved", dbPath); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Rollback: Weave Net again on h3, on its own file, which weaved only
 	// read. Its containers keep their addresses and reach everyone; its
