@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 
 # Debian packages the tests, demo and benchmark use; installed only if missing.
-APT_PACKAGES := iproute2 iputils-ping iperf3 ethtool libpcap0.8 iptables xz-utils curl
+APT_PACKAGES := iproute2 iputils-ping iperf3 ethtool libpcap0.8 iptables xz-utils curl busybox-static
 # Installed when the distribution has it; nothing fails without it.
 APT_OPTIONAL := arping
 

@@ -44,18 +44,41 @@ const netnsDir = "/var/run/netns"
 
 // run makes a container: a named network namespace attached to the weave
 // network with its name in DNS, and CMD started in it, detached.
-const runUsage = `weave run [ADDR...] --name NAME [-h FQDN] -- CMD [ARG...]
+const runUsage = `weave run [ADDR...] DOCKER-RUN-ARGS
+weave run [ADDR...] --name NAME [-h FQDN] -- CMD [ARG...]
 
-Make a container: a network namespace NAME (as ip netns add would), plugged
-into the weave network with ADDR (default net:default; also CIDR, net:CIDR,
-none), its name (FQDN, default NAME.weave.local) in weaveDNS,
-/etc/netns/NAME/resolv.conf pointing at weaveDNS, and CMD started in it,
-detached. Prints the container's addresses.`
+Docker form: docker run -d DOCKER-RUN-ARGS, with weaveDNS as the
+container's resolver (--dns, --dns-search) and, given --name NAME and no
+-h/--hostname, NAME.weave.local as its hostname; then the container is
+plugged into the weave network with ADDR and its name registered in
+weaveDNS. Prints the container's ID. Needs the docker CLI and Engine.
+
+Namespace form, for machines without Docker: a network namespace NAME (as
+ip netns add would), plugged into the weave network with ADDR, its name
+(FQDN, default NAME.weave.local) in weaveDNS, /etc/netns/NAME/resolv.conf
+pointing at weaveDNS, and CMD started in it, detached. Prints the
+container's addresses.
+
+ADDR: CIDR, net:default (the default), net:CIDR, none. The form is told by
+one rule: a -- with only --name and -h/--hostname before it is the
+namespace form; anything else is the Docker form. A -- after other flags is
+an error (the Docker form takes no bare --).`
 
 func run(ctx context.Context, cmd *cli.Command) error {
 	if args := cmd.Args().Slice(); len(args) > 0 && (args[0] == "--help" || args[0] == "-help") {
 		fmt.Println(runUsage)
 		return nil
+	}
+	addrs, rest := splitRunAddrs(cmd.Args().Slice())
+	nsForm, err := isNamespaceForm(rest)
+	if err != nil {
+		return err
+	}
+	if !nsForm {
+		if err := checkAddrs(addrs); err != nil {
+			return err
+		}
+		return dockerRun(ctx, cmd, addrs, rest)
 	}
 	name, hostname, addrs, command, err := parseRunArgs(cmd.Args().Slice())
 	if err != nil {
@@ -228,7 +251,12 @@ func rm(ctx context.Context, cmd *cli.Command) error {
 	for _, name := range names {
 		path := filepath.Join(netnsDir, name)
 		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("no container %q (no %s)", name, path)
+			// Not a namespace: weaved asks Docker (docker rm -f, then
+			// release), or knows it as a container already gone.
+			if err := c.Rm(ctx, name); err != nil {
+				return fmt.Errorf("no container %q (no %s, and %w)", name, path, err)
+			}
+			continue
 		}
 		if err := c.Rm(ctx, name); err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 
 	"weavenet/api"
 	"weavenet/dns"
+	"weavenet/docker"
 	"weavenet/ipam"
 	"weavenet/netdev"
 )
@@ -31,6 +32,9 @@ type containerInfo struct {
 	MAC      string
 	Hostname string // registered in DNS; empty for none
 	ByName   bool   // given as a netns name: has /etc/netns/NAME/resolv.conf
+	// Docker: the key is a Docker container's ID. Its addresses outlive
+	// its stops and go when Docker removes it (see docker.go).
+	Docker bool `json:",omitempty"`
 }
 
 type registry struct {
@@ -154,17 +158,29 @@ func (d *daemon) attach(ctx context.Context, req api.AttachRequest) (*api.Attach
 	if len(specs) == 0 && !none {
 		specs = []addrSpec{{isNet: true}}
 	}
-	nsPath, err := netdev.ContainerNetNSPath(req.Container)
+	key, dc, err := d.resolve(ctx, req.Container)
 	if err != nil {
 		return nil, err
 	}
-	key := req.Container
+	var nsPath string
+	if dc != nil {
+		nsPath, err = dc.NetNSPath()
+	} else {
+		nsPath, err = netdev.ContainerNetNSPath(key)
+	}
+	if err != nil {
+		return nil, err
+	}
 	info, _ := d.containers.get(key)
 	info.NetNS = nsPath
-	info.ByName = !strings.ContainsRune(key, '/') && dnsLabel.MatchString(key) && !isNumber(key)
-	if req.Hostname != "" {
+	info.Docker = dc != nil
+	info.ByName = !info.Docker && !strings.ContainsRune(key, '/') && dnsLabel.MatchString(key) && !isNumber(key)
+	switch {
+	case req.Hostname != "":
 		info.Hostname = req.Hostname
-	} else if info.Hostname == "" && info.ByName {
+	case info.Hostname == "" && info.Docker:
+		info.Hostname = d.dockerHostname(dc)
+	case info.Hostname == "" && info.ByName:
 		info.Hostname = key
 	}
 
@@ -226,8 +242,8 @@ func (d *daemon) attachConfig(nsPath string, addrs []netip.Prefix) netdev.Attach
 // was down are reaped first; one whose pair cannot be found is left alone.
 func (d *daemon) replug() {
 	for key, info := range d.containers.all() {
-		if key == exposeKey || info.NetNS == "" {
-			continue
+		if key == exposeKey || info.NetNS == "" || info.Docker && d.docker != nil {
+			continue // Docker's are plugged in by dockerResync: their PID may have changed
 		}
 		ac := d.attachConfig(info.NetNS, d.alloc.Lookup(key))
 		ac.Existing = true
@@ -275,8 +291,11 @@ func (d *daemon) reapLoop(quit <-chan struct{}) {
 // reap releases what the containers whose host veth is gone hold.
 func (d *daemon) reap() {
 	for key, info := range d.containers.all() {
-		if info.HostIf == "" {
-			continue // attached before we recorded veths, or the host's names
+		if info.HostIf == "" || info.Docker {
+			// Attached before we recorded veths, or the host's names; or
+			// a Docker container, whose veth goes with every stop: only
+			// Docker's removal releases it.
+			continue
 		}
 		if exists, err := netdev.LinkExists(info.HostIf); err != nil || exists {
 			continue
@@ -350,7 +369,10 @@ func (d *daemon) detach(req api.AttachRequest) (*api.AttachResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := req.Container
+	key, _, err := d.resolve(context.Background(), req.Container)
+	if err != nil {
+		return nil, err
+	}
 	info, known := d.containers.get(key)
 	held := d.alloc.Lookup(key)
 	var drop []netip.Prefix
@@ -421,7 +443,11 @@ func (d *daemon) ps() []api.Container {
 		if key == exposeKey {
 			continue // its name only; listed below if it holds addresses
 		}
-		out = append(out, api.Container{Container: key, MAC: info.MAC, Addrs: prefixStrings(d.alloc.Lookup(key))})
+		name := key
+		if info.Docker {
+			name = docker.ShortID(key) // as weave ps and docker ps show them
+		}
+		out = append(out, api.Container{Container: name, MAC: info.MAC, Addrs: prefixStrings(d.alloc.Lookup(key))})
 	}
 	if held := d.alloc.Lookup(exposeKey); len(held) > 0 {
 		out = append(out, api.Container{Container: exposeKey, Addrs: prefixStrings(held)})

@@ -23,6 +23,7 @@ import (
 
 	"weavenet/api"
 	"weavenet/dns"
+	"weavenet/docker"
 	"weavenet/gossip"
 	"weavenet/ipam"
 	"weavenet/netdev"
@@ -33,14 +34,18 @@ import (
 // daemon is one running weaved: the pieces it runs, which shutdown stops.
 // The bridge outlives it (reset removes it).
 type daemon struct {
-	cfg         config
-	log         *slog.Logger
-	node        *gossip.Node
-	router      *router.Router
-	store       *ipam.Store
-	alloc       *ipam.Allocator
-	dns         *dns.Server // nil with --no-dns
-	containers  *registry
+	cfg        config
+	log        *slog.Logger
+	node       *gossip.Node
+	router     *router.Router
+	store      *ipam.Store
+	alloc      *ipam.Allocator
+	dns        *dns.Server // nil with --no-dns
+	containers *registry
+	docker     *docker.Client // nil when Docker is not followed
+	// dockerMu keeps Docker's events, their resync and weave rm of a
+	// Docker container from acting on one container at once.
+	dockerMu    sync.Mutex
 	l3          *l3Host // in L3 mode
 	stop        chan struct{}
 	reset       bool // on the way out, remove bridge and state too
@@ -277,11 +282,16 @@ func (d *daemon) start() error {
 		}
 	}
 	if cfg.mode != modeL3 {
+		d.docker = openDocker(cfg.dockerAPI, d.log)
 		d.reap() // containers that went while we were down
 		d.replug()
 		d.quit = make(chan struct{})
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.reapLoop(d.quit) }()
+		if d.docker != nil {
+			d.wg.Add(1)
+			go func() { defer d.wg.Done(); d.followDocker(d.quit) }()
+		}
 		d.importWeave()
 	}
 	r.Start(node.Mesh)

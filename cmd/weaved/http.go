@@ -34,10 +34,16 @@ func (d *daemon) handler() http.Handler {
 	post(mux, "/detach", func(_ context.Context, req api.AttachRequest) (any, error) { return d.detach(req) })
 	post(mux, "/expose", func(ctx context.Context, req api.AttachRequest) (any, error) { return d.expose(ctx, req) })
 	post(mux, "/hide", func(_ context.Context, req api.AttachRequest) (any, error) { return d.hide(req) })
-	post(mux, "/rm", func(_ context.Context, req api.ContainerRequest) (any, error) { return struct{}{}, d.rm(req.Container) })
+	post(mux, "/rm", func(ctx context.Context, req api.ContainerRequest) (any, error) {
+		return struct{}{}, d.rmRef(ctx, req.Container)
+	})
 	post(mux, "/rmpeer", func(_ context.Context, req api.PeersRequest) (any, error) { return d.rmpeer(req.Peers) })
-	post(mux, "/dns-add", func(_ context.Context, req api.DNSRequest) (any, error) { return struct{}{}, d.dnsChange(req, true) })
-	post(mux, "/dns-remove", func(_ context.Context, req api.DNSRequest) (any, error) { return struct{}{}, d.dnsChange(req, false) })
+	post(mux, "/dns-add", func(ctx context.Context, req api.DNSRequest) (any, error) {
+		return struct{}{}, d.dnsChange(ctx, req, true)
+	})
+	post(mux, "/dns-remove", func(ctx context.Context, req api.DNSRequest) (any, error) {
+		return struct{}{}, d.dnsChange(ctx, req, false)
+	})
 	mux.HandleFunc("GET /ps", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.ps())
 	})
@@ -145,10 +151,15 @@ func (d *daemon) peerByNameOrNick(s string) (mesh.PeerName, error) {
 	return 0, fmt.Errorf("no peer named %q: give a peer name (aa:bb:cc:dd:ee:ff) or a nickname from weave status ipam", s)
 }
 
-func (d *daemon) dnsChange(req api.DNSRequest, add bool) error {
+func (d *daemon) dnsChange(ctx context.Context, req api.DNSRequest, add bool) error {
 	if d.dns == nil {
 		return errNoDNS
 	}
+	key, _, err := d.resolve(ctx, req.Container)
+	if err != nil {
+		return err
+	}
+	req.Container = key
 	info, _ := d.containers.get(req.Container)
 	hostname := req.Hostname
 	if hostname == "" {

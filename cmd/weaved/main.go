@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"weavenet/api"
+	"weavenet/docker"
 	"weavenet/gossip"
 	"weavenet/ipam"
 	"weavenet/router"
@@ -76,6 +77,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "weave-compat", Usage: "on every link speak only what Weave Net 2.x speaks: its plain sleeve frames and NaCl encryption (slower; for mixed networks and tests)"},
 		&cli.StringFlag{Name: "migrate-from", Usage: "take this host over from Weave Net 2.x: its data `FILE` (e.g. /var/lib/weave/weave-netdata.db), read-only, gives the peer name and the containers' addresses"},
 		&cli.StringFlag{Name: "migrate-names", Usage: "with --migrate-from: Weave Net's report saved as JSON before it stopped (`FILE`), for its containers' DNS names"},
+		&cli.StringFlag{Name: "docker-api", Value: docker.DefaultHost, Usage: "the Docker Engine whose containers weave run, attach, ps and rm may name, and whose events keep them plugged in; empty: none"},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge (L3 mode: packets from the TUN) instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
@@ -117,6 +119,8 @@ type config struct {
 	dnsConf   string
 	logLevel  string
 	logFormat string
+	// dockerAPI is the Engine followed; empty for none.
+	dockerAPI string
 	// migration is what --migrate-from imports; nil without it.
 	migration *migration
 }
@@ -140,6 +144,7 @@ func configFrom(cmd *cli.Command) (config, error) {
 		compat:    cmd.Bool("weave-compat"),
 		logLevel:  cmd.String("log-level"),
 		logFormat: cmd.String("log-format"),
+		dockerAPI: cmd.String("docker-api"),
 	}
 	switch {
 	case c.port < 1 || c.port > 65535:
