@@ -11,8 +11,8 @@ import (
 	"weavenet/internal/testbed"
 )
 
-// Docker's lifecycle as weaved follows it: docker restart keeps the
-// addresses and the name; a weaved restart (with the container restarted
+// Docker's lifecycle as weaved follows it: docker restart, and a stop
+// then a start, keep the addresses and the name; a weaved restart (with the container restarted
 // while it was down) plugs it in again; docker rm -f releases addresses and
 // names within 2 s and leaves no veth behind.
 func TestDockerLifecycle(t *testing.T) {
@@ -57,6 +57,18 @@ func TestDockerLifecycle(t *testing.T) {
 
 	mustEngine(t, "restart", "-t", "1", c1)
 	sameAddrs("after docker restart")
+
+	// Stopped, it keeps its addresses; started again, it has them back.
+	mustEngine(t, "stop", "-t", "1", c1)
+	testbed.WaitFor(t, 5*time.Second, func() bool {
+		_, err := h.Weave(t, "dns-lookup", c1)
+		return err != nil
+	}, "a stopped container's name leaves weaveDNS")
+	if f := strings.Fields(psLine(t, h, id)); len(f) != 4 {
+		t.Fatalf("stopped, c1 is listed as %v: want its two addresses kept", f)
+	}
+	mustEngine(t, "start", c1)
+	sameAddrs("after docker stop and start")
 
 	d.Stop()
 	mustEngine(t, "restart", "-t", "1", c1)

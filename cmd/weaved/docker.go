@@ -155,7 +155,7 @@ func (d *daemon) dockerEvent(ev docker.Event) {
 		}
 		d.replugDocker(&c, info)
 	case docker.Died:
-		d.unnameDocker(ev.ID)
+		d.dockerStopped(ev.ID, info)
 	case docker.Destroyed:
 		d.log.Info("Docker container removed: releasing its addresses and names", "container", docker.ShortID(ev.ID))
 		if err := d.rm(ev.ID); err != nil {
@@ -188,7 +188,7 @@ func (d *daemon) dockerResync(ctx context.Context) {
 		case c.Running:
 			d.replugDocker(&c, info)
 		default:
-			d.unnameDocker(key)
+			d.dockerStopped(key, info)
 		}
 	}
 }
@@ -228,10 +228,19 @@ func (d *daemon) replugDocker(c *docker.Container, info containerInfo) {
 	d.log.Info("Docker container plugged in", "container", c.ShortID(), "addrs", prefixStrings(held))
 }
 
-// unnameDocker takes a stopped container's names out of DNS (its
-// addresses reach nothing until it starts again); it keeps its addresses.
-func (d *daemon) unnameDocker(key string) {
+// dockerStopped takes a stopped container's names out of DNS (its
+// addresses reach nothing until it starts again) and forgets its namespace,
+// gone with its processes: the PID in that path may come to mean another
+// process, whose interfaces a later detach must not touch. It keeps its
+// addresses.
+func (d *daemon) dockerStopped(key string, info containerInfo) {
 	if d.dns != nil {
 		_, _ = d.dns.RemoveEntries(key, "", netip.Addr{})
+	}
+	if info.NetNS != "" || info.HostIf != "" {
+		info.NetNS, info.HostIf = "", ""
+		if err := d.containers.set(key, &info); err != nil {
+			d.log.Warn("containers", "err", err)
+		}
 	}
 }
