@@ -31,6 +31,13 @@ type Report struct {
 	Router  Router
 	IPAM    *IPAM `json:",omitempty"`
 	DNS     *DNS  `json:",omitempty"`
+	// Proxy is the Docker API proxy's section; nil when none runs.
+	Proxy *Proxy `json:",omitempty"`
+}
+
+// Proxy is the Docker API proxy's section of the report.
+type Proxy struct {
+	Address string // where docker -H reaches it: unix:///var/run/weave/weave.sock
 }
 
 // IPAM is the address allocator's section of the report.

@@ -92,6 +92,7 @@ func app() *cli.Command {
 			}},
 		},
 	}
+	root.Commands = append(root.Commands, proxyCommands...)
 	// The library calls only a command's own hook, and dumps its usage
 	// without one.
 	for _, c := range root.Commands {

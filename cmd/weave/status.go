@@ -75,6 +75,11 @@ func renderStatus(w io.Writer, rep *api.Report) {
 		line("TTL", fmt.Sprint(d.TTL))
 		line("Entries", fmt.Sprint(len(d.Entries)))
 	}
+	if p := rep.Proxy; p != nil {
+		fmt.Fprintln(w)
+		line("Service", "proxy")
+		line("Address", p.Address)
+	}
 }
 
 // renderIPAM lists who owns how much of the range.

@@ -51,6 +51,7 @@ type daemon struct {
 	reset       bool // on the way out, remove bridge and state too
 	cleanupOnce sync.Once
 	quit        chan struct{}  // closed at cleanup: background work ends
+	proxyAddr   atomic.Value   // string: the Docker API proxy's address while it serves
 	wg          sync.WaitGroup // background work
 
 	// pendingAllocs counts addresses being obtained right now (waiting for
@@ -96,6 +97,11 @@ func run(ctx context.Context, cfg config) error {
 			log.Error("API server", "err", err)
 		}
 	}()
+	stopProxy, err := d.startProxy()
+	if err != nil {
+		return err
+	}
+	defer stopProxy()
 	if cfg.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(newMetrics(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -210,6 +210,7 @@ func (d *daemon) report() api.Report {
 	rep.Router.Mode = d.cfg.mode
 	rep.IPAM = d.ipamReport()
 	rep.DNS = d.dnsReport()
+	rep.Proxy = d.proxyReport()
 	return rep
 }
 

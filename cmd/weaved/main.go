@@ -28,7 +28,7 @@ func main() {
 		Usage:     "the weavenet daemon: join the mesh and carry the weave bridge's frames to other hosts",
 		ArgsUsage: "[PEER...]",
 		Version:   api.Version,
-		Flags:     flags(),
+		Flags:     append(flags(), proxyFlags()...),
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
 			return fmt.Errorf("%w (see weaved --help)", err)
 		},
@@ -121,6 +121,7 @@ type config struct {
 	logFormat string
 	// dockerAPI is the Engine followed; empty for none.
 	dockerAPI string
+	proxy     proxyConfig
 	// migration is what --migrate-from imports; nil without it.
 	migration *migration
 }
@@ -192,6 +193,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 		}
 	}
 	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
+		return c, err
+	}
+	if c.proxy, err = proxyConfigFrom(cmd); err != nil {
 		return c, err
 	}
 	if err := migrateConfig(cmd.String("migrate-from"), cmd.String("migrate-names"), &c); err != nil {

@@ -63,7 +63,7 @@ func ToolDir(t testing.TB) string {
 func BinDir(t testing.TB) string {
 	t.Helper()
 	ToolDir(t)
-	return binDir(t, &daemonBuild, "./cmd/weaved", "./cmd/weave")
+	return binDir(t, &daemonBuild, "./cmd/weaved", "./cmd/weave", "./cmd/weavewait")
 }
 
 // EmbedDir returns a directory containing the embed binary of
