@@ -52,6 +52,11 @@ func (h *Host) StartWeaved(t testing.TB, args ...string) *Daemon {
 		}
 		full = append(full, "--dns-resolv-conf", conf)
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--proxy-socket") || a == "--no-proxy" }) {
+		// The Docker API proxy of each host in its data dir, not at the
+		// machine's default path.
+		full = append(full, "--proxy-socket", filepath.Join(h.DataDir, "weave.sock"))
+	}
 	logPath := filepath.Join(h.DataDir, LogFile)
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
