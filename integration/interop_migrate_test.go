@@ -407,3 +407,102 @@ func migLogTail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestInteropMigrationDocker takes over a Weave Net host whose container is
+// a Docker container, plugged in as Weave Net plugs one (a veth
+// vethwepl<PID> into the bridge, ethwe inside), keyed by its full ID, named
+// from its hostname. With Docker followed, weavenet makes it its own Docker
+// container: named again from the hostname with no saved report, plugged in
+// again with its address after docker restart, released by docker rm. The
+// host is alone: the ring comes from Weave Net's file only.
+func TestInteropMigrationDocker(t *testing.T) {
+	run := needDocker(t)
+	const rng = "10.32.0.0/12"
+	bed := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+	h := bed.Hosts[0]
+	w := h.StartWeaver(t, "--ipalloc-range", rng, "--ipalloc-init", "seed="+h.WeaverName())
+	alloc := func(id string) netip.Prefix {
+		t.Helper()
+		out, err := w.HTTP(t, "POST", "/ip/"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := netip.ParsePrefix(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("Weave Net gave %q: %v", out, err)
+		}
+		return p
+	}
+
+	// A plain container to ping from, and the Docker one.
+	peer := h.AddContainer(t, "c0")
+	peerAddr := alloc("c0")
+	w.Attach(t, peer, peerAddr.String())
+	id := mustEngine(t, "run", "-d", "--net=none", "--label", run.Label, "--name", run.Name("c1"),
+		"--hostname", "c1.weave.local", run.Image, "sleep", "3600")
+	pid := mustEngine(t, "inspect", "-f", "{{.State.Pid}}", id)
+	addr := alloc(id)
+	hostIf := "vethwepl" + pid
+	if len(hostIf) > 15 {
+		hostIf = hostIf[:15]
+	}
+	for _, args := range [][]string{
+		{"ip", "link", "add", hostIf, "netns", h.NS.Name, "mtu", "1376", "type", "veth", "peer", "name", "ethwe", "netns", pid, "mtu", "1376"},
+		{"ip", "-n", h.NS.Name, "link", "set", hostIf, "master", "weave", "up"},
+		{"nsenter", "-t", pid, "-n", "ethtool", "-K", "ethwe", "tx", "off"},
+		{"nsenter", "-t", pid, "-n", "ip", "addr", "add", addr.String(), "dev", "ethwe"},
+		{"nsenter", "-t", pid, "-n", "ip", "link", "set", "ethwe", "up"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if _, err := w.HTTP(t, "PUT", fmt.Sprintf("/name/%s/%v?fqdn=c1.weave.local.", id, addr.Addr())); err != nil {
+		t.Fatal(err)
+	}
+	waitPing(t, peer, addr.Addr().String())
+
+	w.Stop()
+	launch(t, h, "--migrate-from", filepath.Join(h.DataDir, "weave", "data.db"), "--ipalloc-range", rng, "--ipalloc-init", "observer")
+	short := id[:12]
+	var ps string
+	if !testbed.Poll(30*time.Second, func() bool {
+		ps, _ = h.Weave(t, "ps")
+		return strings.Contains(ps, short) && strings.Contains(ps, addr.String())
+	}) {
+		t.Fatalf("weave ps does not show %s with %v:\n%s", short, addr, ps)
+	}
+	waitPing(t, peer, addr.Addr().String())
+	if got, _ := h.Weave(t, "dns-lookup", "c1"); !strings.Contains(got, addr.Addr().String()) {
+		t.Errorf("c1 resolves to %q, want %v (from the container's hostname)", got, addr.Addr())
+	}
+
+	// Docker's lifecycle, now followed by weaved.
+	mustEngine(t, "restart", "-t", "0", id)
+	var out string
+	if !testbed.Poll(30*time.Second, func() bool {
+		out, _ = engineCmd(t, "exec", id, "ip", "-4", "addr", "show", "ethwe")
+		return strings.Contains(out, addr.String())
+	}) {
+		t.Fatalf("after docker restart the container has no ethwe with %v: %q", addr, out)
+	}
+	// The restarted container has a new interface, so a new MAC: the
+	// peer's ARP entry for the old one stays "reachable" for up to 45 s.
+	if !testbed.Poll(60*time.Second, func() bool {
+		_, err := peer.ExecTimeout(t, 5*time.Second, "ping", "-n", "-c", "1", "-W", "1", addr.Addr().String())
+		return err == nil
+	}) {
+		t.Fatalf("after docker restart, %v does not answer within 60s", addr)
+	}
+	pingAll(t, peer, addr.Addr().String(), 3)
+	mustEngine(t, "rm", "-f", id)
+	if !testbed.Poll(30*time.Second, func() bool {
+		ps, _ = h.Weave(t, "ps")
+		return !strings.Contains(ps, short)
+	}) {
+		t.Errorf("docker rm -f: weave ps still lists %s:\n%s", short, ps)
+	}
+	if got, _ := h.Weave(t, "dns-lookup", "c1"); strings.Contains(got, addr.Addr().String()) {
+		t.Errorf("docker rm -f: c1 still resolves to %q", got)
+	}
+}

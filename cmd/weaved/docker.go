@@ -206,14 +206,20 @@ func (d *daemon) replugDocker(c *docker.Container, info containerInfo) {
 	if len(held) == 0 {
 		return
 	}
-	mac, _, err := netdev.Attach(d.attachConfig(nsPath, held))
+	ac := d.attachConfig(nsPath, held)
+	// The pair's host end as whoever plugged it in named it (Weave Net,
+	// for a container taken over from it); a stop forgets it.
+	ac.HostIfName = info.HostIf
+	mac, _, err := netdev.Attach(ac)
 	if err != nil {
 		d.log.Warn("Docker container not plugged in again", "container", c.ShortID(), "err", err)
 		return
 	}
 	info.NetNS, info.MAC = nsPath, mac.String()
-	if h, err := netdev.HostIfNameOf(nsPath); err == nil {
-		info.HostIf = h
+	if info.HostIf == "" {
+		if h, err := netdev.HostIfNameOf(nsPath); err == nil {
+			info.HostIf = h
+		}
 	}
 	if err := d.containers.set(c.ID, &info); err != nil {
 		d.log.Warn("containers", "err", err)

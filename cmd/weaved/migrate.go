@@ -13,6 +13,7 @@ import (
 
 	"github.com/weaveworks/mesh"
 
+	"weavenet/docker"
 	"weavenet/internal/weavedb"
 	"weavenet/ipam"
 	"weavenet/netdev"
@@ -209,7 +210,21 @@ func (d *daemon) importWeave() {
 			d.log.Info("imported Weave Net's persisted ring")
 		}
 	}
-	plugged, err := netdev.FindPlugged(d.cfg.bridge, netnsCandidates())
+	// Weave Net keyed a Docker container by its full ID, as weaved does:
+	// with Docker followed, such a container is weaved's Docker container
+	// from now on (its stops, starts and removal followed), found through
+	// its process, and named as Weave Net named it, from its hostname,
+	// unless the report says otherwise.
+	d.dockerMu.Lock()
+	defer d.dockerMu.Unlock()
+	dockers := d.weaveDockerContainers(m.Owned)
+	candidates := netnsCandidates()
+	for _, c := range dockers {
+		if p, err := c.NetNSPath(); err == nil {
+			candidates = append(candidates, p)
+		}
+	}
+	plugged, err := netdev.FindPlugged(d.cfg.bridge, candidates)
 	if err != nil {
 		d.log.Warn("looking for Weave Net's containers on the bridge", "err", err)
 	}
@@ -242,6 +257,21 @@ func (d *daemon) importWeave() {
 				break
 			}
 		}
+		named := info.Hostname != ""
+		if c, ok := dockers[o.ID]; ok {
+			info.Docker = true
+			if p, err := c.NetNSPath(); err == nil && info.NetNS != "" {
+				info.NetNS = p // as weaved records a Docker container's
+			}
+			if info.Hostname == "" {
+				info.Hostname = d.dockerHostname(&c)
+			}
+			if !named && info.Hostname != "" {
+				for _, a := range o.Addrs {
+					m.Names = append(m.Names, weavedb.Name{Hostname: info.Hostname, Container: o.ID, Addr: a.Addr()})
+				}
+			}
+		}
 		if info.NetNS != "" {
 			// As if attached by us: the route to weaveDNS on the
 			// bridge, MTU and link state; the pair is only checked.
@@ -263,6 +293,29 @@ func (d *daemon) importWeave() {
 		defer d.wg.Done()
 		d.claimImported(m)
 	}()
+}
+
+// weaveDockerContainers returns the Docker containers, by ID, among those
+// Weave Net had addresses for; none without Docker.
+func (d *daemon) weaveDockerContainers(owned []weavedb.Owned) map[string]docker.Container {
+	out := map[string]docker.Container{}
+	if d.docker == nil {
+		return out
+	}
+	for _, o := range owned {
+		if o.ID == exposeKey {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
+		c, err := d.docker.Resolve(ctx, o.ID)
+		cancel()
+		if err == nil && c.ID == o.ID {
+			out[o.ID] = c
+		} else if err != nil && !errors.Is(err, docker.ErrNotFound) {
+			d.log.Warn("asking Docker about Weave Net's container", "container", o.ID, "err", err)
+		}
+	}
+	return out
 }
 
 // netnsCandidates are the namespaces Weave Net's containers may live in:
