@@ -103,6 +103,8 @@ type Router struct {
 	// Mode is bridge (containers on a Linux bridge) or l3 (the host
 	// itself on a TUN device); empty from daemons before L3 mode.
 	Mode string `json:",omitempty"`
+	// FastDatapath is nil from daemons before it.
+	FastDatapath *FastDatapath `json:",omitempty"`
 }
 
 // Connection is one of this peer's connections, or a target it is trying to
@@ -135,6 +137,26 @@ type Connection struct {
 	// between weavenet peers.
 	Heartbeat        string `json:",omitempty"`
 	HeartbeatTimeout string `json:",omitempty"`
+	// Datapath is fastdp (known unicast through the kernel's VXLAN) or
+	// sleeve (everything through the router); DatapathReason says why
+	// not fastdp.
+	Datapath       string `json:",omitempty"`
+	DatapathReason string `json:",omitempty"`
+}
+
+// FastDatapath is the fast datapath's section of the router report.
+type FastDatapath struct {
+	Enabled bool
+	// Why not, when not enabled.
+	Why     string `json:",omitempty"`
+	Port    int    `json:",omitempty"`
+	VNI     uint32 `json:",omitempty"`
+	Entries int64  // MACs whose frames the kernel forwards to a peer
+	// Encrypted says why encrypted links use the sleeve.
+	Encrypted string `json:",omitempty"`
+	// RxBytes and TxBytes are the VXLAN device's own counters: what
+	// crossed without passing through weaved.
+	RxBytes, TxBytes uint64
 }
 
 // Peer is a peer of the mesh and the connections it reports.

@@ -61,6 +61,8 @@ type forwarder struct {
 	// only the pseudo-header sum in its checksum field; the receiving
 	// device finishes it, so neither router reads the payload to sum it.
 	partialCsum bool
+	// fast is the link's fast datapath state (fastdp.go).
+	fast *fastLink
 	// wrapControl: the peer speaks Weave Net's overlay switch, which
 	// prefixes control messages with an overlay index and the tag.
 	wrapControl bool
@@ -106,6 +108,9 @@ func (r *Router) AddFeaturesTo(features map[string]string) {
 	if r.fastCipher {
 		features[featureCipher] = crypto.AESGCM.String()
 	}
+	if v := r.fastFeature(); v != "" {
+		features[featureFastDP] = v
+	}
 }
 
 // Diagnostics implements mesh.Overlay.
@@ -148,6 +153,7 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		f.sealer = crypto.NewSealer(p.SessionKey, p.Outbound, f.suite)
 		f.opener = crypto.NewOpener(p.SessionKey, p.Outbound, f.suite)
 	}
+	f.fast = r.newFastLink(f, p.Features)
 	// Only for a connection we dialled is the peer's address known up front
 	// (Weave Net uses the same port for UDP as for TCP); otherwise the first
 	// heartbeat tells us.
@@ -192,6 +198,10 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 		}
 		tag, msg = msg[1], msg[2:]
 	}
+	if tag == ctlFastProbeAck {
+		f.onProbeAck(msg) // not for the forwarder's goroutine: it only stores a time
+		return
+	}
 	select {
 	case f.controls <- control{tag, msg}:
 	case <-f.stop:
@@ -200,6 +210,7 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 
 // Attrs implements mesh.OverlayConnection.
 func (f *forwarder) Attrs() map[string]interface{} {
+	datapath, why := f.datapath()
 	return map[string]interface{}{
 		"name":         overlayName,
 		"mtu":          f.r.mtu,
@@ -220,6 +231,9 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		// how long without one fails the connection.
 		"heartbeat":         f.cadence.slow,
 		"heartbeat_timeout": f.cadence.timeout,
+		// datapath: fastdp (kernel VXLAN) or sleeve, and why not fastdp.
+		"datapath":        datapath,
+		"datapath_reason": why,
 	}
 }
 

@@ -45,6 +45,8 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 		},
 	}
 	rep.Stats.Drops["handshake"] = node.HandshakeFailures()
+	fs := r.FastDatapathStatus()
+	rep.FastDatapath = &api.FastDatapath{Enabled: fs.Enabled, Why: fs.Why, Port: fs.Port, VNI: fs.VNI, Entries: fs.Entries, Encrypted: fs.Encrypted, RxBytes: fs.RxBytes, TxBytes: fs.TxBytes}
 	if rep.Targets == nil {
 		rep.Targets = []string{}
 	}
@@ -108,6 +110,8 @@ func connectionStatus(c mesh.LocalConnectionStatus) api.Connection {
 	if d, ok := c.Attrs["heartbeat_timeout"].(time.Duration); ok {
 		out.HeartbeatTimeout = seconds(d)
 	}
+	out.Datapath, _ = c.Attrs["datapath"].(string)
+	out.DatapathReason, _ = c.Attrs["datapath_reason"].(string)
 	return out
 }
 

@@ -69,6 +69,16 @@ type Config struct {
 	// first) and NaCl for encryption, even where both ends could do
 	// better. For testing interoperability, or a policy of one format.
 	WeaveCompat bool
+	// FastDatapath, if not nil, carries known unicast to directly
+	// connected peers that have one too, over links that need no
+	// encryption, in the kernel (see fastdp.go). The Router closes it.
+	FastDatapath FastDatapath
+	// FastDatapathOff says why there is none, for status: "--datapath
+	// sleeve", say.
+	FastDatapathOff string
+	// EncryptedSleeve says why encrypted links stay on the sleeve (what
+	// the kernel's IPsec probe found), for status.
+	EncryptedSleeve string
 }
 
 // Router forwards frames between its Device and its peers. Build it with New,
@@ -85,6 +95,7 @@ type Router struct {
 	fastCipher  bool
 	partialCsum bool
 	hostLocal   []netip.Addr
+	fast        fastState // fastdp.go
 
 	// Set by Start, read-only after.
 	mesh *mesh.Router
@@ -144,6 +155,13 @@ func New(cfg Config) (*Router, error) {
 	r.fastCipher = crypto.HardwareAES() && !cfg.WeaveCompat
 	r.partialCsum = !cfg.WeaveCompat
 	r.hostLocal = cfg.HostLocal
+	r.fast.fastConfig = fastConfig{dev: cfg.FastDatapath, off: cfg.FastDatapathOff, encrypted: cfg.EncryptedSleeve}
+	if r.fast.off == "" {
+		r.fast.off = "no fast datapath on this peer"
+	}
+	if r.fast.encrypted == "" {
+		r.fast.encrypted = "the kernel's IPsec datapath is not used"
+	}
 	return r, nil
 }
 
@@ -177,6 +195,11 @@ func (r *Router) Start(m *mesh.Router) {
 	go func() { defer r.wg.Done(); r.sendLoop() }()
 	go func() { defer r.wg.Done(); r.receiveLoop() }()
 	go func() { defer r.wg.Done(); r.macs.expireLoop(r.closing) }()
+	if r.fast.dev != nil {
+		r.wg.Add(2)
+		go func() { defer r.wg.Done(); r.fastLoop() }()
+		go func() { defer r.wg.Done(); r.probeLoop() }()
+	}
 }
 
 // Close stops forwarding, closes the socket and the device, and waits for the
@@ -185,7 +208,7 @@ func (r *Router) Close() error {
 	var err error
 	r.closed.Do(func() {
 		close(r.closing)
-		err = errors.Join(r.sock.close(), r.dev.Close())
+		err = errors.Join(r.sock.close(), r.dev.Close(), r.closeFast())
 		r.wg.Wait()
 	})
 	return err

@@ -229,6 +229,12 @@ func renderConnections(w io.Writer, rep *api.Report) {
 		if c.Heartbeat != "" {
 			extra += " heartbeat=" + c.Heartbeat + "/" + c.HeartbeatTimeout
 		}
+		if c.Datapath != "" {
+			extra += " datapath=" + c.Datapath
+			if c.DatapathReason != "" {
+				extra += " (" + c.DatapathReason + ")"
+			}
+		}
 		// The encryption stays the last word, where scripts look for it.
 		if c.Transport != "" {
 			if c.Encrypted {

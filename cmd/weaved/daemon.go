@@ -203,9 +203,16 @@ func (d *daemon) start() error {
 	if cfg.dns {
 		rcfg.HostLocal = []netip.Addr{cfg.dnsAddr}
 	}
+	if err := d.openFastdp(cfg, &rcfg); err != nil {
+		dev.Close()
+		return err
+	}
 	r, err := router.New(rcfg)
 	if err != nil {
 		dev.Close()
+		if rcfg.FastDatapath != nil {
+			rcfg.FastDatapath.Close()
+		}
 		return fmt.Errorf("--port %d: %w", cfg.port, err)
 	}
 	d.router = r

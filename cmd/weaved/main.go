@@ -47,7 +47,7 @@ func main() {
 }
 
 func flags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringSliceFlag{Name: "peer", Usage: "`HOST[:PORT]` of a peer to connect to (repeatable; positional PEERs too)"},
 		&cli.StringFlag{Name: "name", Usage: "peer name, a MAC such as aa:bb:cc:dd:ee:ff (default: generated once and kept in the data dir)"},
 		&cli.StringFlag{Name: "nickname", Usage: "human name of this peer (default: hostname)"},
@@ -81,7 +81,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge (L3 mode: packets from the TUN) instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-	}
+	}, fastdpFlags()...)
 }
 
 // config is the daemon's validated configuration.
@@ -122,6 +122,7 @@ type config struct {
 	// dockerAPI is the Engine followed; empty for none.
 	dockerAPI string
 	proxy     proxyConfig
+	fastdp    fastdpConfig
 	// migration is what --migrate-from imports; nil without it.
 	migration *migration
 }
@@ -196,6 +197,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 		return c, err
 	}
 	if c.proxy, err = proxyConfigFrom(cmd); err != nil {
+		return c, err
+	}
+	if c.fastdp, err = fastdpConfigFrom(cmd); err != nil {
 		return c, err
 	}
 	if err := migrateConfig(cmd.String("migrate-from"), cmd.String("migrate-names"), &c); err != nil {

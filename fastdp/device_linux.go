@@ -1,0 +1,305 @@
+//go:build linux
+
+package fastdp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Config says where the VXLAN device goes and how it is set up.
+type Config struct {
+	// Name of the VXLAN device (the default is DefaultName).
+	Name string
+	// Bridge is the weave bridge the device joins; TAP the router's port
+	// on it, isolated from the VXLAN port (see the package doc).
+	Bridge, TAP string
+	// Port is the UDP port of VXLAN on every peer (the default is
+	// DefaultPort); VNI the VXLAN network identifier (DefaultVNI).
+	Port int
+	VNI  uint32
+	// MTU of the device: the overlay MTU.
+	MTU int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultName = "vxlan-weave"
+	// DefaultPort is IANA's VXLAN port. Weave Net's fast datapath used
+	// 6784, which is weavenet's HTTP API (TCP, but firewalls and readers
+	// confuse the two); the sleeve uses --port (6783). A fixed, separate
+	// port lets a firewall tell the paths apart.
+	DefaultPort = 4789
+	// DefaultVNI is 0x576e ("Wn"): any fixed value every peer agrees on.
+	DefaultVNI = 0x576e
+)
+
+// Device is the fast datapath's kernel side: the VXLAN device on the
+// bridge, its forwarding entries, a packet socket that reads probes
+// arriving through it, and a UDP socket that sends them. Its methods are
+// safe for concurrent use.
+type Device struct {
+	cfg   Config
+	link  netlink.Link
+	probe *os.File // AF_PACKET, bound to the VXLAN device and ProbeEtherType
+	tx    *net.UDPConn
+	log   *slog.Logger
+}
+
+// Open creates the VXLAN device (replacing a leftover one of the same name),
+// attaches it to the bridge with the port flags the design needs, isolates
+// the TAP port, and opens the probe sockets.
+func Open(cfg Config) (_ *Device, err error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.VNI == 0 {
+		cfg.VNI = DefaultVNI
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 || cfg.VNI >= 1<<24 {
+		return nil, fmt.Errorf("fastdp: port %d or VNI %d out of range", cfg.Port, cfg.VNI)
+	}
+	br, err := netlink.LinkByName(cfg.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("fastdp: bridge %q: %w", cfg.Bridge, err)
+	}
+	tap, err := netlink.LinkByName(cfg.TAP)
+	if err != nil {
+		return nil, fmt.Errorf("fastdp: TAP %q: %w", cfg.TAP, err)
+	}
+	if old, err := netlink.LinkByName(cfg.Name); err == nil {
+		// A daemon that died left it: its entries are stale.
+		if err := netlink.LinkDel(old); err != nil {
+			return nil, fmt.Errorf("fastdp: remove leftover %q: %w", cfg.Name, err)
+		}
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = cfg.Name
+	attrs.MTU = cfg.MTU
+	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(cfg.VNI), Port: cfg.Port, Learning: false, UDPCSum: true}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return nil, fmt.Errorf("fastdp: create VXLAN device %q (port %d): %w", cfg.Name, cfg.Port, err)
+	}
+	d := &Device{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if d.link, err = netlink.LinkByName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("fastdp: %q: %w", cfg.Name, err)
+	}
+	if err := netlink.LinkSetMaster(d.link, br); err != nil {
+		return nil, fmt.Errorf("fastdp: attach %q to %q: %w", cfg.Name, cfg.Bridge, err)
+	}
+	// The kernel never floods to the VXLAN port nor learns on it; it and
+	// the TAP never forward to each other.
+	for _, a := range []int{nl.IFLA_BRPORT_LEARNING, nl.IFLA_BRPORT_UNICAST_FLOOD, nl.IFLA_BRPORT_MCAST_FLOOD, nl.IFLA_BRPORT_BCAST_FLOOD} {
+		if err := setPortFlag(d.link, a, false); err != nil {
+			return nil, fmt.Errorf("fastdp: port flag %d of %q: %w", a, cfg.Name, err)
+		}
+	}
+	if err := setPortFlag(d.link, nl.IFLA_BRPORT_ISOLATED, true); err != nil {
+		return nil, fmt.Errorf("fastdp: isolate %q: %w", cfg.Name, err)
+	}
+	if err := setPortFlag(tap, nl.IFLA_BRPORT_ISOLATED, true); err != nil {
+		return nil, fmt.Errorf("fastdp: isolate %q: %w", cfg.TAP, err)
+	}
+	if err := netlink.LinkSetUp(d.link); err != nil {
+		return nil, fmt.Errorf("fastdp: set %q up: %w", cfg.Name, err)
+	}
+	if d.probe, err = openProbeSocket(d.link.Attrs().Index); err != nil {
+		return nil, err
+	}
+	if d.tx, err = openProbeSender(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// setPortFlag sets a boolean bridge port attribute (IFLA_BRPORT_*) of link.
+func setPortFlag(link netlink.Link, attr int, on bool) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
+	msg.Index = int32(link.Attrs().Index)
+	req.AddData(msg)
+	v := byte(0)
+	if on {
+		v = 1
+	}
+	br := nl.NewRtAttr(unix.IFLA_PROTINFO|unix.NLA_F_NESTED, nil)
+	br.AddRtAttr(attr, []byte{v})
+	req.AddData(br)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+func openProbeSocket(ifindex int) (*os.File, error) {
+	proto := htons(ProbeEtherType)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		return nil, fmt.Errorf("fastdp: probe socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("fastdp: bind probe socket: %w", err)
+	}
+	// Our own probes never go out through the device, but say so.
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	return os.NewFile(uintptr(fd), "fastdp-probe"), nil
+}
+
+// openProbeSender opens the UDP socket probes leave from. Probes carry the
+// don't-fragment bit and ignore the cached path MTU, so that one too big for
+// the path is lost (or refused here) rather than fragmented: the VXLAN
+// device's own frames would be.
+func openProbeSender() (*net.UDPConn, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return nil, fmt.Errorf("fastdp: probe sender: %w", err)
+	}
+	rc, err := c.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+		})
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("fastdp: probe sender: don't-fragment: %w", err)
+	}
+	return c, nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Port is the UDP port of VXLAN; VNI its network identifier; Name the
+// device's.
+func (d *Device) Port() int    { return d.cfg.Port }
+func (d *Device) VNI() uint32  { return d.cfg.VNI }
+func (d *Device) Name() string { return d.cfg.Name }
+func (d *Device) ifindex() int { return d.link.Attrs().Index }
+
+// Install sends frames for MAC m through the VXLAN device to the host at
+// peer: the VXLAN entry first, then the bridge entry (see the package doc).
+// Installing an installed MAC again moves it.
+func (d *Device) Install(m [6]byte, peer netip.Addr) error {
+	if !peer.Is4() {
+		return fmt.Errorf("fastdp: install %s: %v is not IPv4", net.HardwareAddr(m[:]), peer)
+	}
+	self := &netlink.Neigh{
+		LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: net.HardwareAddr(m[:]),
+		IP: peer.AsSlice(), Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT | netlink.NUD_NOARP,
+	}
+	if err := netlink.NeighSet(self); err != nil {
+		return fmt.Errorf("fastdp: VXLAN entry %s → %v: %w", net.HardwareAddr(m[:]), peer, err)
+	}
+	master := &netlink.Neigh{
+		LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: net.HardwareAddr(m[:]),
+		Flags: netlink.NTF_MASTER | netlink.NTF_STICKY, State: netlink.NUD_NOARP,
+	}
+	if err := netlink.NeighSet(master); err != nil {
+		return fmt.Errorf("fastdp: bridge entry %s → %s: %w", net.HardwareAddr(m[:]), d.cfg.Name, err)
+	}
+	return nil
+}
+
+// Remove sends frames for MAC m back through the TAP: the bridge entry
+// goes first, then the VXLAN entry. Missing entries are not an error.
+func (d *Device) Remove(m [6]byte) error {
+	hw := net.HardwareAddr(m[:])
+	master := &netlink.Neigh{LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: hw, Flags: netlink.NTF_MASTER}
+	err1 := netlink.NeighDel(master)
+	self := &netlink.Neigh{LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: hw, Flags: netlink.NTF_SELF}
+	err2 := netlink.NeighDel(self)
+	if err := errors.Join(ignoreMissing(err1), ignoreMissing(err2)); err != nil {
+		return fmt.Errorf("fastdp: remove %s: %w", hw, err)
+	}
+	return nil
+}
+
+func ignoreMissing(err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+		return nil
+	}
+	return err
+}
+
+// SendProbe sends eth, an Ethernet frame, VXLAN-encapsulated to the VXLAN
+// port of the host at to. eth is not retained.
+func (d *Device) SendProbe(to netip.Addr, eth []byte) error {
+	b := make([]byte, vxlanHdrLen+len(eth))
+	putVXLANHeader(b, d.cfg.VNI)
+	copy(b[vxlanHdrLen:], eth)
+	_, err := d.tx.WriteToUDPAddrPort(b, netip.AddrPortFrom(to, uint16(d.cfg.Port)))
+	return err
+}
+
+// ReadProbe reads the next probe frame (Ethernet header first) that arrived
+// through the VXLAN device into b. It returns net.ErrClosed after Close.
+func (d *Device) ReadProbe(b []byte) (int, error) {
+	n, err := d.probe.Read(b)
+	if errors.Is(err, os.ErrClosed) {
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+// Counters are the VXLAN device's own, from the kernel.
+type Counters struct {
+	RxPackets, RxBytes, TxPackets, TxBytes, TxDropped uint64
+}
+
+// Counters reads the device's counters.
+func (d *Device) Counters() (Counters, error) {
+	l, err := netlink.LinkByIndex(d.ifindex())
+	if err != nil {
+		return Counters{}, fmt.Errorf("fastdp: %s: %w", d.cfg.Name, err)
+	}
+	s := l.Attrs().Statistics
+	if s == nil {
+		return Counters{}, nil
+	}
+	return Counters{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes, TxDropped: s.TxDropped}, nil
+}
+
+// Close deletes the VXLAN device (and with it every entry) and closes the
+// probe sockets; a blocked ReadProbe returns.
+func (d *Device) Close() error {
+	var errs []error
+	if d.probe != nil {
+		errs = append(errs, d.probe.Close())
+	}
+	if d.tx != nil {
+		errs = append(errs, d.tx.Close())
+	}
+	if d.link != nil {
+		if err := netlink.LinkDel(d.link); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("fastdp: delete %q: %w", d.cfg.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ByteCounters are the device's received and sent bytes.
+func (d *Device) ByteCounters() (rx, tx uint64, err error) {
+	c, err := d.Counters()
+	return c.RxBytes, c.TxBytes, err
+}

@@ -1,0 +1,391 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/weaveworks/mesh"
+)
+
+// The fast datapath: per connection, known unicast to a directly connected
+// peer may go through a kernel VXLAN device instead of the sleeve. The
+// router stays the one place that decides (package fastdp's doc has the
+// whole design):
+//
+//  1. Both ends offer it in the mesh handshake (featureFastDP: the VXLAN
+//     port and VNI, which must match), and the link needs no encryption.
+//  2. Every probeInterval the fast manager sends the peer a small and a
+//     full-sized probe through VXLAN; the peer acknowledges each over the
+//     mesh connection. A link is on the fast datapath while its full-sized
+//     probes are acknowledged and the peer's arrive here, both within
+//     fastTimeout (choosePath); otherwise on the sleeve, with the reason.
+//  3. After each round the manager syncs the kernel's forwarding entries:
+//     every MAC learned behind a peer on the fast datapath gets one, and
+//     entries of peers that left it are removed (fdbChanges), which sends
+//     their frames back through the TAP and the sleeve.
+//
+// Frames never pass through this file: the kernel forwards offloaded
+// unicast, the sleeve everything else.
+
+// FastDatapath is the kernel side of the fast datapath (package fastdp's
+// Device). Its methods are called from the router's fast manager and probe
+// reader goroutines.
+type FastDatapath interface {
+	// Port is VXLAN's UDP port, VNI its network identifier; both must be
+	// the same on every peer.
+	Port() int
+	VNI() uint32
+	// Install sends frames for m to the VXLAN port of peer; Remove undoes it.
+	Install(m [6]byte, peer netip.Addr) error
+	Remove(m [6]byte) error
+	// SendProbe sends an Ethernet frame VXLAN-encapsulated to peer's VXLAN
+	// port; ReadProbe reads the next probe frame that arrived through the
+	// device, and returns net.ErrClosed after Close.
+	SendProbe(peer netip.Addr, eth []byte) error
+	ReadProbe(b []byte) (int, error)
+	// ByteCounters are the VXLAN device's received and sent bytes.
+	ByteCounters() (rx, tx uint64, err error)
+	Close() error
+}
+
+// featureFastDP offers the fast datapath: "vxlan <port> <vni>".
+const featureFastDP = "WeavenetFastDP"
+
+// ctlFastProbeAck acknowledges a probe, inside Weave Net's overlay control
+// message (only peers that offered featureFastDP get one).
+const ctlFastProbeAck = 0x46
+
+const (
+	probeInterval = 500 * time.Millisecond
+	fastTimeout   = 3 * time.Second
+)
+
+// Datapath names, as status shows them.
+const (
+	DatapathFast   = "fastdp"
+	DatapathSleeve = "sleeve"
+)
+
+// fastConfig is the part of Config the fast datapath takes.
+type fastConfig struct {
+	dev FastDatapath
+	// off says why there is no dev (e.g. "--datapath sleeve").
+	off string
+	// encrypted says why encrypted links stay on the sleeve.
+	encrypted string
+}
+
+func (r *Router) fastFeature() string {
+	if r.fast.dev == nil {
+		return ""
+	}
+	return fmt.Sprintf("vxlan %d %d", r.fast.dev.Port(), r.fast.dev.VNI())
+}
+
+// parseFastFeature reads a peer's featureFastDP value; it comes from the
+// network, so anything odd is just "no fast datapath".
+func parseFastFeature(v string) (port int, vni uint32, ok bool) {
+	if len(v) > 32 {
+		return 0, 0, false
+	}
+	f := strings.Fields(v)
+	if len(f) != 3 || f[0] != "vxlan" {
+		return 0, 0, false
+	}
+	p, err1 := strconv.ParseUint(f[1], 10, 16)
+	n, err2 := strconv.ParseUint(f[2], 10, 24)
+	if err1 != nil || err2 != nil || p == 0 {
+		return 0, 0, false
+	}
+	return int(p), uint32(n), true
+}
+
+// A fastLink is a forwarder's fast datapath state.
+type fastLink struct {
+	// usable: both ends can and the link needs no encryption; if not,
+	// why says why, for good.
+	usable bool
+	why    string
+	start  time.Time
+	seq    atomic.Uint32
+	// Unix nanoseconds of the last acknowledgement of our probes, and of
+	// the last of the peer's probes to arrive, per size class.
+	acked [numProbeClasses]atomic.Int64
+	seen  [numProbeClasses]atomic.Int64
+	state atomic.Pointer[pathState]
+}
+
+type pathState struct {
+	fast bool
+	why  string
+}
+
+// newFastLink decides, from the handshake, whether f's link may use the
+// fast datapath at all.
+func (r *Router) newFastLink(f *forwarder, features map[string]string) *fastLink {
+	l := &fastLink{start: time.Now()}
+	peerPort, peerVNI, peerOffers := parseFastFeature(features[featureFastDP])
+	switch {
+	case r.fast.dev == nil:
+		l.why = r.fast.off
+	case f.kind != KindWeavenet:
+		l.why = "the peer is Weave Net, which has no VXLAN datapath we can share"
+	case !peerOffers:
+		l.why = "the peer does not offer the fast datapath (--datapath sleeve, or an older release)"
+	case peerPort != r.fast.dev.Port() || peerVNI != r.fast.dev.VNI():
+		l.why = fmt.Sprintf("the peer's VXLAN port/VNI %d/%d differ from ours %d/%d", peerPort, peerVNI, r.fast.dev.Port(), r.fast.dev.VNI())
+	case f.sealer != nil:
+		l.why = "encrypted link: " + r.fast.encrypted
+	default:
+		l.usable = true
+		l.why = "probing VXLAN port " + strconv.Itoa(r.fast.dev.Port())
+	}
+	l.state.Store(&pathState{why: l.why})
+	return l
+}
+
+// onProbeAck handles the peer's acknowledgement of one of our probes.
+func (f *forwarder) onProbeAck(msg []byte) {
+	class, _, err := decodeProbeAck(msg)
+	if err != nil || f.fast == nil || !f.fast.usable {
+		return
+	}
+	f.fast.acked[class].Store(time.Now().UnixNano())
+}
+
+// datapath is the path f's frames take now, and why.
+func (f *forwarder) datapath() (name, why string) {
+	if f.fast == nil {
+		return DatapathSleeve, ""
+	}
+	s := f.fast.state.Load()
+	if s.fast {
+		return DatapathFast, ""
+	}
+	return DatapathSleeve, s.why
+}
+
+// probeTimes is what choosePath decides from.
+type probeTimes struct {
+	now, start  time.Time
+	acked, seen [numProbeClasses]time.Time
+}
+
+// choosePath decides whether a usable link is on the fast datapath: while
+// both ends' full-sized probes get through within fastTimeout. The reason
+// names the first thing that fails.
+func choosePath(t probeTimes, port int) (fast bool, why string) {
+	recent := func(at time.Time) bool { return !at.IsZero() && t.now.Sub(at) < fastTimeout }
+	if recent(t.acked[probeFull]) && recent(t.seen[probeFull]) {
+		return true, ""
+	}
+	switch {
+	case t.now.Sub(t.start) < fastTimeout && (t.acked[probeFull].IsZero() || t.seen[probeFull].IsZero()):
+		return false, fmt.Sprintf("probing VXLAN port %d", port)
+	case !recent(t.acked[probeSmall]):
+		return false, fmt.Sprintf("no answer to VXLAN probes on UDP port %d for %v (blocked on the way to the peer?)", port, fastTimeout)
+	case !recent(t.acked[probeFull]):
+		return false, "full-sized VXLAN frames do not reach the peer (underlay MTU too small for the overlay MTU + 50?)"
+	case !recent(t.seen[probeSmall]):
+		return false, fmt.Sprintf("the peer's VXLAN probes do not arrive here (UDP port %d blocked on this host?)", port)
+	default:
+		return false, "the peer's full-sized VXLAN frames do not arrive here (underlay MTU too small?)"
+	}
+}
+
+func timeOf(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// fdbEntry is an installed forwarding entry: the MAC's peer and its address.
+type fdbEntry struct {
+	peer mesh.PeerName
+	addr netip.Addr
+}
+
+// fdbChanges compares the entries installed with what should be: every MAC
+// learned behind a peer on the fast datapath (fastPeers, with their
+// underlay addresses). An installed entry whose MAC the router has since
+// forgotten stays while its peer stays on the fast datapath: frames to it
+// no longer pass through the router, so it cannot relearn it. It returns
+// the entries to add (or move) and the MACs to remove.
+func fdbChanges(learned map[mac]mesh.PeerName, installed map[mac]fdbEntry, fastPeers map[mesh.PeerName]netip.Addr) (add map[mac]fdbEntry, del []mac) {
+	add = map[mac]fdbEntry{}
+	for m, p := range learned {
+		addr, ok := fastPeers[p]
+		if !ok {
+			continue
+		}
+		if e := (fdbEntry{p, addr}); installed[m] != e {
+			add[m] = e
+		}
+	}
+	for m, e := range installed {
+		if _, moving := add[m]; moving {
+			continue
+		}
+		p, known := learned[m]
+		if known && p != e.peer || fastPeers[e.peer] != e.addr {
+			del = append(del, m)
+		}
+	}
+	return add, del
+}
+
+// learnedSnapshot copies the MAC → peer table.
+func (c *macCache) learnedSnapshot(out map[mac]mesh.PeerName) {
+	clear(out)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for m, e := range c.m {
+		out[m] = e.peer
+	}
+}
+
+// fastLoop probes every usable link, decides each link's path and keeps
+// the kernel's entries in line, until the router closes.
+func (r *Router) fastLoop() {
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	installed := map[mac]fdbEntry{}
+	learned := map[mac]mesh.PeerName{}
+	buf := make([]byte, ethHdrLen+r.mtu)
+	for {
+		select {
+		case <-r.closing:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		fastPeers := map[mesh.PeerName]netip.Addr{}
+		for name, f := range *r.fwds.Load() {
+			if f.fast == nil || !f.fast.usable {
+				continue
+			}
+			addr := f.addr.Load()
+			if addr == nil {
+				continue
+			}
+			r.sendProbes(f, addr.Addr(), buf)
+			t := probeTimes{now: now, start: f.fast.start}
+			for c := range numProbeClasses {
+				t.acked[c] = timeOf(f.fast.acked[c].Load())
+				t.seen[c] = timeOf(f.fast.seen[c].Load())
+			}
+			fast, why := choosePath(t, r.fast.dev.Port())
+			if old := f.fast.state.Load(); old.fast != fast || (!fast && old.why != why) {
+				f.fast.state.Store(&pathState{fast: fast, why: why})
+				if old.fast != fast {
+					if fast {
+						r.log.Info("fastdp: link uses the kernel VXLAN path", "peer", name.String())
+					} else {
+						r.log.Warn("fastdp: link falls back to the sleeve", "peer", name.String(), "why", why)
+					}
+				}
+			}
+			if fast {
+				fastPeers[name] = addr.Addr()
+			}
+		}
+		r.macs.learnedSnapshot(learned)
+		add, del := fdbChanges(learned, installed, fastPeers)
+		for _, m := range del {
+			if err := r.fast.dev.Remove(m); err != nil {
+				r.log.Warn("fastdp: remove entry", "err", err)
+				continue
+			}
+			delete(installed, m)
+		}
+		for m, e := range add {
+			if err := r.fast.dev.Install(m, e.addr); err != nil {
+				r.log.Warn("fastdp: install entry", "err", err)
+				continue
+			}
+			installed[m] = e
+		}
+		r.fast.entries.Store(int64(len(installed)))
+	}
+}
+
+// sendProbes sends f's peer one probe of each size class.
+func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte) {
+	seq := f.fast.seq.Add(1)
+	for c, n := range [numProbeClasses]int{probeSmallLen, ethHdrLen + r.mtu} {
+		eth := putProbe(buf, max(n, probeMinLen), probe{class: byte(c), from: r.name, to: f.remoteName, connUID: f.connUID, seq: seq})
+		// A probe too big for the underlay fails here (EMSGSIZE) or on
+		// the way: either way it goes unacknowledged.
+		_ = r.fast.dev.SendProbe(to, eth)
+	}
+}
+
+// probeLoop reads the peers' probes from the VXLAN device and acknowledges
+// those of our connections.
+func (r *Router) probeLoop() {
+	buf := make([]byte, 65536)
+	for {
+		n, err := r.fast.dev.ReadProbe(buf)
+		if err != nil {
+			if r.isClosing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.pause()
+			continue
+		}
+		p, err := decodeProbe(buf[:n])
+		if err != nil || p.to != r.name {
+			r.stats.drop(DropMalformed)
+			continue
+		}
+		f := r.forwarder(p.from)
+		if f == nil || f.connUID != p.connUID || f.fast == nil || !f.fast.usable {
+			continue // an older connection's, or one that does not use it
+		}
+		f.fast.seen[p.class].Store(time.Now().UnixNano())
+		_ = f.sendControl(mesh.ProtocolOverlayControlMsg, append([]byte{0, ctlFastProbeAck}, putProbeAck(p.class, p.seq)...))
+	}
+}
+
+// fastState is the router's fast datapath: its configuration and the
+// number of entries installed (for status).
+type fastState struct {
+	fastConfig
+	entries atomic.Int64
+}
+
+func (r *Router) closeFast() error {
+	if r.fast.dev == nil {
+		return nil
+	}
+	return r.fast.dev.Close()
+}
+
+// FastDatapathStatus is the fast datapath's part of status.
+type FastDatapathStatus struct {
+	Enabled   bool
+	Why       string // why not, when not enabled
+	Port      int
+	VNI       uint32
+	Entries   int64  // MACs whose frames the kernel forwards
+	Encrypted string // why encrypted links stay on the sleeve
+	// RxBytes and TxBytes are the VXLAN device's counters.
+	RxBytes, TxBytes uint64
+}
+
+// FastDatapathStatus reports the fast datapath.
+func (r *Router) FastDatapathStatus() FastDatapathStatus {
+	if r.fast.dev == nil {
+		return FastDatapathStatus{Why: r.fast.off, Encrypted: r.fast.encrypted}
+	}
+	s := FastDatapathStatus{Enabled: true, Port: r.fast.dev.Port(), VNI: r.fast.dev.VNI(), Entries: r.fast.entries.Load(), Encrypted: r.fast.encrypted}
+	s.RxBytes, s.TxBytes, _ = r.fast.dev.ByteCounters()
+	return s
+}

@@ -1,0 +1,143 @@
+package router
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weaveworks/mesh"
+)
+
+func TestChoosePath(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return start.Add(time.Duration(s * float64(time.Second))) }
+	var never time.Time
+	for _, c := range []struct {
+		name        string
+		now         float64
+		acked, seen [numProbeClasses]time.Time
+		fast        bool
+		why         string
+	}{
+		{"fresh link, nothing yet", 0.5, [2]time.Time{}, [2]time.Time{}, false, "probing"},
+		{"both ways proven", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{at(0.8), at(0.8)}, true, ""},
+		{"one way proven only, still early", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{}, false, "probing"},
+		{"port blocked towards the peer", 10, [2]time.Time{at(2), at(2)}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer"},
+		{"never answered", 10, [2]time.Time{never, never}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer"},
+		{"MTU too small towards the peer", 10, [2]time.Time{at(9.9), at(1)}, [2]time.Time{at(9.9), at(9.9)}, false, "MTU"},
+		{"port blocked here", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(1), at(1)}, false, "blocked on this host"},
+		{"MTU too small from the peer", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(9.9), never}, false, "full-sized"},
+		{"just within the timeout", 10, [2]time.Time{at(7.1), at(7.1)}, [2]time.Time{at(7.1), at(7.1)}, true, ""},
+	} {
+		fast, why := choosePath(probeTimes{now: at(c.now), start: start, acked: c.acked, seen: c.seen}, 4789)
+		if fast != c.fast || !strings.Contains(why, c.why) {
+			t.Errorf("%s: got %v %q, want %v and a reason with %q", c.name, fast, why, c.fast, c.why)
+		}
+	}
+}
+
+func TestFdbChanges(t *testing.T) {
+	const self, p1, p2, p3 = mesh.PeerName(1), mesh.PeerName(2), mesh.PeerName(3), mesh.PeerName(4)
+	a1, a2 := netip.MustParseAddr("192.168.200.2"), netip.MustParseAddr("192.168.200.3")
+	m := func(b byte) mac { return mac{0x02, 0, 0, 0, 0, b} }
+	fast := map[mesh.PeerName]netip.Addr{p1: a1, p2: a2} // p3 is on the sleeve
+	learned := map[mac]mesh.PeerName{
+		m(1): p1,   // new: install
+		m(2): p2,   // installed already: nothing
+		m(3): p3,   // sleeve peer: nothing
+		m(4): self, // moved here from p1: remove
+		m(5): p2,   // moved from p1 to p2: install again
+		m(7): p3,   // moved from p1 to a sleeve peer: remove
+	}
+	installed := map[mac]fdbEntry{
+		m(2): {p2, a2},
+		m(4): {p1, a1},
+		m(5): {p1, a1},
+		m(6): {p1, a1},                  // forgotten by the router but p1 is still fast: keep
+		m(7): {p1, a1},                  // see above
+		m(8): {p3, a2},                  // its peer left the fast datapath: remove
+		m(9): {p2, netip.Addr{}.Next()}, // its peer's address changed: remove
+	}
+	add, del := fdbChanges(learned, installed, fast)
+	wantAdd := map[mac]fdbEntry{m(1): {p1, a1}, m(5): {p2, a2}}
+	if len(add) != len(wantAdd) {
+		t.Errorf("add %v, want %v", add, wantAdd)
+	}
+	for k, v := range wantAdd {
+		if add[k] != v {
+			t.Errorf("add[%v] = %v, want %v", k, add[k], v)
+		}
+	}
+	slices.SortFunc(del, func(a, b mac) int { return int(a[5]) - int(b[5]) })
+	if want := []mac{m(4), m(7), m(8), m(9)}; !slices.Equal(del, want) {
+		t.Errorf("del %v, want %v", del, want)
+	}
+	// Applying the changes reaches a fixed point.
+	for _, k := range del {
+		delete(installed, k)
+	}
+	for k, v := range add {
+		installed[k] = v
+	}
+	if add, del := fdbChanges(learned, installed, fast); len(add)+len(del) != 0 {
+		t.Errorf("not a fixed point: add %v del %v", add, del)
+	}
+	// A peer leaving the fast datapath takes all its entries with it.
+	if _, del := fdbChanges(learned, installed, map[mesh.PeerName]netip.Addr{p2: a2}); len(del) != 2 {
+		t.Errorf("p1 left: del %v, want its 2 entries", del)
+	}
+}
+
+func TestParseFastFeature(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"vxlan 4789 22382": true, "vxlan 4789 0": true, "vxlan 0 1": false, "vxlan 70000 1": false,
+		"vxlan 4789 16777216": false, "vxlan 4789": false, "gre 4789 1": false, "": false,
+		"vxlan 4789 1 extra": false, "vxlan " + strings.Repeat("9", 40) + " 1": false,
+	} {
+		if _, _, got := parseFastFeature(v); got != ok {
+			t.Errorf("parseFastFeature(%q) ok=%v, want %v", v, got, ok)
+		}
+	}
+}
+
+func TestProbeRoundTrip(t *testing.T) {
+	p := probe{class: probeFull, from: 0x0211_2233_4455, to: 0x0266_7788_99aa, connUID: 1<<63 | 5, seq: 77}
+	b := putProbe(make([]byte, 1400), 1390, p)
+	got, err := decodeProbe(b)
+	if err != nil || got != p {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", p, got, err)
+	}
+	class, seq, err := decodeProbeAck(putProbeAck(p.class, p.seq))
+	if err != nil || class != p.class || seq != p.seq {
+		t.Fatalf("ack round trip: %d %d %v", class, seq, err)
+	}
+}
+
+func FuzzDecodeProbe(f *testing.F) {
+	f.Add(putProbe(make([]byte, 64), 60, probe{from: 1, to: 2, connUID: 3, seq: 4}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodeProbe(b)
+		if err != nil {
+			return
+		}
+		if p.class >= numProbeClasses {
+			t.Fatalf("class %d accepted", p.class)
+		}
+		again, err := decodeProbe(putProbe(make([]byte, len(b)), len(b), p))
+		if err != nil || again != p {
+			t.Fatalf("re-encoding %+v gives %+v, %v", p, again, err)
+		}
+	})
+}
+
+func FuzzDecodeProbeAck(f *testing.F) {
+	f.Add(putProbeAck(1, 9))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if class, _, err := decodeProbeAck(b); err == nil && class >= numProbeClasses {
+			t.Fatalf("class %d accepted", class)
+		}
+	})
+}
