@@ -58,6 +58,7 @@ func (d *daemon) handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, addrs)
 	})
+	d.ipamHandlers(mux)
 	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, struct{}{})
 		d.requestStop()
