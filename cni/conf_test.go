@@ -91,13 +91,17 @@ func TestOwnerRoundTrip(t *testing.T) {
 	}
 }
 
-func TestHostVethName(t *testing.T) {
+func TestDerivedNames(t *testing.T) {
 	a, b := hostVethName(Owner("weave", "c1", "eth0")), hostVethName(Owner("weave", "c1", "eth1"))
 	if len(a) > 15 || !strings.HasPrefix(a, "vethwc") || a == b {
 		t.Errorf("names %q %q", a, b)
 	}
 	if a != hostVethName(Owner("weave", "c1", "eth0")) {
 		t.Error("not deterministic")
+	}
+	m := podMAC(Owner("weave", "c1", "eth0"))
+	if m[0]&1 != 0 || m[0]&2 == 0 || m.String() != podMAC(Owner("weave", "c1", "eth0")).String() || m.String() == podMAC(Owner("weave", "c1", "eth1")).String() {
+		t.Errorf("pod MAC %v: want a stable, locally administered unicast address per attachment", m)
 	}
 }
 

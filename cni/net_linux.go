@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
 	"weavenet/api"
@@ -48,6 +49,17 @@ const hostVethPrefix = "vethwc"
 func hostVethName(owner string) string {
 	sum := sha256.Sum256([]byte(owner))
 	return hostVethPrefix + hex.EncodeToString(sum[:4])
+}
+
+// podMAC is derived from the attachment too (locally administered,
+// unicast): a retried ADD recreates the pod's interface with the address
+// and the MAC it had, so peers' ARP caches and the overlay's MAC tables
+// stay right.
+func podMAC(owner string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("mac:" + owner))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^1 | 2
+	return mac
 }
 
 func netAdd(args *skel.CmdArgs) error {
@@ -112,7 +124,13 @@ func netAdd(args *skel.CmdArgs) error {
 			}
 		}
 		var err error
-		hostIf, podIf, err = ip.SetupVethWithName(args.IfName, hostName, mtu, "", hostNS)
+		if hostIf, podIf, err = ip.SetupVethWithName(args.IfName, hostName, mtu, podMAC(owner).String(), hostNS); err != nil {
+			return err
+		}
+		// An address given back and handed to this pod may still sit in
+		// peers' ARP caches with the old pod's MAC: announce ours when the
+		// interface comes up.
+		_, err = sysctl.Sysctl("net/ipv4/conf/"+args.IfName+"/arp_notify", "1")
 		return err
 	})
 	if err != nil {
@@ -284,6 +302,27 @@ func netCheck(args *skel.CmdArgs) error {
 			return fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 		}
 	}
+	var peerIndex int
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(args.IfName)
+		if err != nil {
+			return fmt.Errorf("check: pod interface %q: %w", args.IfName, err)
+		}
+		if _, ok := l.(*netlink.Veth); !ok {
+			return fmt.Errorf("check: pod interface %q is not a veth", args.IfName)
+		}
+		peerIndex = l.Attrs().ParentIndex
+		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, res.IPs); err != nil {
+			return fmt.Errorf("check: %w", err)
+		}
+		if err := ip.ValidateExpectedRoute(res.Routes); err != nil {
+			return fmt.Errorf("check: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	br, err := netlinksafe.LinkByName(conf.Bridge)
 	if err != nil {
 		return fmt.Errorf("check: bridge %q: %w", conf.Bridge, err)
@@ -293,25 +332,13 @@ func netCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("check: host end %q: %w", hostName, err)
 	}
+	if host.Attrs().Index != peerIndex {
+		return fmt.Errorf("check: pod interface %q is not the peer of %q", args.IfName, hostName)
+	}
 	if host.Attrs().MasterIndex != br.Attrs().Index {
 		return fmt.Errorf("check: host end %q is not plugged into bridge %q", hostName, conf.Bridge)
 	}
-	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		l, err := netlinksafe.LinkByName(args.IfName)
-		if err != nil {
-			return fmt.Errorf("check: pod interface %q: %w", args.IfName, err)
-		}
-		if _, ok := l.(*netlink.Veth); !ok || l.Attrs().ParentIndex != host.Attrs().Index {
-			return fmt.Errorf("check: pod interface %q is not the peer of %q", args.IfName, hostName)
-		}
-		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, res.IPs); err != nil {
-			return fmt.Errorf("check: %w", err)
-		}
-		if err := ip.ValidateExpectedRoute(res.Routes); err != nil {
-			return fmt.Errorf("check: %w", err)
-		}
-		return nil
-	})
+	return nil
 }
 
 func netStatus(args *skel.CmdArgs) error {
