@@ -92,7 +92,7 @@ func Open(cfg Config) (_ *Device, err error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = cfg.Name
 	attrs.MTU = cfg.MTU
-	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(cfg.VNI), Port: cfg.Port, Learning: false, UDPCSum: true}
+	vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(cfg.VNI), Port: cfg.Port, Learning: false}
 	if err := netlink.LinkAdd(vx); err != nil {
 		return nil, fmt.Errorf("fastdp: create VXLAN device %q (port %d): %w", cfg.Name, cfg.Port, err)
 	}
