@@ -22,3 +22,8 @@ func putVXLANHeader(b []byte, vni uint32) {
 	binary.BigEndian.PutUint32(b[0:], 0x08000000)
 	binary.BigEndian.PutUint32(b[4:], vni<<8)
 }
+
+// DeviceName is the VXLAN device weaved makes for the bridge named bridge.
+func DeviceName(bridge string) string {
+	return "vwvx-" + bridge[:min(len(bridge), 10)]
+}

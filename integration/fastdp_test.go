@@ -367,3 +367,23 @@ func unicastOnce(t *testing.T, prefix string, cs []*testbed.Container) {
 		}
 	}
 }
+
+// An underlay whose MTU is too small for VXLAN frames of the overlay MTU
+// (1400 < 1376 + 50): the full-sized probes do not get through, so the
+// link stays on the sleeve (which fragments) and says why.
+func TestFastdpSmallMTU(t *testing.T) {
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	b.SetUnderlayMTU(t, 1400)
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	launch(t, h1)
+	launch(t, h2, peerArg(t, h2, h1)...)
+	waitMesh(t, h1, 1, 2)
+	c1 := attach(t, h1, "c1", "10.32.0.1/12")
+	c2 := attach(t, h2, "c2", "10.32.0.2/12")
+	c1.WaitPing(t, "10.32.0.2", pingTimeout)
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(datapaths(t, h1), "MTU") && strings.Contains(datapaths(t, h2), "MTU")
+	}, "both ends on the sleeve because of the MTU")
+	t.Logf("h1: %s", datapaths(t, h1))
+	transfer(t, c1, c2, "10.32.0.2", "20M", 5161)
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"weavenet/api"
+	"weavenet/fastdp"
 	"weavenet/netdev"
 )
 
@@ -358,6 +359,10 @@ func reset(ctx context.Context, cmd *cli.Command) error {
 	}
 	if err := netdev.DeleteLink(cmd.String("bridge")); err != nil {
 		return fmt.Errorf("remove bridge: %w", err)
+	}
+	// The fast datapath's device, if a daemon died without removing it.
+	if err := netdev.DeleteLink(fastdp.DeviceName(cmd.String("bridge"))); err != nil {
+		return fmt.Errorf("remove VXLAN device: %w", err)
 	}
 	for _, f := range api.StateFiles() {
 		if err := os.Remove(filepath.Join(cmd.String("data-dir"), f)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"weavenet/fastdp"
+	"weavenet/netdev"
 	"weavenet/router"
 )
 
@@ -82,10 +83,17 @@ func (d *daemon) openFastdp(cfg config, rcfg *router.Config) error {
 	}
 	if why := fastdpOff(cfg); why != "" {
 		rcfg.FastDatapathOff = why
+		if cfg.mode != modeL3 {
+			// One a daemon that died with the fast datapath on left
+			// behind would still carry frames for the MACs it knew.
+			if err := netdev.DeleteLink(fastdp.DeviceName(cfg.bridge)); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	dev, err := fastdp.Open(fastdp.Config{
-		Name: "vwvx-" + cfg.bridge[:min(len(cfg.bridge), 10)], Bridge: cfg.bridge, TAP: tapName(cfg.bridge),
+		Name: fastdp.DeviceName(cfg.bridge), Bridge: cfg.bridge, TAP: tapName(cfg.bridge),
 		Port: cfg.fastdp.port, MTU: cfg.mtu, Logger: d.log,
 	})
 	if err != nil {
