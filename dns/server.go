@@ -48,6 +48,10 @@ type Config struct {
 	// Now is the clock for tombstone expiry (never for merging); nil
 	// means time.Now. For tests.
 	Now func() time.Time
+	// KnownPeer reports whether mesh knows a peer; entries of unknown
+	// origins on Weave Net's "nameserver" channel are ignored, as Weave
+	// Net ignores them. nil means every peer is known.
+	KnownPeer func(mesh.PeerName) bool
 }
 
 // Entry is one row of the name table as Entries reports it. Deleted rows
@@ -93,11 +97,16 @@ type Counters struct {
 	Dropped         uint64 // UDP queries dropped for lack of workers
 	GossipMalformed uint64 // gossip messages that failed to decode
 	Retractions     uint64 // own stale entries re-versioned after a restart
+	// Weave Net's "nameserver" channel: messages dropped (undecodable,
+	// oversized, clock too far off) and entries left out as invalid.
+	NameserverMalformed uint64
+	NameserverSkipped   uint64
 }
 
 type counters struct {
 	queries, local, nxdomain, forwarded, forwardFailures, truncated,
 	malformed, dropped, gossipMalformed, retractions atomic.Uint64
+	weaveMalformed, weaveSkipped atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
@@ -106,6 +115,7 @@ func (c *counters) snapshot() Counters {
 		Forwarded: c.forwarded.Load(), ForwardFailures: c.forwardFailures.Load(),
 		Truncated: c.truncated.Load(), Malformed: c.malformed.Load(), Dropped: c.dropped.Load(),
 		GossipMalformed: c.gossipMalformed.Load(), Retractions: c.retractions.Load(),
+		NameserverMalformed: c.weaveMalformed.Load(), NameserverSkipped: c.weaveSkipped.Load(),
 	}
 }
 
@@ -126,6 +136,11 @@ type Server struct {
 	tab    *table
 	clock  uint64 // our Lamport counter: highest version of ours seen
 	gossip mesh.Gossip
+	// wtab and wgossip are Weave Net's "nameserver" channel, see
+	// weavegossip.go.
+	wtab      weaveTable
+	wgossip   mesh.Gossip
+	knownPeer func(mesh.PeerName) bool
 
 	idx   atomic.Pointer[index] // immutable; rebuilt under mu
 	chain []handler             // zone, then forwarder
@@ -171,14 +186,16 @@ func New(cfg Config) (*Server, error) {
 		cfg.Upstream = NewResolvConf(DefaultResolvConf, cfg.Logger)
 	}
 	s := &Server{
-		ourself:  cfg.Ourself,
-		domain:   domain,
-		ttl:      cfg.TTL,
-		tombLife: cfg.TombstoneLifetime,
-		upstream: cfg.Upstream,
-		log:      cfg.Logger.With("component", "dns"),
-		now:      cfg.Now,
-		tab:      newTable(cfg.Now()),
+		ourself:   cfg.Ourself,
+		domain:    domain,
+		ttl:       cfg.TTL,
+		tombLife:  cfg.TombstoneLifetime,
+		upstream:  cfg.Upstream,
+		log:       cfg.Logger.With("component", "dns"),
+		now:       cfg.Now,
+		tab:       newTable(cfg.Now()),
+		wtab:      weaveTable{},
+		knownPeer: cfg.KnownPeer,
 	}
 	s.idx.Store(buildIndex(s.tab, domain, 0))
 	s.chain = []handler{
@@ -210,7 +227,11 @@ func (s *Server) SetGossip(g mesh.Gossip) {
 
 // broadcast sends delta on g, outside s.mu. delta is owned by mesh after.
 func (s *Server) broadcast(g mesh.Gossip, delta *table) {
-	if g != nil && delta != nil && !delta.empty() {
+	if delta == nil || delta.empty() {
+		return
+	}
+	s.weaveAnnounce(delta)
+	if g != nil {
 		g.GossipBroadcast(delta)
 	}
 }
@@ -229,7 +250,7 @@ func (s *Server) write(k key, tombstone bool, now time.Time) record {
 // changed must be called under s.mu after the live set changed.
 func (s *Server) changed() {
 	old := s.idx.Load()
-	s.idx.Store(buildIndex(s.tab, s.domain, old.serial+1))
+	s.idx.Store(buildIndex(s.unionLocked(), s.domain, old.serial+1))
 }
 
 // AddEntry registers hostname → addr for container, owned by this peer, and
@@ -367,6 +388,9 @@ func (s *Server) PeerGone(peer mesh.PeerName) {
 		s.tab.mergeDelta(delta)
 		s.changed()
 	}
+	if s.dropWeavePeerLocked(peer) {
+		s.changed()
+	}
 	g := s.gossip
 	s.mu.Unlock()
 	s.broadcast(g, delta)
@@ -389,9 +413,11 @@ func (s *Server) Entries() []Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tab.gc(now)
-	out := make([]Entry, 0, len(s.tab.entries))
-	for _, k := range s.tab.sortedKeys() {
-		r := s.tab.entries[k]
+	s.wtab.gc(now)
+	u := s.unionLocked()
+	out := make([]Entry, 0, len(u.entries))
+	for _, k := range u.sortedKeys() {
+		r := u.entries[k]
 		out = append(out, Entry{Hostname: k.Hostname, Addr: k.Addr, Container: k.Container,
 			Origin: k.Origin, Version: r.Version, Tombstone: r.Tombstone})
 	}
@@ -403,8 +429,9 @@ func (s *Server) Status() Status {
 	now := s.now()
 	s.mu.Lock()
 	s.tab.gc(now)
+	s.wtab.gc(now)
 	tomb := 0
-	for _, r := range s.tab.entries {
+	for _, r := range s.unionLocked().entries {
 		if r.Tombstone {
 			tomb++
 		}

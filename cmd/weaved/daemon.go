@@ -348,6 +348,9 @@ func (d *daemon) startDNS() error {
 		TTL:      uint32(cfg.dnsTTL),
 		Upstream: dns.NewResolvConf(cfg.dnsConf, d.log),
 		Logger:   d.log.With("component", "dns"),
+		// Weave Net ignores names of peers mesh does not know; so do we
+		// on its channel.
+		KnownPeer: func(p mesh.PeerName) bool { return d.node.Mesh.Peers.Fetch(p) != nil },
 	})
 	if err != nil {
 		return fmt.Errorf("--dns-domain: %w", err)
@@ -361,6 +364,13 @@ func (d *daemon) startDNS() error {
 		return fmt.Errorf("dns gossip: %w", err)
 	}
 	srv.SetGossip(g)
+	// Weave Net 2.x peers gossip names on this channel in their format:
+	// the server speaks it too, so names resolve across both kinds.
+	wg, err := d.node.Mesh.NewGossip("nameserver", srv.WeaveGossiper())
+	if err != nil {
+		return fmt.Errorf("dns gossip (Weave Net channel): %w", err)
+	}
+	srv.SetWeaveGossip(wg)
 	d.node.Mesh.Peers.OnGC(func(p *mesh.Peer) { go srv.PeerGone(p.Name) })
 	// Containers reach the server on the bridge; the host reaches them back
 	// over it.
