@@ -3,6 +3,8 @@ package cni
 import (
 	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -201,4 +203,35 @@ func mustCIDR(t *testing.T, s string) net.IPNet {
 	}
 	n.IP = ip.To4()
 	return *n
+}
+
+func TestInstall(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	for _, name := range []string{"weave-net", "weave-ipam"} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte("#!/bin/true\n"+name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := Install{SrcDir: src, BinDir: filepath.Join(dst, "bin"), ConfDir: filepath.Join(dst, "net.d"), Daemon: "127.0.0.1:7000"}
+	for range 2 { // again over what the first run left
+		if err := in.Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"weave-net", "weave-ipam"} {
+		st, err := os.Stat(filepath.Join(dst, "bin", name))
+		if err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("%s: %v %v", name, st, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dst, "net.d", ConflistName))
+	if err != nil || !strings.Contains(string(b), "127.0.0.1:7000") || !strings.Contains(string(b), "portmap") {
+		t.Errorf("conflist %s: %v", b, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dst, "*", ".*tmp*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if err := (Install{SrcDir: t.TempDir(), BinDir: dst, ConfDir: dst}).Run(); err == nil {
+		t.Error("installing from a dir without the plugins succeeds")
+	}
 }
