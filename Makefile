@@ -21,7 +21,7 @@ INTEGRATION_TIMEOUT ?= 25m
 TEST_TIMEOUT ?= 25m
 FUZZTIME ?= 10s
 
-.PHONY: all build deps staticcheck test unit integration lint demo demo-l3 bench fuzz clean
+.PHONY: all build deps staticcheck test unit integration lint demo demo-l3 bench fuzz clean setup-cni
 
 all: build
 
@@ -112,3 +112,10 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# The CNI plugins weave-net and weave-ipam into CNI_BIN_DIR and
+# 10-weave.conflist (weave-net chained with portmap) into CNI_CONF_DIR.
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_CONF_DIR ?= /etc/cni/net.d
+setup-cni: build
+	$(BIN)/weave-net setup --cni-bin-dir $(CNI_BIN_DIR) --cni-conf-dir $(CNI_CONF_DIR)
