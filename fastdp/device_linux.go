@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -221,13 +222,16 @@ func (d *Device) Install(m [6]byte, peer netip.Addr) error {
 	return nil
 }
 
-// Remove sends frames for MAC m back through the TAP: the bridge entry
-// goes first, then the VXLAN entry. Missing entries are not an error.
-func (d *Device) Remove(m [6]byte) error {
+// Remove sends frames for MAC m, installed towards peer, back through the
+// TAP: the bridge entry goes first, then the VXLAN entry. Missing entries
+// are not an error.
+func (d *Device) Remove(m [6]byte, peer netip.Addr) error {
 	hw := net.HardwareAddr(m[:])
 	master := &netlink.Neigh{LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: hw, Flags: netlink.NTF_MASTER}
 	err1 := netlink.NeighDel(master)
-	self := &netlink.Neigh{LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: hw, Flags: netlink.NTF_SELF}
+	// The address too: without one the kernel looks for a default
+	// destination's family, which this device has none of.
+	self := &netlink.Neigh{LinkIndex: d.ifindex(), Family: unix.AF_BRIDGE, HardwareAddr: hw, Flags: netlink.NTF_SELF, IP: peer.AsSlice()}
 	err2 := netlink.NeighDel(self)
 	if err := errors.Join(ignoreMissing(err1), ignoreMissing(err2)); err != nil {
 		return fmt.Errorf("fastdp: remove %s: %w", hw, err)
@@ -302,4 +306,22 @@ func (d *Device) Close() error {
 func (d *Device) ByteCounters() (rx, tx uint64, err error) {
 	c, err := d.Counters()
 	return c.RxBytes, c.TxBytes, err
+}
+
+// Idle says, for each MAC with a VXLAN entry, how long since the kernel
+// last sent a frame by it.
+func (d *Device) Idle() (map[[6]byte]time.Duration, error) {
+	ns, err := netlink.NeighList(d.ifindex(), unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("fastdp: list entries of %s: %w", d.cfg.Name, err)
+	}
+	out := make(map[[6]byte]time.Duration, len(ns))
+	for _, n := range ns {
+		if n.Flags&netlink.NTF_SELF == 0 || len(n.HardwareAddr) != 6 || n.LinkIndex != d.ifindex() {
+			continue
+		}
+		// The kernel counts in USER_HZ ticks, 100 a second on Linux.
+		out[[6]byte(n.HardwareAddr)] = time.Duration(n.Used) * time.Second / 100
+	}
+	return out, nil
 }

@@ -64,5 +64,9 @@
 // them as UDP GSO runs and reads GRO runs, coalesce.go glues segments back
 // into super-frames for the device. wire.go is the datagram format,
 // forwarder.go the per-connection life cycle, maccache.go the learned MAC →
-// peer table, node*.go the Node.
+// peer table, node*.go the Node. fastdp.go decides, per connection, when
+// known unicast may bypass the router altogether through the kernel's VXLAN
+// (the fast datapath, whose kernel side and design are package fastdp's),
+// and keeps the kernel's forwarding entries in line with what the router
+// has learned.
 package router

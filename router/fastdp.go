@@ -43,7 +43,7 @@ type FastDatapath interface {
 	VNI() uint32
 	// Install sends frames for m to the VXLAN port of peer; Remove undoes it.
 	Install(m [6]byte, peer netip.Addr) error
-	Remove(m [6]byte) error
+	Remove(m [6]byte, peer netip.Addr) error
 	// SendProbe sends an Ethernet frame VXLAN-encapsulated to peer's VXLAN
 	// port; ReadProbe reads the next probe frame that arrived through the
 	// device, and returns net.ErrClosed after Close.
@@ -51,6 +51,9 @@ type FastDatapath interface {
 	ReadProbe(b []byte) (int, error)
 	// ByteCounters are the VXLAN device's received and sent bytes.
 	ByteCounters() (rx, tx uint64, err error)
+	// Idle says, for each installed MAC, how long since the kernel last
+	// sent a frame to it.
+	Idle() (map[[6]byte]time.Duration, error)
 	Close() error
 }
 
@@ -215,10 +218,11 @@ type fdbEntry struct {
 // fdbChanges compares the entries installed with what should be: every MAC
 // learned behind a peer on the fast datapath (fastPeers, with their
 // underlay addresses). An installed entry whose MAC the router has since
-// forgotten stays while its peer stays on the fast datapath: frames to it
-// no longer pass through the router, so it cannot relearn it. It returns
-// the entries to add (or move) and the MACs to remove.
-func fdbChanges(learned map[mac]mesh.PeerName, installed map[mac]fdbEntry, fastPeers map[mesh.PeerName]netip.Addr) (add map[mac]fdbEntry, del []mac) {
+// forgotten stays while its peer stays on the fast datapath, since frames to
+// it no longer pass through the router to refresh it, unless the kernel has
+// not used it for macMaxAge either (stale): its container is likely gone. It
+// returns the entries to add (or move) and the MACs to remove.
+func fdbChanges(learned map[mac]mesh.PeerName, installed map[mac]fdbEntry, fastPeers map[mesh.PeerName]netip.Addr, stale map[mac]bool) (add map[mac]fdbEntry, del []mac) {
 	add = map[mac]fdbEntry{}
 	for m, p := range learned {
 		addr, ok := fastPeers[p]
@@ -234,7 +238,7 @@ func fdbChanges(learned map[mac]mesh.PeerName, installed map[mac]fdbEntry, fastP
 			continue
 		}
 		p, known := learned[m]
-		if known && p != e.peer || fastPeers[e.peer] != e.addr {
+		if known && p != e.peer || fastPeers[e.peer] != e.addr || !known && stale[m] {
 			del = append(del, m)
 		}
 	}
@@ -258,14 +262,19 @@ func (r *Router) fastLoop() {
 	defer tick.Stop()
 	installed := map[mac]fdbEntry{}
 	learned := map[mac]mesh.PeerName{}
+	stale := map[mac]bool{}
 	buf := make([]byte, ethHdrLen+r.mtu)
-	for {
+	for round := 1; ; round++ {
 		select {
 		case <-r.closing:
 			return
 		case <-tick.C:
 		}
 		now := time.Now()
+		clear(stale)
+		if round%staleCheckRounds == 0 {
+			r.staleEntries(stale)
+		}
 		fastPeers := map[mesh.PeerName]netip.Addr{}
 		for name, f := range *r.fwds.Load() {
 			if f.fast == nil || !f.fast.usable {
@@ -275,7 +284,12 @@ func (r *Router) fastLoop() {
 			if addr == nil {
 				continue
 			}
-			r.sendProbes(f, addr.Addr(), buf)
+			peer := addr.Addr().Unmap()
+			if !peer.Is4() {
+				f.fast.state.Store(&pathState{why: "the peer's address is IPv6; the fast datapath is IPv4 only"})
+				continue
+			}
+			r.sendProbes(f, peer, buf)
 			t := probeTimes{now: now, start: f.fast.start}
 			for c := range numProbeClasses {
 				t.acked[c] = timeOf(f.fast.acked[c].Load())
@@ -293,13 +307,13 @@ func (r *Router) fastLoop() {
 				}
 			}
 			if fast {
-				fastPeers[name] = addr.Addr()
+				fastPeers[name] = peer
 			}
 		}
 		r.macs.learnedSnapshot(learned)
-		add, del := fdbChanges(learned, installed, fastPeers)
+		add, del := fdbChanges(learned, installed, fastPeers, stale)
 		for _, m := range del {
-			if err := r.fast.dev.Remove(m); err != nil {
+			if err := r.fast.dev.Remove(m, installed[m].addr); err != nil {
 				r.log.Warn("fastdp: remove entry", "err", err)
 				continue
 			}
@@ -313,6 +327,25 @@ func (r *Router) fastLoop() {
 			installed[m] = e
 		}
 		r.fast.entries.Store(int64(len(installed)))
+	}
+}
+
+// staleCheckRounds: how often (in probe rounds) to ask the kernel which
+// entries it has not used for macMaxAge.
+const staleCheckRounds = int(30 * time.Second / probeInterval)
+
+// staleEntries adds to stale the MACs whose kernel entries have not carried
+// a frame for macMaxAge.
+func (r *Router) staleEntries(stale map[mac]bool) {
+	idle, err := r.fast.dev.Idle()
+	if err != nil {
+		r.log.Warn("fastdp: read entries' idle times", "err", err)
+		return
+	}
+	for m, d := range idle {
+		if d > macMaxAge {
+			stale[m] = true
+		}
 	}
 }
 

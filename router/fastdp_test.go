@@ -60,7 +60,7 @@ func TestFdbChanges(t *testing.T) {
 		m(8): {p3, a2},                  // its peer left the fast datapath: remove
 		m(9): {p2, netip.Addr{}.Next()}, // its peer's address changed: remove
 	}
-	add, del := fdbChanges(learned, installed, fast)
+	add, del := fdbChanges(learned, installed, fast, nil)
 	wantAdd := map[mac]fdbEntry{m(1): {p1, a1}, m(5): {p2, a2}}
 	if len(add) != len(wantAdd) {
 		t.Errorf("add %v, want %v", add, wantAdd)
@@ -81,12 +81,18 @@ func TestFdbChanges(t *testing.T) {
 	for k, v := range add {
 		installed[k] = v
 	}
-	if add, del := fdbChanges(learned, installed, fast); len(add)+len(del) != 0 {
+	if add, del := fdbChanges(learned, installed, fast, nil); len(add)+len(del) != 0 {
 		t.Errorf("not a fixed point: add %v del %v", add, del)
 	}
 	// A peer leaving the fast datapath takes all its entries with it.
-	if _, del := fdbChanges(learned, installed, map[mesh.PeerName]netip.Addr{p2: a2}); len(del) != 2 {
+	if _, del := fdbChanges(learned, installed, map[mesh.PeerName]netip.Addr{p2: a2}, nil); len(del) != 2 {
 		t.Errorf("p1 left: del %v, want its 2 entries", del)
+	}
+	// An entry the kernel has not used for long goes once the router has
+	// forgotten the MAC too; one the router still knows stays.
+	stale := map[mac]bool{m(6): true, m(1): true}
+	if _, del := fdbChanges(learned, installed, fast, stale); !slices.Equal(del, []mac{m(6)}) {
+		t.Errorf("stale entries: del %v, want only the forgotten %v", del, m(6))
 	}
 }
 
