@@ -16,10 +16,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	_ "unsafe" // go:linkname, for meshAccept
+
 	"github.com/weaveworks/mesh"
+
+	"weavenet/meshgate"
 )
 
 // DefaultPort is the mesh TCP port.
@@ -66,6 +71,37 @@ type Node struct {
 	// handshakeFailures counts inbound or outbound connections that died
 	// before the handshake completed: garbage, wrong protocol, refused.
 	handshakeFailures atomic.Uint64
+	// gate admits inbound connections to mesh (see package meshgate);
+	// ln is the listener Start made, nil when the caller Serves its own.
+	gate *meshgate.Gate
+	ln   *net.TCPListener
+	// logLimit spaces mesh's per-connection log lines (see meshLogger).
+	logLimit logLimiter
+}
+
+// The listener. mesh's Router.Start listens itself, panics if it cannot,
+// spins on accept errors, delays every accept behind a token bucket (so a
+// flood of silent connections keeps a real peer waiting) and never closes
+// its listener. A Node never calls it: it accepts through a meshgate.Gate,
+// which hands each connection to mesh's own accept step. That step is
+// unexported, hence the linkname; mesh is pinned in go.mod, and the tests
+// that make inbound connections fail if the step stops working.
+
+//go:linkname meshAccept github.com/weaveworks/mesh.(*Router).acceptTCP
+func meshAccept(r *mesh.Router, c *net.TCPConn)
+
+// gatedOverlay tells the Gate when mesh has finished an inbound handshake:
+// mesh prepares the overlay's side of a connection only then.
+type gatedOverlay struct {
+	mesh.Overlay
+	gate *meshgate.Gate
+}
+
+func (o gatedOverlay) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.OverlayConnection, error) {
+	if !p.Outbound && p.RemoteAddr != nil {
+		o.gate.Authenticated(p.RemoteAddr)
+	}
+	return o.Overlay.PrepareConnection(p)
 }
 
 // New builds the mesh peer with overlay as its data plane. Call Start to
@@ -102,7 +138,18 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 	if len(cfg.Password) > 0 {
 		password = cfg.Password
 	}
+	if err := meshgate.Check(); err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if overlay == nil {
+		overlay = mesh.NullOverlay{}
+	}
 	n := &Node{Name: name, log: cfg.Logger, onConnErr: cfg.OnConnectionError}
+	n.gate = meshgate.New(meshgate.Config{
+		MinVersion: mesh.ProtocolMinVersion,
+		MaxVersion: mesh.ProtocolMaxVersion,
+		Logger:     cfg.Logger,
+	}, func(c *net.TCPConn) { meshAccept(n.Mesh, c) })
 	m, err := mesh.NewRouter(mesh.Config{
 		Host:               cfg.Host,
 		Port:               cfg.Port,
@@ -111,7 +158,7 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 		ProtocolMinVersion: mesh.ProtocolMinVersion,
 		PeerDiscovery:      cfg.Discovery,
 		TrustedSubnets:     trusted,
-	}, name, nick, overlay, meshLogger{n})
+	}, name, nick, gatedOverlay{overlay, n.gate}, meshLogger{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
@@ -124,23 +171,41 @@ func (n *Node) Start(peers []string) error {
 	if err := ValidatePeers(peers); err != nil {
 		return err
 	}
-	// mesh panics when it cannot listen; find out first, giving a daemon
-	// that is just exiting a moment to let go of the port.
+	// Give a daemon that is just exiting a moment to let go of the port.
 	addr := net.JoinHostPort(n.Mesh.Host, fmt.Sprint(n.Mesh.Port))
+	var ln net.Listener
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		var l net.Listener
-		if l, err = net.Listen("tcp", addr); err == nil {
-			l.Close()
+		if ln, err = net.Listen("tcp", addr); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gossip: listen on TCP %s: %w", addr, err)
 		}
 	}
-	n.Mesh.Start()
+	n.ln = ln.(*net.TCPListener)
+	go func() { _ = n.Serve(n.ln) }()
 	n.Connect(peers, false)
 	return nil
+}
+
+// Serve accepts mesh connections from ln, through the Node's Gate, until
+// ln is closed. Start serves a listener of its own; a caller that owns the
+// listener calls Serve instead of Start.
+func (n *Node) Serve(ln *net.TCPListener) error { return n.gate.Serve(ln) }
+
+// GateStats counts what happened to inbound connections before their
+// handshake completed.
+func (n *Node) GateStats() meshgate.Stats { return n.gate.Stats() }
+
+// Close closes the listener Start made and the inbound connections still
+// in the handshake, and waits a moment for those the Gate copies for to
+// end; mesh itself has no way to stop (see router.Node.Close).
+func (n *Node) Close() {
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	n.gate.Close()
 }
 
 // Connect adds peers to the targets the mesh keeps connecting to, with
@@ -263,9 +328,24 @@ const (
 	dialFailedFormat      = "->[%s] error during connection attempt: %v"
 )
 
+// acceptedFormat is mesh's line for every connection it accepts.
+const acceptedFormat = "->[%s] connection accepted"
+
 func (l meshLogger) Printf(format string, args ...interface{}) {
 	if format == handshakeFailedFormat {
 		l.n.handshakeFailures.Add(1)
+	}
+	if format == handshakeFailedFormat || format == acceptedFormat {
+		// One line per connection is a flood under attack: these two are
+		// rate-limited, the counters (report, metrics) keep the totals.
+		if suppressed, ok := l.n.logLimit.allow(time.Now()); !ok {
+			if l.n.onConnErr != nil && format == handshakeFailedFormat && len(args) == 2 {
+				l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint("handshake: ", args[1]))))
+			}
+			return
+		} else if suppressed > 0 {
+			l.n.log.Info("mesh: connection lines suppressed (rate limit)", "suppressed", suppressed)
+		}
 	}
 	if l.n.onConnErr != nil && len(args) == 2 {
 		switch format {
@@ -276,4 +356,38 @@ func (l meshLogger) Printf(format string, args ...interface{}) {
 		}
 	}
 	l.n.log.Info("mesh: " + Explain(fmt.Sprintf(format, args...)))
+}
+
+// logLimiter lets through a burst of logBurst lines, then one per
+// logInterval, and counts what it held back.
+type logLimiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed uint64
+}
+
+const (
+	logBurst    = 20
+	logInterval = 100 * time.Millisecond
+)
+
+// allow says whether a line may be logged at now and, if so, how many were
+// suppressed since the last one allowed.
+func (l *logLimiter) allow(now time.Time) (suppressed uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.IsZero() {
+		l.tokens = logBurst
+	} else {
+		l.tokens = min(logBurst, l.tokens+float64(now.Sub(l.last))/float64(logInterval))
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		return 0, false
+	}
+	l.tokens--
+	suppressed, l.suppressed = l.suppressed, 0
+	return suppressed, true
 }

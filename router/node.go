@@ -96,10 +96,6 @@ type Node struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	// pending holds inbound TCP connections that mesh has not yet handed to
-	// the overlay (still in the handshake), keyed by remote address, so
-	// that Close can cut them short.
-	pending map[string]pendingConn
 	// live counts the overlay connections mesh has not yet stopped.
 	live int
 
@@ -113,11 +109,6 @@ type Node struct {
 	wg           sync.WaitGroup // accept loop, event loop, connection watchers
 	closeOnce    sync.Once
 	closeErr     error
-}
-
-type pendingConn struct {
-	conn *net.TCPConn
-	at   time.Time
 }
 
 // NewNode checks cfg, binds the TCP and UDP ports and builds the node. It
@@ -161,7 +152,6 @@ func NewNode(cfg NodeConfig) (n *Node, err error) {
 		router:       r,
 		ln:           ln,
 		addr:         ln.Addr().(*net.TCPAddr).AddrPort(),
-		pending:      map[string]pendingConn{},
 		subs:         map[*subscriber]struct{}{},
 		closing:      make(chan struct{}),
 		notes:        make(chan Event, 256),
@@ -356,7 +346,7 @@ func (n *Node) Start(ctx context.Context) error {
 	m.Routes.OnChange(n.signalPeers)
 	m.Peers.OnGC(func(*mesh.Peer) { n.signalPeers() })
 	n.wg.Add(2)
-	go func() { defer n.wg.Done(); n.acceptLoop() }()
+	go func() { defer n.wg.Done(); _ = n.gossip.Serve(n.ln) }()
 	go func() { defer n.wg.Done(); n.eventLoop() }()
 
 	var errs []error
@@ -474,12 +464,6 @@ func (n *Node) close() error {
 		// No more dialling: forget every target. Peers learnt by discovery
 		// are forgotten by mesh once their connections are gone.
 		_ = n.gossip.Mesh.ConnectionMaker.InitiateConnections(nil, true)
-		n.mu.Lock()
-		for k, p := range n.pending {
-			p.conn.Close()
-			delete(n.pending, k)
-		}
-		n.mu.Unlock()
 		for deadline := time.Now().Add(closeWait); n.liveConnections() > 0; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				n.log.Warn("router: closing node: mesh has not stopped every connection", "left", n.liveConnections())
@@ -487,6 +471,9 @@ func (n *Node) close() error {
 			}
 		}
 	}
+	// The connections still in the handshake, and the Gate's copying for
+	// those mesh has let go of.
+	n.gossip.Close()
 	n.wg.Wait()
 	err = errors.Join(err, n.router.Close())
 	n.closeSubscribers()

@@ -5,8 +5,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
-	_ "unsafe" // go:linkname, for meshAccept
 
 	"github.com/weaveworks/mesh"
 )
@@ -16,86 +14,15 @@ import (
 // The listener. mesh's Router.Start listens on the TCP port itself and never
 // closes that listener (its Stop only stops the overlay; its accept loop even
 // spins on a closed listener), so a Node that let mesh listen could never
-// give its port back. The Node therefore owns the listener: it accepts, and
-// hands each connection to mesh's own accept step, which is unexported, hence
-// the linkname below. mesh is pinned in go.mod, and TestNodeInboundConnection
-// and the close-and-restart tests fail if that step stops working.
+// give its port back. The Node therefore owns the listener, and its gossip
+// node serves it through a meshgate.Gate (package gossip says how): silent
+// connections, floods and oversized handshake frames stop there.
 //
 // The connections. The Router is mesh's Overlay through nodeOverlay, which
 // wraps each connection so that the Node can fail it on Close (mesh tears a
 // connection down when its overlay reports an error, and has no other public
 // way to close one) and can tell its subscribers when it is established or
 // ends.
-
-//go:linkname meshAccept github.com/weaveworks/mesh.(*Router).acceptTCP
-func meshAccept(r *mesh.Router, c *net.TCPConn)
-
-// The accept rate: a burst, then one connection per interval, so that a
-// flood of connections cannot start handshakes without bound (mesh's own
-// listener limits the same way).
-const (
-	acceptBurst    = 20
-	acceptInterval = 50 * time.Millisecond
-	// pendingMax is how long an accepted connection may stay in the
-	// handshake before the Node forgets it: mesh gives up after 10 s.
-	pendingMax = 30 * time.Second
-)
-
-func (n *Node) acceptLoop() {
-	var next time.Time // the accept rate's schedule
-	for {
-		c, err := n.ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors, say: wait rather than spin.
-			n.log.Warn("router: accept", "err", err)
-			if !sleep(100*time.Millisecond, n.closing) {
-				return
-			}
-			continue
-		}
-		now := time.Now()
-		n.mu.Lock()
-		if n.closed {
-			n.mu.Unlock()
-			c.Close()
-			return
-		}
-		for k, p := range n.pending {
-			if now.Sub(p.at) > pendingMax {
-				delete(n.pending, k)
-			}
-		}
-		n.pending[c.RemoteAddr().String()] = pendingConn{c, now}
-		n.mu.Unlock()
-		meshAccept(n.gossip.Mesh, c)
-
-		if earliest := now.Add(-acceptBurst * acceptInterval); next.Before(earliest) {
-			next = earliest
-		}
-		next = next.Add(acceptInterval)
-		if !sleep(next.Sub(now), n.closing) {
-			return
-		}
-	}
-}
-
-// sleep waits for d, or until stop is closed, which it reports as false.
-func sleep(d time.Duration, stop <-chan struct{}) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-		return false
-	}
-}
 
 // nodeOverlay is the mesh.Overlay of a Node: its Router, with each
 // connection wrapped in a nodeConn.
@@ -115,9 +42,6 @@ func (o nodeOverlay) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Ove
 	addr := ""
 	if p.RemoteAddr != nil {
 		addr = p.RemoteAddr.String()
-	}
-	if !p.Outbound {
-		delete(n.pending, addr) // past the handshake: mesh owns it now
 	}
 	inner, err := n.router.PrepareConnection(p)
 	if err != nil {
