@@ -58,7 +58,7 @@ staticcheck:
 # race detector would fail these tests for mesh's sake: they run without it,
 # and their mesh-free tests (codecs, crypto, receive path) run with it.
 MESH_PKGS := ./router ./gossip ./netstack
-MESH_FREE_TESTS := Decode|DeviceGivenUp|Alloc|Segment|Sealed|PutHeaders|Fuzz|Checksum|Coalesce|PlainDevice|Relayed|ConfigErrors|ListenAddresses
+MESH_FREE_TESTS := Decode|DeviceGivenUp|Alloc|Segment|Sealed|PutHeaders|Fuzz|Checksum|Coalesce|PlainDevice|Relayed|ConfigErrors|ListenAddresses|Spoof|UnknownPeer|RouteTable|MACTable
 
 # Lint, then every package's tests; the integration tests (real daemons in
 # network namespaces) run last, so the last lines are go test's summary.

@@ -15,6 +15,19 @@ import (
 // follow on, every segment but the last exactly one MSS, no flags but ACK
 // (PSH may end a run). Whatever does not fit is written as it came.
 //
+// A super-frame goes to the device marked for checksum offload, so the
+// kernel writes its checksum instead of checking one: a segment merged
+// unchecked would have a corrupt payload made good. So, as the kernel's GRO
+// does, a segment whose checksum is complete (the classic format) is
+// verified before it joins or starts a run; one that fails is passed on
+// alone and unmarked, for the kernel to drop, and counted. A segment from a
+// fast-format link carries only the pseudo-header sum: nothing in it can be
+// verified, with or without coalescing, since its sender never summed the
+// payload. There the underlay's UDP checksum guards against corruption in
+// transit and, on an encrypted link, the AEAD against forgery; on an
+// unencrypted one, whoever can send datagrams from a peer's address can
+// deliver any payload with any checksum.
+//
 // The receive loop owns its coalescer; it adds each frame for the device and
 // flushes after each read from the socket, so nothing waits for a next
 // datagram that may never come.
@@ -31,7 +44,8 @@ type coalescer struct {
 	v4       bool
 	mss      int
 	nextSeq  uint32
-	closed   bool // the last segment was short or had PSH: nothing may follow
+	closed   bool      // the last segment was short or had PSH, or a bad checksum: nothing may follow
+	stats    *counters // where bad checksums are counted; nil in tests
 }
 
 func newCoalescer() *coalescer {
@@ -45,6 +59,9 @@ type tcpSegment struct {
 	seq              uint32
 	payload          int
 	psh              bool
+	// partial: the checksum field holds only the pseudo-header sum (the
+	// fast format), so the segment cannot be verified.
+	partial bool
 }
 
 // parseTCPSegment reports whether frame, in device form, is a plain TCP
@@ -76,6 +93,7 @@ func parseTCPSegment(frame []byte) (s tcpSegment, ok bool) {
 	s.seq = binary.BigEndian.Uint32(tcp[4:8])
 	s.payload = len(tcp) - tcpHdrLen
 	s.psh = tcp[13]&psh != 0
+	s.partial = frame[0]&tun.VirtioNetHdrFNeedsCsum != 0
 	return s, true
 }
 
@@ -89,6 +107,11 @@ func (c *coalescer) add(frame []byte) bool {
 	}
 	eth := frame[tun.VirtioNetHdrLen:]
 	if c.n > 0 && c.follows(eth, s) {
+		if !s.partial && !tcpChecksumOK(eth, s) {
+			// The caller flushes the run and adds this again, which
+			// counts it and passes it on alone.
+			return false
+		}
 		copy(c.buf[c.n:], eth[s.hdrLen:])
 		c.n += s.payload
 		c.segs++
@@ -108,7 +131,24 @@ func (c *coalescer) add(frame []byte) bool {
 	c.mss = s.payload
 	c.nextSeq = s.seq + uint32(s.payload)
 	c.closed = s.psh
+	if !s.partial && !tcpChecksumOK(eth, s) {
+		// A run of one is written as it came: unmarked, bad checksum
+		// and all.
+		c.closed = true
+		if c.stats != nil {
+			c.stats.drop(DropBadChecksum)
+		}
+	}
 	return true
+}
+
+// tcpChecksumOK reports whether the complete TCP checksum of eth, the
+// segment s describes, is right: the one's complement sum of the pseudo
+// header and the whole segment, checksum included, is all ones.
+func tcpChecksumOK(eth []byte, s tcpSegment) bool {
+	ip := eth[ethHdrLen:]
+	tcp := ip[s.ipHdrLen:]
+	return fold(addBytes(pseudoHeaderSum(ip, s.v4, len(tcp)), tcp)) == 0xffff
 }
 
 // follows reports whether segment s (Ethernet frame eth) continues the run.

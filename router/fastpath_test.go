@@ -79,9 +79,10 @@ func BenchmarkSendSuperFrame(b *testing.B) {
 	}
 }
 
-// receiveRun builds what one GRO read hands over for a super-frame: its
-// segments as datagrams of the fast format (partial TCP checksums), sealed as f's peer would.
-func receiveRun(tb testing.TB, r *Router, from uint64, sealer *crypto.Sealer, suite crypto.Suite) (run []byte, size int) {
+// receiveRunFormat builds what one GRO read hands over for a super-frame:
+// its segments as datagrams of the fast format (partial TCP checksums) or the
+// classic one (complete), sealed as f's peer would.
+func receiveRunFormat(tb testing.TB, r *Router, from uint64, sealer *crypto.Sealer, suite crypto.Suite, partial bool) (run []byte, size int) {
 	frame := tsoFrame(1324, 44*1324)
 	seg, err := newTCPSegmenter(frame[tun.VirtioNetHdrLen:], 1324)
 	if err != nil {
@@ -94,7 +95,7 @@ func receiveRun(tb testing.TB, r *Router, from uint64, sealer *crypto.Sealer, su
 	}
 	for {
 		d := make([]byte, head+seg.maxLen()+crypto.MaxTailroom)
-		n := seg.next(d[head:], true)
+		n := seg.next(d[head:], partial)
 		if n == 0 {
 			return run, size
 		}
@@ -112,25 +113,33 @@ func receiveRun(tb testing.TB, r *Router, from uint64, sealer *crypto.Sealer, su
 }
 
 func BenchmarkReceiveSuperFrame(b *testing.B) {
-	for _, s := range suites {
+	// classic: Weave Net's format, complete TCP checksums, which the
+	// coalescer verifies before it merges segments.
+	for _, s := range append(suites, struct {
+		name  string
+		suite crypto.Suite
+		seal  bool
+	}{"classic", 0, false}) {
+		partial := s.name != "classic"
 		b.Run(s.name, func(b *testing.B) {
 			r := fuzzRouter(b)
 			var sealer *crypto.Sealer
-			f := &forwarder{r: r, remoteName: peerNameFromBin([]byte{0, 0, 0, 0, 0, 7}), partialCsum: true, suite: s.suite}
+			f := &forwarder{r: r, remoteName: peerNameFromBin([]byte{0, 0, 0, 0, 0, 7}), partialCsum: partial, suite: s.suite}
 			if s.seal {
 				key := &crypto.Key{2}
 				sealer = crypto.NewSealer(key, true, s.suite)
 				f.opener = crypto.NewOpener(key, false, s.suite)
 			}
+			f.addr.Store(&testPeerAddr)
 			r.setForwarder(f.remoteName, f, nil)
 			buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
-			from := netip.MustParseAddrPort("127.0.0.1:6783")
+			from := testPeerAddr
 			dev := r.dev.(*discardDevice)
 			b.ReportAllocs()
 			var bytes int
 			for b.Loop() {
 				b.StopTimer()
-				run, size := receiveRun(b, r, 7, sealer, s.suite) // fresh nonces: the replay window would drop repeats
+				run, size := receiveRunFormat(b, r, 7, sealer, s.suite, partial) // fresh nonces: the replay window would drop repeats
 				n := copy(buf[rxHeadroom:], run)
 				bytes = n
 				b.StartTimer()
@@ -161,6 +170,8 @@ func TestSuperFrameDatagramsAllDecode(t *testing.T) {
 	to := conn.localAddr()
 	f.addr.Store(&to)
 	from := &forwarder{r: rx, remoteName: tx.name, partialCsum: true}
+	txAddr := tx.LocalAddr()
+	from.addr.Store(&txAddr)
 	rx.setForwarder(tx.name, from, nil)
 	for _, mss := range []int{1324, 500, 88} {
 		frame := tsoFrame(mss, 44*mss-100) // the last segment short
@@ -208,7 +219,9 @@ func testRelayedRun(t *testing.T, suite crypto.Suite, seal bool) {
 	}
 	defer conn.close()
 	a, c := peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x21}), peerNameFromBin([]byte{0, 0, 0, 0, 0, 0x22})
-	r.setForwarder(a, &forwarder{r: r, remoteName: a, partialCsum: true}, nil)
+	fa := &forwarder{r: r, remoteName: a, partialCsum: true}
+	fa.addr.Store(&testPeerAddr)
+	r.setForwarder(a, fa, nil)
 	fc := &forwarder{r: r, remoteName: c, partialCsum: true, suite: suite}
 	var opener *crypto.Opener
 	if seal {
@@ -244,7 +257,7 @@ func testRelayedRun(t *testing.T, suite crypto.Suite, seal bool) {
 	}
 	buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
 	n := copy(buf[rxHeadroom:], run)
-	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	from := testPeerAddr
 	before := r.Stats().FramesOut
 	for off := 0; off < n; off += size {
 		r.receivePacket(buf, rxHeadroom+off, min(size, n-off), from)

@@ -12,6 +12,17 @@ import (
 // container is relearned from its ARP traffic before its entry expires.
 const macMaxAge = 10 * time.Minute
 
+// macLimit bounds the MAC table. Any container, and any peer, can make up
+// source MACs at line rate; past the limit each new MAC evicts an old one.
+// A MAC missing from the table costs only flooding, never a lost frame. It
+// is far above what real networks learn in macMaxAge.
+const macLimit = 16384
+
+// macEvictSample is how many entries a full table looks at to evict the
+// least recently seen among them: an approximation of oldest-first that
+// costs a constant per eviction rather than a pass over the table.
+const macEvictSample = 8
+
 type mac [6]byte
 
 func (m mac) isUnicast() bool { return m[0]&1 == 0 }
@@ -19,9 +30,10 @@ func (m mac) isUnicast() bool { return m[0]&1 == 0 }
 // macCache maps a learned MAC address to the peer whose bridge it lives
 // behind. Lookups and refreshes of known entries take only the read lock.
 type macCache struct {
-	mu  sync.RWMutex
-	m   map[mac]*macEntry
-	now atomic.Int64 // unix seconds, ticked by expireLoop so frames need no clock read
+	mu    sync.RWMutex
+	m     map[mac]*macEntry
+	limit int          // entries at most
+	now   atomic.Int64 // unix seconds, ticked by expireLoop so frames need no clock read
 }
 
 type macEntry struct {
@@ -30,7 +42,7 @@ type macEntry struct {
 }
 
 func newMACCache() *macCache {
-	c := &macCache{m: make(map[mac]*macEntry)}
+	c := &macCache{m: make(map[mac]*macEntry), limit: macLimit}
 	c.now.Store(time.Now().Unix())
 	return c
 }
@@ -47,8 +59,9 @@ func (c *macCache) lookup(addr mac) (mesh.PeerName, bool) {
 }
 
 // learn records that addr lives behind peer. It reports whether the MAC moved
-// from another peer, which is worth a log line.
-func (c *macCache) learn(addr mac, peer mesh.PeerName) (moved bool, from mesh.PeerName) {
+// from another peer, which is worth a log line, and whether the table was
+// full, so that another MAC was evicted to make room.
+func (c *macCache) learn(addr mac, peer mesh.PeerName) (moved bool, from mesh.PeerName, evicted bool) {
 	now := c.now.Load()
 	c.mu.RLock()
 	e := c.m[addr]
@@ -57,18 +70,41 @@ func (c *macCache) learn(addr mac, peer mesh.PeerName) (moved bool, from mesh.Pe
 		if e.seen.Load() != now {
 			e.seen.Store(now)
 		}
-		return false, 0
+		return false, 0, false
 	}
 	ne := &macEntry{peer: peer}
 	ne.seen.Store(now)
 	c.mu.Lock()
 	old := c.m[addr]
+	if old == nil && len(c.m) >= c.limit {
+		c.evictLocked()
+		evicted = true
+	}
 	c.m[addr] = ne
 	c.mu.Unlock()
 	if old != nil && old.peer != peer {
-		return true, old.peer
+		return true, old.peer, evicted
 	}
-	return false, 0
+	return false, 0, evicted
+}
+
+// evictLocked deletes the least recently seen of a few entries; map
+// iteration starts at a random place, so these are a random sample.
+func (c *macCache) evictLocked() {
+	var (
+		victim mac
+		oldest int64
+		n      int
+	)
+	for k, e := range c.m {
+		if seen := e.seen.Load(); n == 0 || seen < oldest {
+			victim, oldest = k, seen
+		}
+		if n++; n == macEvictSample {
+			break
+		}
+	}
+	delete(c.m, victim)
 }
 
 // forgetPeer drops every MAC learned behind peer, e.g. when it leaves.

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -14,15 +15,20 @@ import (
 // The network → device direction.
 //
 //  1. Read one datagram, or with UDP GRO a run of them from one sender, and
-//     take each in turn. Its first bytes name the peer that sent it, which
-//     must be at the other end of one of our confirmed connections; anything
-//     else is dropped and counted.
+//     take each in turn. Its first bytes name the peer that sent it (the
+//     previous hop, also for a relayed frame), which must be at the other
+//     end of one of our confirmed connections, and the datagram must come
+//     from that connection's UDP address; anything else is dropped and
+//     counted. Only a heartbeat bearing the connection's ID may come from
+//     elsewhere: that is how a peer's new address is learned.
 //  2. For each frame in it, bring it into device form (virtio header first),
 //     in place: the header is written over the already-decoded frame
 //     header, marking a TCP checksum partial if the link is fast.
 //  3. The peer's control frames (heartbeats, tests) go to its forwarder.
 //  4. A frame addressed to another peer is relayed towards it.
-//  5. A frame for us teaches us where its source MAC lives, goes to the
+//  5. A frame naming as its source a peer outside the topology is dropped
+//     and counted (routes.go: no waiting on mesh to find out).
+//  6. A frame for us teaches us where its source MAC lives, goes to the
 //     device, and, unless its destination is a MAC known to be here, is
 //     flooded on along the source's broadcast tree. TCP segments of one flow
 //     are coalesced into super-frames on the way to the device (coalesce.go);
@@ -71,6 +77,11 @@ func (r *Router) receivePacket(buf []byte, start, n int, from netip.AddrPort) {
 		r.stats.drop(DropUnknownPeer)
 		return
 	}
+	// On an unencrypted link the address is the only thing that tells the
+	// peer's datagrams from anyone else's naming it; on an encrypted one
+	// the seal already does, but a sealed frame has no business coming
+	// from elsewhere either.
+	fromPeer := f.isFrom(from)
 	off := packetHdrLen
 	if f.opener != nil {
 		plain, err := f.opener.Open(pkt[packetHdrLen:])
@@ -91,13 +102,14 @@ func (r *Router) receivePacket(buf []byte, start, n int, from netip.AddrPort) {
 			return
 		}
 		off = next
-		r.receiveFrame(f, from, buf, start+h.Off, len(h.Payload), h.Src, h.Dst)
+		r.receiveFrame(f, from, fromPeer, buf, start+h.Off, len(h.Payload), h.Src, h.Dst)
 	}
 }
 
-// receiveFrame handles one frame at buf[off:off+n] that arrived from the peer
-// of f. The bytes in front of off are free for reuse.
-func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off, n int, src, dst mesh.PeerName) {
+// receiveFrame handles one frame at buf[off:off+n] that arrived in a datagram
+// naming f's peer as its sender, from the peer's UDP address if fromPeer. The
+// bytes in front of off are free for reuse.
+func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, fromPeer bool, buf []byte, off, n int, src, dst mesh.PeerName) {
 	// Into device form: a virtio header over the decoded frame header. On
 	// a fast link every TCP checksum is partial, which the header tells.
 	off -= tun.VirtioNetHdrLen
@@ -114,9 +126,19 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, buf []byte, off
 	frame := buf[off : off+n]
 	eth := frame[tun.VirtioNetHdrLen:]
 	if isSpecial(eth) {
-		if src == f.remoteName && dst == r.name {
+		if src == f.remoteName && dst == r.name && (fromPeer || f.isHeartbeat(eth)) {
 			f.onSpecial(from, eth)
+		} else if !fromPeer {
+			r.stats.drop(DropSpoofed)
 		}
+		return
+	}
+	if !fromPeer {
+		r.stats.drop(DropSpoofed)
+		return
+	}
+	if !r.knownPeer(src) {
+		r.stats.drop(DropUnknownPeer)
 		return
 	}
 	r.stats.framesIn.Add(1)
@@ -202,4 +224,20 @@ func openDropReason(err error) DropReason {
 		return DropReplay
 	}
 	return DropDecrypt
+}
+
+// isFrom reports whether a datagram from a came from f's peer: from the UDP
+// address its heartbeats come from (or, until one has, the one we dialled).
+func (f *forwarder) isFrom(a netip.AddrPort) bool {
+	p := f.addr.Load()
+	return p != nil && *p == a
+}
+
+// isHeartbeat reports whether eth, a control frame, is a heartbeat of f's
+// connection. Checked here, before it is queued for f's goroutine, so that
+// a flood of heartbeats with made-up IDs cannot crowd out the peer's own.
+// The ID is random per connection and travels only in the mesh handshake;
+// on an unencrypted network whoever sees that handshake can forge it.
+func (f *forwarder) isHeartbeat(eth []byte) bool {
+	return len(eth) == heartbeatLen && binary.BigEndian.Uint64(eth[ethHdrLen:]) == f.connUID
 }

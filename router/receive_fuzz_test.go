@@ -23,6 +23,10 @@ func (d *discardDevice) Read([]byte) (int, error)    { return 0, net.ErrClosed }
 func (d *discardDevice) Write(b []byte) (int, error) { d.writes++; return len(b), nil }
 func (d *discardDevice) Close() error                { return nil }
 
+// testPeerAddr is the UDP address of every test peer: datagrams naming one
+// of them as sender must come from it.
+var testPeerAddr = netip.MustParseAddrPort("127.0.0.1:9")
+
 // fuzzRouter is a router that is not started: its receive path runs
 // synchronously, with two known peers (legacy framing and virtio framing)
 // whose forwarders are registered but whose goroutines never run.
@@ -58,7 +62,7 @@ func FuzzReceivePacket(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 1, 0, 0})
 	r := fuzzRouter(f)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
-	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	from := testPeerAddr
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if len(pkt) > maxUDPPayload {
 			return
@@ -82,7 +86,7 @@ func TestReceiveDoesNotAllocate(t *testing.T) {
 	putPeerName(pkt[6:12], 1)
 	putPeerName(pkt[12:18], r.name)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
-	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	from := testPeerAddr
 	allocs := testing.AllocsPerRun(100, func() {
 		n := copy(buf[rxHeadroom:], pkt)
 		r.receivePacket(buf, rxHeadroom, n, from)
@@ -102,6 +106,7 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 	key := &crypto.Key{9, 9, 9}
 	f := &forwarder{r: r, remoteName: 3, partialCsum: true, specials: make(chan special, 1), stop: make(chan struct{}),
 		opener: crypto.NewOpener(key, false, crypto.NaCl)}
+	f.addr.Store(&testPeerAddr)
 	r.setForwarder(3, f, nil)
 	peer := crypto.NewSealer(key, true, crypto.NaCl) // the other end dialled
 
@@ -115,7 +120,7 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 		return peer.Seal(pkt, packetHdrLen)
 	}
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
-	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	from := testPeerAddr
 	deliver := func(pkt []byte) { r.receivePacket(buf, rxHeadroom, copy(buf[rxHeadroom:], pkt), from) }
 	dev := r.dev.(*discardDevice)
 
@@ -172,7 +177,7 @@ func BenchmarkReceivePacket(b *testing.B) {
 	putPeerName(pkt[6:12], 1)
 	putPeerName(pkt[12:18], r.name)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
-	from := netip.MustParseAddrPort("127.0.0.1:6783")
+	from := testPeerAddr
 	b.SetBytes(int64(len(pkt)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -111,6 +111,10 @@ type Router struct {
 	// so it is an immutable map swapped under fwdMu.
 	fwds  atomic.Pointer[map[mesh.PeerName]*forwarder]
 	fwdMu sync.Mutex
+	// routes is the forwarding loops' copy of mesh's routes (routes.go),
+	// rebuilt by routeLoop when routesDirty says so.
+	routes      atomic.Pointer[routeTable]
+	routesDirty chan struct{}
 
 	closing chan struct{}
 	wg      sync.WaitGroup
@@ -179,9 +183,14 @@ func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
 		relays:   relayQueue{batch: newRunBatch()},
 		closing:  make(chan struct{}),
 		failed:   make(chan struct{}),
+
+		routesDirty: make(chan struct{}, 1),
 	}
+	r.rx.stats = &r.stats
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
+	noRoutes := routeTable{}
+	r.routes.Store(&noRoutes)
 	return r
 }
 
@@ -190,8 +199,11 @@ func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
 func (r *Router) Start(m *mesh.Router) {
 	r.mesh = m
 	r.name = m.Ourself.Name
-	m.Peers.OnGC(func(p *mesh.Peer) { r.macs.forgetPeer(p.Name) })
-	r.wg.Add(3)
+	m.Peers.OnGC(func(p *mesh.Peer) { r.macs.forgetPeer(p.Name); r.routesChanged() })
+	m.Routes.OnChange(r.routesChanged)
+	r.routesChanged()
+	r.wg.Add(4)
+	go func() { defer r.wg.Done(); r.routeLoop() }()
 	go func() { defer r.wg.Done(); r.sendLoop() }()
 	go func() { defer r.wg.Done(); r.receiveLoop() }()
 	go func() { defer r.wg.Done(); r.macs.expireLoop(r.closing) }()

@@ -92,15 +92,20 @@ func (r *Router) sendLoop() {
 // relay sends the frame at buf[off:off+n] towards peer dst, through the next
 // hop of the unicast route; via q if not nil (see sendFrame).
 func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQueue) {
-	hop, ok := r.mesh.Routes.Unicast(dst)
-	if !ok {
+	route, known := r.route(dst)
+	hop := route.hop
+	if !route.hasHop {
 		// Routes lag a moment behind a new connection; a direct
 		// neighbour needs none.
 		hop = dst
 	}
 	f := r.forwarder(hop)
 	if f == nil {
-		r.stats.drop(DropNoRoute)
+		if known {
+			r.stats.drop(DropNoRoute)
+		} else {
+			r.stats.drop(DropUnknownPeer)
+		}
 		return
 	}
 	r.sendFrame(f, buf, off, n, src, dst, q)
@@ -110,7 +115,8 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQ
 // broadcast tree. Every receiver floods it on along the same tree, so each
 // peer gets it exactly once, whether or not it is directly connected to src.
 func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
-	hops := r.mesh.Routes.Broadcast(src)
+	route, _ := r.route(src)
+	hops := route.broadcast
 	if len(hops) == 0 && src == r.name {
 		// Right after a connection comes up, mesh has not yet computed the
 		// broadcast tree: send our own frame to every neighbour rather than
@@ -348,7 +354,11 @@ func (r *Router) send(pkt []byte, to netip.AddrPort) {
 }
 
 func (r *Router) learn(addr mac, peer mesh.PeerName) {
-	if moved, from := r.macs.learn(addr, peer); moved {
+	moved, from, evicted := r.macs.learn(addr, peer)
+	if evicted {
+		r.stats.drop(DropMACTableFull)
+	}
+	if moved {
 		r.log.Info("sleeve: MAC moved", "mac", net.HardwareAddr(addr[:]).String(), "from", from.String(), "to", peer.String())
 	}
 }

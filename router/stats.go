@@ -18,11 +18,22 @@ const (
 	DropSend                            // the UDP send failed
 	DropDecrypt                         // sealed datagram failed authentication
 	DropReplay                          // sealed datagram seen before, or too old
+	// DropSpoofed: a datagram naming as its sender a peer we are connected
+	// to, but not from that connection's UDP address.
+	DropSpoofed
+	// DropMACTableFull counts MACs evicted from the full MAC table to make
+	// room for another; the frame itself is still forwarded.
+	DropMACTableFull
+	// DropBadChecksum counts TCP segments with a wrong checksum (classic
+	// format) that were not coalesced but passed on as they came, for the
+	// receiving kernel to drop.
+	DropBadChecksum
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "unsegmentable", "device", "send", "decrypt", "replay",
+	"spoofed", "mac_table_full", "bad_checksum",
 }
 
 func (d DropReason) String() string { return dropNames[d] }

@@ -1,0 +1,82 @@
+package router
+
+import (
+	"github.com/weaveworks/mesh"
+)
+
+// The router's own copy of mesh's routes. mesh keeps its tables behind
+// locks, and computes a peer's broadcast tree on first use on its route
+// goroutine, which the caller waits for; a datagram naming a made-up peer
+// would thus make the receive loop wait on mesh (and grow mesh's cache by
+// one entry per name). Instead routeLoop rebuilds an immutable table
+// whenever mesh recalculates its routes or forgets a peer, and the
+// forwarding loops read it through an atomic pointer: no lock, no wait.
+
+// peerRoute is what the forwarding loops need to know about one peer in the
+// topology.
+type peerRoute struct {
+	// hop is the next hop of the unicast route to the peer, if hasHop.
+	hop    mesh.PeerName
+	hasHop bool
+	// broadcast are the next hops of a frame flooded from the peer (mesh's
+	// slice: read only).
+	broadcast []mesh.PeerName
+}
+
+// routeTable maps every peer in the topology, ourselves included, to its
+// routes. A table is never changed once stored.
+type routeTable map[mesh.PeerName]peerRoute
+
+// buildRoutes builds a table for the peers named, asking unicast and
+// broadcast (mesh's, in the router) for their routes.
+func buildRoutes(peers []mesh.PeerName, unicast func(mesh.PeerName) (mesh.PeerName, bool), broadcast func(mesh.PeerName) []mesh.PeerName) routeTable {
+	t := make(routeTable, len(peers))
+	for _, p := range peers {
+		hop, ok := unicast(p)
+		t[p] = peerRoute{hop: hop, hasHop: ok, broadcast: broadcast(p)}
+	}
+	return t
+}
+
+// routesChanged asks routeLoop for a new table. It never blocks: mesh calls
+// it from its route goroutine, which routeLoop's own questions wait for.
+func (r *Router) routesChanged() {
+	select {
+	case r.routesDirty <- struct{}{}:
+	default:
+	}
+}
+
+// routeLoop rebuilds the route table each time routesChanged asks.
+func (r *Router) routeLoop() {
+	for {
+		select {
+		case <-r.closing:
+			return
+		case <-r.routesDirty:
+		}
+		descs := r.mesh.Peers.Descriptions()
+		names := make([]mesh.PeerName, len(descs))
+		for i, d := range descs {
+			names[i] = d.Name
+		}
+		t := buildRoutes(names, r.mesh.Routes.Unicast, r.mesh.Routes.Broadcast)
+		r.routes.Store(&t)
+	}
+}
+
+// route returns what the route table says about peer.
+func (r *Router) route(peer mesh.PeerName) (peerRoute, bool) {
+	pr, ok := (*r.routes.Load())[peer]
+	return pr, ok
+}
+
+// knownPeer reports whether a frame may name peer as its source: a peer in
+// the topology, or a direct neighbour whose connection is newer than the
+// table.
+func (r *Router) knownPeer(peer mesh.PeerName) bool {
+	if _, ok := r.route(peer); ok {
+		return true
+	}
+	return r.forwarder(peer) != nil
+}
