@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +127,86 @@ func TestInteropDNS(t *testing.T) {
 	w.Stop()
 	testbed.WaitFor(t, meshTimeout, func() bool { return !netResolved(t, hn, "webw.weave.local") },
 		"webw stops resolving on weavenet once the Weave Net peer is gone")
+}
+
+// TestInteropDNSLine: three hosts in a line, the middle one of the other
+// kind. A name registered at one end resolves at the other end, and its
+// deletion arrives there: the middle peer relays the other kind's names,
+// on the channel it speaks (weavenet: Weave Net's "nameserver") or unread
+// (Weave Net: mesh's relay for our "dns").
+func TestInteropDNSLine(t *testing.T) {
+	for _, weave := range [][]bool{{true, false, true}, {false, true, false}} {
+		t.Run(kindsName(weave), func(t *testing.T) {
+			t.Parallel()
+			b := testbed.New(t, testbed.Options{Hosts: 3, Topology: testbed.Line})
+			weavers := make([]*testbed.Weaver, 3)
+			for i, h := range b.Hosts {
+				var peer []string
+				if i > 0 {
+					peer = []string{"--peer", b.Hosts[i-1].AddrTowards(t, h).String()}
+				}
+				switch {
+				case weave[i] && len(peer) > 0:
+					weavers[i] = h.StartWeaver(t, peer[1])
+				case weave[i]:
+					weavers[i] = h.StartWeaver(t)
+				default:
+					launch(t, h, peer...)
+				}
+			}
+			for i, h := range b.Hosts {
+				want := []int{1, 2, 1}[i]
+				if weave[i] {
+					waitWeaver(t, weavers[i], want)
+				} else {
+					waitMesh(t, h, want, 3)
+				}
+			}
+			// register adds name → addr on end i; resolvedAt reports
+			// whether end j answers it with addr.
+			register := func(i int, name, addr string) {
+				if weave[i] {
+					if out, err := weavers[i].HTTP(t, "PUT", "/name/c"+name+"/"+addr+"?fqdn="+name+".weave.local."); err != nil {
+						t.Fatalf("weaver PUT: %v %s", err, out)
+					}
+					return
+				}
+				b.Hosts[i].MustRun(t, name, addr+"/24")
+			}
+			unregister := func(i int, name, addr string) {
+				if weave[i] {
+					if out, err := weavers[i].HTTP(t, "DELETE", "/name/c"+name+"/"+addr); err != nil {
+						t.Fatalf("weaver DELETE: %v %s", err, out)
+					}
+					return
+				}
+				b.Hosts[i].MustWeave(t, "rm", b.Prefix+name)
+			}
+			answer := func(j int, name string) string {
+				if weave[j] {
+					return weaverResolve(t, b.Hosts[j], name+".weave.local.")
+				}
+				return askDNS(t, b.Hosts[j], "169.254.53.53:53", name+".weave.local.")
+			}
+			for _, dir := range []struct{ from, to int }{{0, 2}, {2, 0}} {
+				name := fmt.Sprintf("end%d", dir.from+1)
+				addr := fmt.Sprintf("10.99.0.%d", dir.from+1)
+				register(dir.from, name, addr)
+				var got string
+				if !testbed.Poll(interopDNSWait, func() bool {
+					got = answer(dir.to, name)
+					return strings.HasSuffix(got, " A "+addr)
+				}) {
+					t.Fatalf("h%d answers %s with %q, want %s within %v", dir.to+1, name, got, addr, interopDNSWait)
+				}
+				unregister(dir.from, name, addr)
+				if !testbed.Poll(interopDNSWait, func() bool {
+					got = answer(dir.to, name)
+					return strings.HasPrefix(got, "NXDOMAIN")
+				}) {
+					t.Fatalf("h%d still answers %s after its deletion on h%d: %q", dir.to+1, name, dir.from+1, got)
+				}
+			}
+		})
+	}
 }
