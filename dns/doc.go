@@ -27,8 +27,11 @@
 //  2. Before the mesh router starts (so before any gossip arrives), tell
 //     the server what this host runs: Reconcile with one Registration per
 //     container address and hostname (or AddEntry for each).
-//  3. s.SetGossip(meshRouter.NewGossip("dns", s)), then start the router.
-//     NewGossip must come before router.Start, as for every mesh channel.
+//  3. s.SetGossip(meshRouter.NewGossip("dns", s)), and for Weave Net 2.x
+//     peers s.SetWeaveGossip(meshRouter.NewGossip("nameserver",
+//     s.WeaveGossiper())) with cfg.KnownPeer asking mesh's Peers; then
+//     start the router. NewGossip must come before router.Start, as for
+//     every mesh channel.
 //  4. s.Start(addr) on the address containers use as nameserver (UDP and
 //     TCP; port 0 picks one), or s.Serve with sockets made elsewhere.
 //  5. Container made or attached: AddEntry(container, hostname, addr) for
@@ -77,6 +80,26 @@
 // message that does not decode is counted and dropped, never returned as an
 // error: mesh would close the whole connection, which carries topology and
 // IPAM as well. Messages of an unknown (newer) version are ignored.
+//
+// # Weave Net peers
+//
+// Weave Net 2.x gossips its names on the channel "nameserver", gob-encoded
+// (weavewire.go), with its own rules: per-entry versions from 0, tombstones
+// carrying their deletion time and kept 30 minutes, hostnames compared with
+// their case, a peer's names dropped when mesh forgets the peer. The Server
+// speaks that channel too (weavegossip.go): it keeps the channel's entries
+// of other origins as Weave Net keys them and gossips them on unchanged, so
+// Weave Net peers behind weavenet peers hear each other, and answers for
+// them in lower case; it announces its own entries there translated (our
+// version minus one, the deletion time of a tombstone, IPv4 only). Our
+// table stays authoritative for weavenet entries: those arrive on both
+// channels with the same versions, the "dns" channel wins where it has the
+// entry, and own entries heard back on either channel go through the same
+// authority check, so the two channels never make each other flap. A
+// message that does not decode, exceeds 4 MiB or 100,000 entries, or whose
+// timestamp is more than 15 minutes off is dropped and counted
+// (Counters.NameserverMalformed); invalid entries in a good message are
+// left out and counted (Counters.NameserverSkipped).
 //
 // # Answers
 //
