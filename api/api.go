@@ -33,6 +33,15 @@ type Report struct {
 	DNS     *DNS  `json:",omitempty"`
 	// Proxy is the Docker API proxy's section; nil when none runs.
 	Proxy *Proxy `json:",omitempty"`
+	// Plugin is the Docker network plugin's section; nil when none runs.
+	Plugin *Plugin `json:",omitempty"`
+}
+
+// Plugin is the Docker network plugin's section of the report.
+type Plugin struct {
+	DriverName string // docker network create --driver NAME --ipam-driver NAME
+	Socket     string // where the engine reaches it: unix:///run/docker/plugins/NAME.sock
+	Endpoints  int    // created by the engine and not deleted
 }
 
 // Proxy is the Docker API proxy's section of the report.
@@ -187,7 +196,12 @@ type Stats struct {
 	FramesIn, FramesOut, BytesIn, BytesOut uint64
 	// Drops counts frames and datagrams dropped, by reason: malformed,
 	// unknown_peer, no_route, no_contact, too_big, unsegmentable, device, send,
-	// and handshake (TCP connections refused during the mesh handshake).
+	// handshake (TCP connections refused during the mesh handshake), and the
+	// inbound connections the mesh port's gate closed before their handshake
+	// completed: handshake_silent (no protocol header within 2.5 s),
+	// handshake_not_mesh, handshake_oversize (a handshake frame over 64 KiB),
+	// handshake_timeout (not authenticated within 10 s) and
+	// handshake_evicted (over the caps on connections in the handshake).
 	Drops map[string]uint64
 }
 

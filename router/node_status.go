@@ -45,6 +45,14 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 		},
 	}
 	rep.Stats.Drops["handshake"] = node.HandshakeFailures()
+	// Inbound connections the mesh port's gate closed before mesh
+	// authenticated them (package meshgate).
+	gs := node.GateStats()
+	rep.Stats.Drops["handshake_silent"] = gs.Silent
+	rep.Stats.Drops["handshake_not_mesh"] = gs.NotMesh
+	rep.Stats.Drops["handshake_oversize"] = gs.Oversize
+	rep.Stats.Drops["handshake_timeout"] = gs.Timeout
+	rep.Stats.Drops["handshake_evicted"] = gs.Evicted
 	fs := r.FastDatapathStatus()
 	rep.FastDatapath = &api.FastDatapath{Enabled: fs.Enabled, Why: fs.Why, Port: fs.Port, VNI: fs.VNI, Entries: fs.Entries, Encrypted: fs.Encrypted, RxBytes: fs.RxBytes, TxBytes: fs.TxBytes}
 	if rep.Targets == nil {
