@@ -23,6 +23,7 @@ import (
 	_ "unsafe" // go:linkname, for meshAccept
 
 	"github.com/weaveworks/mesh"
+	"golang.org/x/crypto/argon2"
 
 	"weavenet/meshgate"
 )
@@ -50,6 +51,13 @@ type Config struct {
 	// then secretbox) and refuses peers that do not share it. The data
 	// plane's session keys come from the same handshake.
 	Password []byte
+	// PasswordKDF is how the password becomes what mesh keys connections
+	// with (see the README's "What the mesh port protects"): KDFWeave ("",
+	// Weave Net's: mesh hashes it once with the key exchange's secret, so
+	// anyone who completes a key exchange can guess it offline, fast) or
+	// KDFArgon2id (stretched once at New with argon2id first; every peer of
+	// the network must then use it, and Weave Net peers cannot join).
+	PasswordKDF string
 	// TrustedSubnets: a connection between two peers whose addresses each
 	// lie in the other's trusted subnets is not encrypted.
 	TrustedSubnets []netip.Prefix
@@ -137,6 +145,16 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 	var password []byte
 	if len(cfg.Password) > 0 {
 		password = cfg.Password
+		if len(password) < minPasswordLen {
+			cfg.Logger.Warn("gossip: the password is short: anyone who completes a key exchange with this peer can guess it offline; use 12 characters or more", "length", len(password))
+		}
+		switch cfg.PasswordKDF {
+		case KDFWeave:
+		case KDFArgon2id:
+			password = StretchPassword(password)
+		default:
+			return nil, fmt.Errorf("gossip: password KDF %q: want %q or %q", cfg.PasswordKDF, KDFWeave, KDFArgon2id)
+		}
 	}
 	if err := meshgate.Check(); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -390,4 +408,30 @@ func (l *logLimiter) allow(now time.Time) (suppressed uint64, ok bool) {
 	l.tokens--
 	suppressed, l.suppressed = l.suppressed, 0
 	return suppressed, true
+}
+
+// Password derivations (Config.PasswordKDF).
+const (
+	KDFWeave    = ""
+	KDFArgon2id = "argon2id"
+)
+
+// minPasswordLen is the length below which New warns about a password.
+const minPasswordLen = 12
+
+// The argon2id parameters: 64 MiB and two passes cost a fraction of a
+// second once per start, and as much for every guess an attacker tries.
+// The salt is fixed because every peer must derive the same key from the
+// same password with nothing else shared; it only separates this use.
+const (
+	argonTime    = 2
+	argonMemory  = 64 << 10 // KiB
+	argonThreads = 2
+	argonSalt    = "weavenet mesh password v1"
+)
+
+// StretchPassword is the argon2id derivation of KDFArgon2id: 32 bytes,
+// which mesh then uses where it would use the password.
+func StretchPassword(pw []byte) []byte {
+	return argon2.IDKey(pw, []byte(argonSalt), argonTime, argonMemory, argonThreads, 32)
 }

@@ -71,3 +71,16 @@ func TestExplain(t *testing.T) {
 		t.Fatal("unrelated message changed")
 	}
 }
+
+func TestStretchPassword(t *testing.T) {
+	a, b := StretchPassword([]byte("correct horse")), StretchPassword([]byte("correct horse"))
+	if len(a) != 32 || string(a) != string(b) {
+		t.Fatalf("not a deterministic 32-byte key: %x %x", a, b)
+	}
+	if string(StretchPassword([]byte("correct horsf"))) == string(a) {
+		t.Fatal("two passwords, one key")
+	}
+	if _, err := New(Config{Name: "aa:bb:cc:dd:ee:01", NickName: "x", Password: []byte("p"), PasswordKDF: "md5"}, nil); err == nil {
+		t.Fatal("an unknown KDF was accepted")
+	}
+}
