@@ -111,12 +111,14 @@ func TestInteropDNS(t *testing.T) {
 	// between Weave Net peers; a weavenet peer back from a restart brings
 	// them back.
 	hn.MustWeave(t, "stop")
+	stopped := time.Now()
 	if !testbed.Poll(meshTimeout, func() bool {
 		last = weaverResolve(t, hw, "cq.weave.local.")
 		return strings.HasPrefix(last, "NXDOMAIN")
 	}) {
 		t.Fatalf("Weave Net still answers cq.weave.local. after weaved stopped: %s\n%s", last, weaverState())
 	}
+	t.Logf("Weave Net dropped cq %v after weaved stopped", time.Since(stopped).Round(time.Millisecond))
 	launch(t, hn, peerArg(t, hn, hw)...)
 	waitMesh(t, hn, 1, 2)
 	testbed.WaitFor(t, meshTimeout, func() bool {
