@@ -80,6 +80,11 @@ func renderStatus(w io.Writer, rep *api.Report) {
 		line("Service", "proxy")
 		line("Address", p.Address)
 	}
+	if p := rep.Plugin; p != nil {
+		fmt.Fprintln(w)
+		line("Service", "plugin")
+		line("DriverName", p.DriverName)
+	}
 }
 
 // renderIPAM lists who owns how much of the range.

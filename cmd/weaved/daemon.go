@@ -50,9 +50,10 @@ type daemon struct {
 	stop        chan struct{}
 	reset       bool // on the way out, remove bridge and state too
 	cleanupOnce sync.Once
-	quit        chan struct{}  // closed at cleanup: background work ends
-	proxyAddr   atomic.Value   // string: the Docker API proxy's address while it serves
-	wg          sync.WaitGroup // background work
+	quit        chan struct{}             // closed at cleanup: background work ends
+	proxyAddr   atomic.Value              // string: the Docker API proxy's address while it serves
+	plugin      atomic.Pointer[pluginRun] // the Docker network plugin while it serves
+	wg          sync.WaitGroup            // background work
 
 	// pendingAllocs counts addresses being obtained right now (waiting for
 	// consensus, a donation or an owner), for the metrics.
@@ -102,6 +103,11 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer stopProxy()
+	stopPlugin, err := d.startPlugin()
+	if err != nil {
+		return err
+	}
+	defer stopPlugin()
 	if cfg.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(newMetrics(d), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -146,6 +152,9 @@ wait:
 	_ = sdNotify("STOPPING=1")
 	// Release devices and ports before the API goes quiet: weave stop
 	// returns when it does, and a launch right after must find them free.
+	// The plugin goes first: the engine must not plug into a bridge whose
+	// router is gone.
+	stopPlugin()
 	d.cleanup()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -212,6 +212,7 @@ func (d *daemon) report() api.Report {
 	rep.IPAM = d.ipamReport()
 	rep.DNS = d.dnsReport()
 	rep.Proxy = d.proxyReport()
+	rep.Plugin = d.pluginReport()
 	return rep
 }
 

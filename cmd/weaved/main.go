@@ -28,7 +28,7 @@ func main() {
 		Usage:     "the weavenet daemon: join the mesh and carry the weave bridge's frames to other hosts",
 		ArgsUsage: "[PEER...]",
 		Version:   api.Version,
-		Flags:     append(flags(), proxyFlags()...),
+		Flags:     append(append(flags(), proxyFlags()...), pluginFlags()...),
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
 			return fmt.Errorf("%w (see weaved --help)", err)
 		},
@@ -122,6 +122,7 @@ type config struct {
 	// dockerAPI is the Engine followed; empty for none.
 	dockerAPI string
 	proxy     proxyConfig
+	plugin    pluginConfig
 	fastdp    fastdpConfig
 	// migration is what --migrate-from imports; nil without it.
 	migration *migration
@@ -197,6 +198,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 		return c, err
 	}
 	if c.proxy, err = proxyConfigFrom(cmd); err != nil {
+		return c, err
+	}
+	if c.plugin, err = pluginConfigFrom(cmd); err != nil {
 		return c, err
 	}
 	if c.fastdp, err = fastdpConfigFrom(cmd); err != nil {

@@ -57,6 +57,11 @@ func (h *Host) StartWeaved(t testing.TB, args ...string) *Daemon {
 		// machine's default path.
 		full = append(full, "--proxy-socket", filepath.Join(h.DataDir, "weave.sock"))
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--plugin-name") || a == "--no-plugin" }) {
+		// The Docker network plugin's socket is machine-wide: only tests
+		// that name a plugin of their own serve one.
+		full = append(full, "--no-plugin")
+	}
 	logPath := filepath.Join(h.DataDir, LogFile)
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -162,7 +167,9 @@ func (d *Daemon) Logs() string {
 func (h *Host) Weave(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	bin := BinDir(t)
-	return h.Exec(t, append([]string{filepath.Join(bin, "weave")}, args...)...)
+	// weave launch starts weaved: no Docker network plugin on the
+	// machine-wide socket unless the test names one (--plugin-name).
+	return h.Exec(t, append([]string{"env", "WEAVE_NO_PLUGIN=1", filepath.Join(bin, "weave")}, args...)...)
 }
 
 // MustWeave is Weave that fails the test on error.

@@ -1,0 +1,25 @@
+//go:build !linux
+
+package plugin
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+var errUnsupported = errors.New("the Docker network plugin needs Linux")
+
+// VethLinks makes endpoints' pairs; only on Linux.
+type VethLinks struct {
+	Bridge string
+	MTU    int
+}
+
+// Create fails: veth pairs are Linux's.
+func (VethLinks) Create(context.Context, string, string, int) error { return errUnsupported }
+
+// Delete fails: veth pairs are Linux's.
+func (VethLinks) Delete(string) error { return errUnsupported }
+
+func peerPID(*net.UnixConn) int { return 0 }
