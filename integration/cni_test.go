@@ -32,7 +32,7 @@ func buildCNI(t *testing.T) string {
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	dir := t.TempDir()
 	for _, args := range [][]string{
-		{"build", "-o", dir + "/", "./cmd/weave-net", "./cmd/weave-ipam", "./integration/cnidriver"},
+		{"build", "-o", dir + "/", "./cmd/weave-net", "./cmd/weave-ipam", "./cmd/weave-kube", "./integration/cnidriver"},
 		{"build", "-o", filepath.Join(dir, "portmap"), "github.com/containernetworking/plugins/plugins/meta/portmap"},
 	} {
 		cmd := exec.Command("go", args...)
