@@ -48,10 +48,11 @@ type weaveWireMessage struct {
 	Entries   []weaveWireEntry
 }
 
-// weaveWireProbe decodes only the entry count, at 4 bytes of memory per
-// entry, so that the count is checked before the entries are allocated.
+// weaveWireProbe decodes only the entry count: gob accepts an element
+// struct without fields (it skips every field), and such elements take no
+// memory, so the count is checked before the entries are allocated.
 type weaveWireProbe struct {
-	Entries []struct{ Addr uint32 }
+	Entries []struct{}
 }
 
 const (
@@ -61,6 +62,10 @@ const (
 	maxWeaveMessage = 4 << 20
 	// maxWeaveEntries bounds the entries of one message.
 	maxWeaveEntries = 100_000
+	// minWeaveEntrySize is the least a valid entry takes in gob: origin
+	// and address (field delta and value, 2 bytes each), hostname (delta,
+	// length, at least 2 bytes), the end of the struct.
+	minWeaveEntrySize = 9
 	// maxWeaveVersion keeps versions far from overflow in either model.
 	maxWeaveVersion = 1 << 53
 	// weaveTombstoneLifetime and weaveClockSkew are Weave Net's.
@@ -181,18 +186,25 @@ func decodeWeave(msg []byte, now time.Time) (d *weaveData, skipped int, err erro
 	if len(msg) == 0 || len(msg) > maxWeaveMessage {
 		return nil, 0, fmt.Errorf("%w: message of %d bytes (limit %d)", errWeaveMalformed, len(msg), maxWeaveMessage)
 	}
-	// gob sizes slices by what it actually decodes, so memory follows the
-	// message size; the probe keeps that small before the real entries
-	// (about 80 bytes each plus their strings) are allocated.
+	// gob allocates a buffer of each declared message length (up to
+	// 10 MiB at once) before reading it, so the lengths are checked
+	// against what is there first.
+	if err := checkGobFraming(msg); err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", errWeaveMalformed, err)
+	}
+	// The probe counts the entries without allocating them (about 80
+	// bytes each plus their strings).
 	var probe weaveWireProbe
 	if err := gob.NewDecoder(bytes.NewReader(msg)).Decode(&probe); err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", errWeaveMalformed, err)
 	}
-	if len(probe.Entries) > maxWeaveEntries {
-		return nil, 0, fmt.Errorf("%w: %d entries (limit %d)", errWeaveMalformed, len(probe.Entries), maxWeaveEntries)
+	if n := len(probe.Entries); n > maxWeaveEntries || n > len(msg)/minWeaveEntrySize {
+		return nil, 0, fmt.Errorf("%w: %d entries in %d bytes (limit %d, at least %d bytes each)",
+			errWeaveMalformed, n, len(msg), maxWeaveEntries, minWeaveEntrySize)
 	}
+	// With the capacity there, gob decodes in place instead of growing.
+	m := weaveWireMessage{Entries: make([]weaveWireEntry, 0, len(probe.Entries))}
 	probe.Entries = nil
-	var m weaveWireMessage
 	if err := gob.NewDecoder(bytes.NewReader(msg)).Decode(&m); err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", errWeaveMalformed, err)
 	}
@@ -222,4 +234,32 @@ func validWeaveEntry(e weaveWireEntry) bool {
 		e.Version >= 0 && e.Version < maxWeaveVersion && e.Tombstone >= 0 &&
 		len(e.ContainerID) <= maxContainerLen && utf8.ValidString(e.ContainerID) &&
 		checkCanonical(lower(e.Hostname)) == nil
+}
+
+// checkGobFraming walks the gob stream's length-prefixed messages (type
+// definitions, then the value) and fails if a declared length exceeds the
+// bytes that follow. A gob unsigned integer is one byte below 0x80, or a
+// byte holding the negated count (1-8) of big-endian bytes that follow.
+func checkGobFraming(b []byte) error {
+	for len(b) > 0 {
+		c := b[0]
+		b = b[1:]
+		n := uint64(c)
+		if c >= 0x80 {
+			k := int(-int8(c))
+			if k < 1 || k > 8 || k > len(b) {
+				return fmt.Errorf("bad gob length prefix %#x", c)
+			}
+			n = 0
+			for _, x := range b[:k] {
+				n = n<<8 | uint64(x)
+			}
+			b = b[k:]
+		}
+		if n == 0 || n > uint64(len(b)) {
+			return fmt.Errorf("gob message of %d bytes declared, %d left", n, len(b))
+		}
+		b = b[n:]
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -261,6 +262,9 @@ func TestWeaveHostileInput(t *testing.T) {
 		"clock ahead":      wnEncode(t, wnGossipWire{Timestamp: now.Add(16 * time.Minute).Unix(), Entries: wnEntries{good}}),
 		"clock behind":     wnEncode(t, wnGossipWire{Timestamp: now.Add(-16 * time.Minute).Unix(), Entries: wnEntries{good}}),
 		"no timestamp":     wnEncode(t, wnGossipWire{Entries: wnEntries{good}}),
+		"length too large": {0xfc, 0x3f, 0xff, 0xff, 0xff, 0x01},
+		"bad length":       {0xf0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17},
+		"trailing length":  append(slices.Clone(msg), 0x05, 1),
 	}
 	for name, m := range malformed {
 		before := s.Counters().NameserverMalformed
@@ -417,4 +421,42 @@ func FuzzWeaveNameserverDecode(f *testing.F) {
 		}
 		s.Entries()
 	})
+}
+
+// A hostile message costs memory in proportion to its size: declared
+// lengths are checked before gob allocates for them, and the entry count
+// before the entries are.
+func TestWeaveDecodeMemoryFollowsSize(t *testing.T) {
+	now := fixtureNow()
+	for name, msg := range map[string][]byte{
+		"declares 1 GiB":   {0xfc, 0x3f, 0xff, 0xff, 0xff, 0x01},
+		"declares 9 MiB":   {0xfd, 0x90, 0x00, 0x00, 0x01},
+		"too many entries": wnEncode(t, wnGossipWire{Timestamp: now.Unix(), Entries: make(wnEntries, maxWeaveEntries+1)}),
+		"4 MiB of entries": wnEncode(t, wnGossipWire{Timestamp: now.Unix(), Entries: make(wnEntries, maxWeaveMessage-1000)}),
+		"full":             fixture(t, "full"),
+		"empty entries":    wnEncode(t, wnGossipWire{Timestamp: now.Unix(), Entries: make(wnEntries, 50_000)}),
+		"many valid":       wnEncode(t, wnGossipWire{Timestamp: now.Unix(), Entries: manyValid(maxWeaveEntries)}),
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		decodeWeave(msg, now)
+		runtime.ReadMemStats(&after)
+		used := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: %d bytes in, %d allocated", name, len(msg), used)
+		// The smallest valid entries cost the most per byte: 11 bytes
+		// on the wire, about 180 in the decoded table (a map).
+		if limit := 64<<10 + 24*uint64(len(msg)); used > limit {
+			t.Errorf("%s: %d bytes allocated for a %d-byte message (limit %d)", name, used, len(msg), limit)
+		}
+	}
+}
+
+// manyValid returns n distinct entries as small as valid ones get.
+func manyValid(n int) wnEntries {
+	es := make(wnEntries, n)
+	for i := range es {
+		es[i] = wnEntry{Origin: 1, Addr: wnAddress(i + 1), Hostname: "a."}
+	}
+	return es
 }
