@@ -24,8 +24,9 @@ import (
 // made in, so the other hosts reach it over the underlay.
 func listenIn(t *testing.T, h *testbed.Host) net.Listener {
 	t.Helper()
+	// Unlocked only once the thread is back in the test's namespace: a
+	// goroutine that ends locked takes its thread down with it.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +42,9 @@ func listenIn(t *testing.T, h *testbed.Host) net.Listener {
 	}
 	l, lerr := net.Listen("tcp", net.JoinHostPort(h.Addr.String(), "0"))
 	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace: let it die with the test.
 		t.Fatalf("back to the test's namespace: %v", err)
 	}
+	runtime.UnlockOSThread()
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
@@ -108,13 +109,7 @@ func TestCNIWeaveKubeLaunch(t *testing.T) {
 		// The plugins weave-kube installed, with the test's portmap and
 		// driver beside them.
 		for _, name := range []string{"portmap", "cnidriver"} {
-			b, err := os.ReadFile(filepath.Join(bin, name))
-			if err == nil {
-				err = os.WriteFile(filepath.Join(cniDir, "bin", name), b, 0o755)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			copyExec(t, filepath.Join(bin, name), filepath.Join(cniDir, "bin", name))
 		}
 		hosts = append(hosts, newCNIHost(t, h, filepath.Join(cniDir, "bin"), conf))
 	}

@@ -44,6 +44,45 @@ func buildCNI(t *testing.T) string {
 	return dir
 }
 
+// copyExec copies the executable src to dst.
+func copyExec(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// installCNI runs `weave setup-cni` on h as a user would after make build
+// (weave-net and weave-ipam beside weave) into fresh dirs, and returns a
+// driver using what it installed, with the test's portmap and driver added
+// to the bin dir.
+func installCNI(t *testing.T, h *testbed.Host, bin string) *cniHost {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "build")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyExec(t, filepath.Join(testbed.BinDir(t), "weave"), filepath.Join(src, "weave"))
+	for _, name := range []string{"weave-net", "weave-ipam"} {
+		copyExec(t, filepath.Join(bin, name), filepath.Join(src, name))
+	}
+	binDir, confDir := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+	h.MustExec(t, filepath.Join(src, "weave"), "setup-cni", "--cni-bin-dir", binDir, "--cni-conf-dir", confDir)
+	for _, name := range []string{"portmap", "cnidriver"} {
+		copyExec(t, filepath.Join(bin, name), filepath.Join(binDir, name))
+	}
+	conf, err := os.ReadFile(filepath.Join(confDir, cni.ConflistName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newCNIHost(t, h, binDir, conf)
+}
+
 // cniHost runs the driver on one host with one conflist and libcni cache.
 type cniHost struct {
 	h                    *testbed.Host
@@ -118,8 +157,8 @@ func (c *cniHost) owners(t *testing.T) map[string]string {
 	return m
 }
 
-// Two hosts running weaved, a pod on each through the conflist that
-// weave-net setup writes: they ping across hosts; CHECK passes; a second
+// Two hosts running weaved, a pod on each through the plugins and the
+// conflist that weave setup-cni installs: they ping across hosts; CHECK passes; a second
 // ADD gives the same address; a pod that lost its interface fails CHECK
 // and a retried ADD repairs it; DEL then CHECK fails; DEL again succeeds;
 // the freed address goes to the next pod; DEL of a pod whose namespace is
@@ -132,8 +171,7 @@ func TestCNIAcrossHosts(t *testing.T) {
 	launch(t, h2, "--ipalloc-init", "consensus=2", peerArg(t, h2, h1)[1])
 	waitMesh(t, h1, 1, 2)
 	bin := buildCNI(t)
-	conf := cni.Conflist(api.DefaultAddr, true)
-	c1, c2 := newCNIHost(t, h1, bin, conf), newCNIHost(t, h2, bin, conf)
+	c1, c2 := installCNI(t, h1, bin), installCNI(t, h2, bin)
 	p1, p2 := h1.AddContainer(t, "p1"), h2.AddContainer(t, "p2")
 
 	r1, a1 := c1.add(t, "pod1", p1)

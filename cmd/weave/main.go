@@ -93,6 +93,7 @@ func app() *cli.Command {
 		},
 	}
 	root.Commands = append(root.Commands, proxyCommands...)
+	root.Commands = append(root.Commands, setupCNICommand)
 	// The library calls only a command's own hook, and dumps its usage
 	// without one.
 	for _, c := range root.Commands {
