@@ -1,6 +1,9 @@
 package router
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // completeChecksum finishes an offloaded (CHECKSUM_PARTIAL) checksum: the
 // field at csumAt holds the pseudo-header sum, and the one's complement sum
@@ -43,13 +46,26 @@ func tcpChecksumAt(eth []byte) (at int, pseudo uint16, ok bool) {
 }
 
 // addBytes adds b, as big-endian 16-bit words, to a one's complement sum
-// kept unfolded in 64 bits.
+// kept unfolded in 64 bits. The bulk is summed 64 bits at a time with
+// end-around carry, the same sum modulo 0xffff, at about three times the
+// speed of summing halves: verifying every received segment's checksum
+// (coalesce.go) passes over all the payload.
 func addBytes(sum uint64, b []byte) uint64 {
+	var acc, c uint64
+	for len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		v := binary.BigEndian.Uint64(b)
-		sum += v>>32 + v&0xffffffff
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
+	acc, c = bits.Add64(acc, 0, c)
+	acc += c // cannot carry again: acc is 0 if the line above carried
+	sum += acc>>32 + acc&0xffffffff
 	for len(b) >= 2 {
 		sum += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -48,4 +49,37 @@ func FuzzTCPChecksumAt(f *testing.F) {
 			t.Fatalf("checksum offset %d outside a %d-byte frame", at, len(eth))
 		}
 	})
+}
+
+// addBytes sums 64 bits at a time; the result folds to what a plain sum of
+// 16-bit words folds to, whatever the length, the bytes and the sum it
+// starts from (all ones included, where end-around carries pile up).
+func TestChecksumAddBytesMatchesWordSum(t *testing.T) {
+	words := func(sum uint64, b []byte) uint64 {
+		for ; len(b) >= 2; b = b[2:] {
+			sum += uint64(binary.BigEndian.Uint16(b))
+		}
+		if len(b) == 1 {
+			sum += uint64(b[0]) << 8
+		}
+		return sum
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		b := make([]byte, rng.IntN(300))
+		switch i % 3 {
+		case 0:
+			for j := range b {
+				b[j] = byte(rng.Uint32())
+			}
+		case 1:
+			for j := range b {
+				b[j] = 0xff
+			}
+		}
+		sum := rng.Uint64N(1 << 40)
+		if got, want := fold(addBytes(sum, b)), fold(words(sum, b)); got != want {
+			t.Fatalf("%d bytes from %#x: %#04x, want %#04x", len(b), sum, got, want)
+		}
+	}
 }

@@ -279,3 +279,30 @@ func TestReceiveClassicSuperFrameDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%d writes for 21 super-frames, drops %v", dev.writes, r.Stats().Drops)
 	}
 }
+
+// BenchmarkReceiveUnsealedRun receives one super-frame's run of unsealed
+// datagrams (the same bytes each time: nothing to replay-check) in the fast
+// format (partial checksums) and the classic one (complete checksums,
+// verified before coalescing), without BenchmarkReceiveSuperFrame's
+// per-iteration setup.
+func BenchmarkReceiveUnsealedRun(b *testing.B) {
+	for _, partial := range []bool{true, false} {
+		b.Run(map[bool]string{true: "fast", false: "classic"}[partial], func(b *testing.B) {
+			r := fuzzRouter(b)
+			f := &forwarder{r: r, remoteName: peerNameFromBin([]byte{0, 0, 0, 0, 0, 7}), partialCsum: partial}
+			f.addr.Store(&testPeerAddr)
+			r.setForwarder(f.remoteName, f, nil)
+			run, size := receiveRunFormat(b, r, 7, nil, 0, partial)
+			buf := make([]byte, rxHeadroom+groBufLen+txTailroom)
+			b.SetBytes(int64(len(run)))
+			b.ReportAllocs()
+			for b.Loop() {
+				n := copy(buf[rxHeadroom:], run)
+				for off := 0; off < n; off += size {
+					r.receivePacket(buf, rxHeadroom+off, min(size, n-off), testPeerAddr)
+				}
+				r.rx.flush(r.writeDevice)
+			}
+		})
+	}
+}
