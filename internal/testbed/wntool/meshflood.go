@@ -40,7 +40,7 @@ func runMeshFlood(args []string, stdout, stderr io.Writer) error {
 	addr := fs.Arg(0)
 	n, err := strconv.Atoi(fs.Arg(1))
 	if err != nil || n < 1 || n > 10000 {
-		return fmt.Errorf("N %q: want 1-10000", fs.Arg(1))
+		return fmt.Errorf("connection count %q: want 1-10000", fs.Arg(1))
 	}
 	var connected, closedByPeer, failed atomic.Int64
 	var sent atomic.Int64
