@@ -48,7 +48,8 @@ func TestDockerPlugin(t *testing.T) {
 			_, _ = engineCmd(t, "network", "rm", "docker_gwbridge")
 		}
 	})
-	launch(t, h1, append([]string{"--plugin-name", p1}, peerArg(t, h1, h2)...)...)
+	args1 := append([]string{"--plugin-name", p1}, peerArg(t, h1, h2)...)
+	d1 := launch(t, h1, args1...)
 	launch(t, h2, append([]string{"--plugin-name", p2}, peerArg(t, h2, h1)...)...)
 	waitMesh(t, h1, 1, 2)
 	waitMesh(t, h2, 1, 2)
@@ -104,6 +105,25 @@ func TestDockerPlugin(t *testing.T) {
 	ping("c2", "c1", a1.Addr()) // h2 → h1, by name through weaveDNS
 	ping("c1", "c2", a2.Addr()) // h1 → h2
 	ping("c3", "c1", a1.Addr()) // same host
+
+	// A weaved restart: the pairs stay on the kept bridge, the endpoints
+	// are taken up again and the names announced again.
+	d1.Stop()
+	d1 = launch(t, h1, args1...)
+	waitMesh(t, h1, 1, 2)
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		logs := d1.Logs()
+		return strings.Count(logs[strings.LastIndex(logs, "==== testbed"):], "plugin container named") == 2
+	}, "the restarted weaved names c1 and c3 again")
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		out, err := h2.Weave(t, "dns-lookup", run.Name("c1"))
+		return err == nil && strings.TrimSpace(out) == a1.Addr().String()
+	}, "c1 named again after h1's weaved restarted")
+	ping("c2", "c1", a1.Addr())
+	ping("c3", "c1", a1.Addr())
+	if out := h1.MustWeave(t, "report"); !strings.Contains(out, `"Endpoints": 2`) {
+		t.Errorf("after the restart the plugin does not report 2 endpoints:\n%s", out)
+	}
 
 	// docker rm -f: address, name and veth go.
 	if n := pluginPorts(t, h1); n != 2 {

@@ -185,19 +185,38 @@ func (d *Driver) createEndpoint(req createEndpointRequest) (createEndpointRespon
 	if err != nil || !addr.Addr().Is4() {
 		return createEndpointResponse{}, fmt.Errorf("%w: Interface.Address %q: want an IPv4 CIDR", errBadRequest, req.Interface.Address)
 	}
-	owner := ""
-	for o, held := range d.cfg.IPAM.Owned(OwnerPrefix) {
-		for _, p := range held {
-			if p.Addr() == addr.Addr() {
-				owner = o
-			}
-		}
-	}
+	owner := d.ownerOf(addr.Addr())
 	d.mu.Lock()
 	d.endpoints[req.EndpointID] = endpoint{network: req.NetworkID, addr: addr, owner: owner}
 	d.mu.Unlock()
 	d.log.Info("endpoint created", "endpoint", short(req.EndpointID), "addr", addr)
 	return createEndpointResponse{}, nil
+}
+
+// ownerOf is the plugin's owner holding addr, or "" (an address of
+// another IPAM driver).
+func (d *Driver) ownerOf(addr netip.Addr) string {
+	for o, held := range d.cfg.IPAM.Owned(OwnerPrefix) {
+		for _, p := range held {
+			if p.Addr() == addr {
+				return o
+			}
+		}
+	}
+	return ""
+}
+
+// Restore takes up an endpoint the engine still has from before the
+// daemon restarted (its pair outlived the restart with the bridge): the
+// engine's Leave, DeleteEndpoint and ReleaseAddress then treat it as if
+// it had been made by this run.
+func (d *Driver) Restore(ep Endpoint) {
+	owner := d.ownerOf(ep.Addr.Addr())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, known := d.endpoints[ep.EndpointID]; !known {
+		d.endpoints[ep.EndpointID] = endpoint{network: ep.NetworkID, addr: ep.Addr, owner: owner, joined: true}
+	}
 }
 
 func (d *Driver) endpointInfo(req endpointRequest) (endpointInfoResponse, error) {

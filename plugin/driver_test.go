@@ -371,3 +371,22 @@ func TestTombstonesBounded(t *testing.T) {
 		t.Errorf("%d tombstones (%d in order), want %d", len(d.tombstones), len(d.tombOrder), maxTombstones)
 	}
 }
+
+// An endpoint taken up after a restart is deleted and released as one of
+// this run's.
+func TestRestore(t *testing.T) {
+	r := newRig(t)
+	r.ok("/IpamDriver.RequestAddress", `{"PoolID":"weave:10.32.0.0/12"}`)
+	d := NewDriver(Config{Name: "weave", IPAM: r.ipam, Links: r.links}) // the restarted daemon
+	r.h = Handler(d)
+	d.Restore(Endpoint{NetworkID: netID, EndpointID: epID, Addr: netip.MustParsePrefix("10.32.0.1/12")})
+	if d.Endpoints() != 1 {
+		t.Fatalf("%d endpoints after Restore", d.Endpoints())
+	}
+	r.ok("/NetworkDriver.Leave", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`"}`)
+	r.ok("/NetworkDriver.DeleteEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`"}`)
+	if _, ok := r.ipam.owner("10.32.0.1"); ok || d.Endpoints() != 0 {
+		t.Fatalf("after DeleteEndpoint: held %v, %d endpoints", r.ipam.held, d.Endpoints())
+	}
+	r.ok("/IpamDriver.ReleaseAddress", `{"PoolID":"weave:10.32.0.0/12","Address":"10.32.0.1"}`)
+}

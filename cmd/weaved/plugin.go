@@ -118,6 +118,10 @@ func (d *daemon) startPlugin() (stop func(), err error) {
 		}
 	}()
 	d.plugin.Store(p)
+	if d.docker != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); d.restorePlugin(p) }()
+	}
 	d.log.Info("Docker network plugin serving", "driver", pc.name, "socket", p.server.Path())
 	return func() {
 		p.stop.Do(func() {
@@ -128,6 +132,30 @@ func (d *daemon) startPlugin() (stop func(), err error) {
 			p.wg.Wait()
 		})
 	}, nil
+}
+
+// restorePlugin takes up the endpoints the engine has on our networks
+// from before a restart, and names their containers again: weaveDNS
+// forgot them with the daemon.
+func (d *daemon) restorePlugin(p *pluginRun) {
+	ctx, cancel := context.WithTimeout(p.ctx, dockerTimeout)
+	defer cancel()
+	eps, err := d.docker.DriverEndpoints(ctx, p.driver.Name())
+	if err != nil {
+		d.log.Warn("Docker network plugin: endpoints from before the start not taken up", "err", err)
+		return
+	}
+	for _, e := range eps {
+		if !e.Addr.IsValid() || e.EndpointID == "" {
+			continue
+		}
+		ep := plugin.Endpoint{NetworkID: e.NetworkID, EndpointID: e.EndpointID, Addr: e.Addr}
+		p.driver.Restore(ep)
+		d.pluginJoined(p, ep)
+	}
+	if len(eps) > 0 {
+		d.log.Info("Docker network plugin: endpoints taken up", "count", len(eps))
+	}
 }
 
 // pluginReport is the plugin's section of the report; nil when none runs.
