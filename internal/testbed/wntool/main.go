@@ -15,6 +15,9 @@
 //	wntool dns-stub ADDR:PORT ANSWER DURATION       a DNS server answering every A query with ANSWER
 //	wntool capture-udp IFACE PORT MINSIZE DURATION  print in hex the payload of one whole UDP datagram to PORT
 //	wntool udp-send-hex ADDR:PORT HEX               send one datagram with that payload
+//	wntool udp-send-raw [-count N] [-interval D] SRC:PORT DST:PORT HEX
+//	                                                send N datagrams with that payload and any source
+//	                                                address (raw socket: IPv4, root)
 //	wntool http-get [-timeout D] URL                print the body of a GET
 //	wntool dns-query SERVER:PORT NAME TYPE          one DNS question: print rcode, time and answers
 //	wntool impair [-port P] IF1 IF2 LOSS REORDER DURATION
@@ -56,6 +59,7 @@ const (
 	usageDNSStub    = "dns-stub ADDR:PORT ANSWER DURATION"
 	usageCaptureUDP = "capture-udp IFACE PORT MINSIZE DURATION"
 	usageUDPSendHex = "udp-send-hex ADDR:PORT HEX"
+	usageUDPSendRaw = "udp-send-raw [-count N] [-interval D] SRC:PORT DST:PORT HEX"
 	usageHTTPGet    = "http-get [-timeout D] URL"
 	usageDNSQuery   = "dns-query SERVER:PORT NAME TYPE"
 	usageImpair     = "impair [-port P] [-seed S] IF1 IF2 LOSS REORDER DURATION"
@@ -76,6 +80,7 @@ var commands = map[string]command{
 	"dns-stub":     {usageDNSStub, runDNSStub},
 	"capture-udp":  {usageCaptureUDP, runCaptureUDP},
 	"udp-send-hex": {usageUDPSendHex, runUDPSendHex},
+	"udp-send-raw": {usageUDPSendRaw, runUDPSendRaw},
 	"http-get":     {usageHTTPGet, runHTTPGet},
 	"dns-query":    {usageDNSQuery, runDNSQuery},
 	"impair":       {usageImpair, runImpair},
