@@ -25,9 +25,10 @@ import (
 //     in place: the header is written over the already-decoded frame
 //     header, marking a TCP checksum partial if the link is fast.
 //  3. The peer's control frames (heartbeats, tests) go to its forwarder.
-//  4. A frame addressed to another peer is relayed towards it.
-//  5. A frame naming as its source a peer outside the topology is dropped
-//     and counted (routes.go: no waiting on mesh to find out).
+//  4. A frame naming as its source or destination a peer outside the
+//     topology is dropped and counted (routes.go: no waiting on mesh to
+//     find out).
+//  5. A frame addressed to another peer is relayed towards it.
 //  6. A frame for us teaches us where its source MAC lives, goes to the
 //     device, and, unless its destination is a MAC known to be here, is
 //     flooded on along the source's broadcast tree. TCP segments of one flow
