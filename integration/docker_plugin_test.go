@@ -189,3 +189,32 @@ func pluginPorts(t testing.TB, h *testbed.Host) int {
 	out, _ := h.Exec(t, "ip", "-o", "link", "show", "master", "weave")
 	return strings.Count(out, ": vethwpl")
 }
+
+// A weaved in a network namespace of its own (one of several on the
+// machine, as the test hosts are) does not take the machine-wide default
+// plugin name; one given by hand it serves (TestDockerPlugin).
+func TestDockerPluginDefaultOnlyBesideEngine(t *testing.T) {
+	testbed.RequireRoot(t)
+	if _, err := engineCmd(t, "version", "--format", "{{.Server.APIVersion}}"); err != nil {
+		t.Skipf("no Docker Engine answers: %v", err)
+	}
+	b := testbed.New(t, testbed.Options{Hosts: 1})
+	h := b.Hosts[0]
+	resolv := filepath.Join(h.DataDir, "none-resolv.conf")
+	if err := os.WriteFile(resolv, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := h.Start(t, filepath.Join(testbed.BinDir(t), "weaved"), "--data-dir", h.DataDir, "--nickname", h.Name,
+		"--no-proxy", "--dns-resolv-conf", resolv)
+	testbed.WaitFor(t, 20*time.Second, func() bool {
+		_, err := h.TryReport(t)
+		return err == nil
+	}, "weaved answers")
+	out := h.MustWeave(t, "report")
+	if strings.Contains(out, `"Plugin"`) {
+		t.Errorf("weaved in a namespace of its own serves the default plugin:\n%s", out)
+	}
+	testbed.WaitFor(t, 5*time.Second, func() bool {
+		return strings.Contains(p.Stderr(), "not in the Docker Engine's network namespace")
+	}, "weaved says why it serves no plugin")
+}

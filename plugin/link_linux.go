@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -92,4 +93,26 @@ func peerPID(c *net.UnixConn) int {
 		}
 	})
 	return pid
+}
+
+// SharesNetNS reports whether the process serving the unix socket at path
+// (the Docker Engine) is in this process's network namespace.
+func SharesNetNS(path string) (bool, error) {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	pid := peerPID(c.(*net.UnixConn))
+	if pid <= 0 {
+		return false, fmt.Errorf("%s: no peer credentials", path)
+	}
+	var own, theirs unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+		return false, err
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &theirs); err != nil {
+		return false, err
+	}
+	return own.Dev == theirs.Dev && own.Ino == theirs.Ino, nil
 }

@@ -23,3 +23,6 @@ func (VethLinks) Create(context.Context, string, string, int) error { return err
 func (VethLinks) Delete(string) error { return errUnsupported }
 
 func peerPID(*net.UnixConn) int { return 0 }
+
+// SharesNetNS fails: network namespaces are Linux's.
+func SharesNetNS(string) (bool, error) { return false, errUnsupported }

@@ -87,6 +87,16 @@ func (d *daemon) startPlugin() (stop func(), err error) {
 		d.log.Info("no Docker network plugin: no Docker Engine", "docker-api", d.cfg.dockerAPI)
 		return func() {}, nil
 	}
+	// The default name serves the machine, so only a weaved beside the
+	// Engine takes it; one in a namespace of its own is one of several
+	// on the machine (as the test hosts are) and serves a plugin only by
+	// name. Left in doubt, it serves.
+	if sock, ok := strings.CutPrefix(d.cfg.dockerAPI, "unix://"); ok && !pc.explicit {
+		if same, err := plugin.SharesNetNS(sock); err == nil && !same {
+			d.log.Info("no Docker network plugin by default: weaved is not in the Docker Engine's network namespace; --plugin-name serves one", "docker-api", d.cfg.dockerAPI)
+			return func() {}, nil
+		}
+	}
 	p := &pluginRun{pending: map[string]bool{}, named: map[string]namedEndpoint{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	cfg := plugin.Config{
