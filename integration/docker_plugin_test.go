@@ -65,9 +65,9 @@ func TestDockerPlugin(t *testing.T) {
 		t.Helper()
 		id := mustEngine(t, "run", "-d", "--label", run.Label, "--name", run.Name(short), "--net", net,
 			"--dns", "169.254.53.53", "--dns-search", "weave.local", run.Image, "top")
-		addrs := ifAddrs(t, id, "ethwe0")
+		addrs := weaveAddrs(t, id)
 		if len(addrs) != 1 {
-			t.Fatalf("%s: ethwe0 has %v, want one address", short, addrs)
+			t.Fatalf("%s: its weave interface has %v, want one address", short, addrs)
 		}
 		return id, addrs[0]
 	}
@@ -125,6 +125,25 @@ func TestDockerPlugin(t *testing.T) {
 		t.Errorf("after the restart the plugin does not report 2 endpoints:\n%s", out)
 	}
 
+	// docker network disconnect and connect of a running container: the
+	// address and name go, and come back (a new address) with the
+	// interface.
+	c3 := run.Name("c3")
+	mustEngine(t, "network", "disconnect", p1, c3)
+	testbed.WaitFor(t, 5*time.Second, func() bool { return pluginAllocs(t, h1) == 1 && pluginPorts(t, h1) == 1 }, "c3's address and port gone")
+	testbed.WaitFor(t, 5*time.Second, func() bool {
+		_, err := h2.Weave(t, "dns-lookup", c3)
+		return err != nil
+	}, "c3's name gone on h2")
+	mustEngine(t, "network", "connect", p1, c3)
+	if got := weaveAddrs(t, c3); len(got) != 1 || !whole.Contains(got[0].Addr()) {
+		t.Fatalf("after connect c3's weave interface has %v", got)
+	} else {
+		a3 = got[0]
+	}
+	ping("c2", "c3", a3.Addr())
+	ping("c3", "c1", a1.Addr())
+
 	// docker rm -f: address, name and veth go.
 	if n := pluginPorts(t, h1); n != 2 {
 		t.Errorf("h1's bridge has %d plugin ports, want 2", n)
@@ -147,17 +166,21 @@ func TestDockerPlugin(t *testing.T) {
 	mustEngine(t, "network", "rm", p2)
 }
 
-// ifAddrs lists the IPv4 addresses of a container's interface dev.
-func ifAddrs(t testing.TB, id, dev string) []netip.Prefix {
+// weaveAddrs lists the IPv4 addresses of a container's weave interfaces
+// (ethweN: the Engine numbers them as they come).
+func weaveAddrs(t testing.TB, id string) []netip.Prefix {
 	t.Helper()
-	out, err := engineCmd(t, "exec", id, "ip", "-4", "-o", "addr", "show", "dev", dev)
+	out, err := engineCmd(t, "exec", id, "ip", "-4", "-o", "addr", "show")
 	if err != nil {
-		t.Fatalf("%s: %v", dev, err)
+		t.Fatal(err)
 	}
 	var addrs []netip.Prefix
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		for i := 0; i+1 < len(f); i++ {
+		if len(f) < 4 || !strings.HasPrefix(f[1], "ethwe") {
+			continue
+		}
+		for i := 2; i+1 < len(f); i++ {
 			if f[i] == "inet" {
 				if p, err := netip.ParsePrefix(f[i+1]); err == nil {
 					addrs = append(addrs, p)
