@@ -144,6 +144,32 @@ func TestDockerPlugin(t *testing.T) {
 	ping("c2", "c3", a3.Addr())
 	ping("c3", "c1", a1.Addr())
 
+	// A second network of the same driver with its own subnet: --ip
+	// claims exactly that address, others come from --ip-range.
+	sub := run.Name("sub")
+	mustEngine(t, "network", "create", "--driver", p1, "--ipam-driver", p1, "--subnet", "10.32.5.0/24", "--ip-range", "10.32.5.128/25", sub)
+	t.Cleanup(func() { _, _ = engineCmd(t, "network", "rm", sub) })
+	for _, c := range []struct{ short, ip string }{{"s1", "10.32.5.5"}, {"s2", ""}} {
+		args := []string{"run", "-d", "--label", run.Label, "--name", run.Name(c.short), "--net", sub}
+		if c.ip != "" {
+			args = append(args, "--ip", c.ip)
+		}
+		id := mustEngine(t, append(args, run.Image, "top")...)
+		got := weaveAddrs(t, id)
+		want := netip.MustParsePrefix("10.32.5.128/25")
+		if c.ip != "" {
+			want = netip.MustParsePrefix(c.ip + "/32")
+		}
+		if len(got) != 1 || got[0].Bits() != 24 || !want.Contains(got[0].Addr()) {
+			t.Errorf("%s on %s: weave addresses %v, want one /24 in %v", c.short, sub, got, want)
+		}
+	}
+	if out, err := engineCmd(t, "exec", run.Name("s2"), "ping", "-c", "1", "-W", "5", "10.32.5.5"); err != nil {
+		t.Errorf("s2 ping s1 on their subnet: %v\n%s", err, out)
+	}
+	mustEngine(t, "rm", "-f", run.Name("s1"), run.Name("s2"))
+	mustEngine(t, "network", "rm", sub)
+
 	// docker rm -f: address, name and veth go.
 	if n := pluginPorts(t, h1); n != 2 {
 		t.Errorf("h1's bridge has %d plugin ports, want 2", n)
