@@ -52,23 +52,36 @@ func fuzzRouter(t testing.TB) *Router {
 }
 
 // FuzzReceivePacket feeds arbitrary datagrams through the whole receive path
-// (datagram, frames, control frames, MAC learning, delivery, relaying): it
-// must never panic, whatever the bytes.
+// (datagram, frames, control frames, MAC learning, delivery, relaying),
+// from the named peer's address or another: it must never panic, whatever
+// the bytes, and nothing from another address may reach the device.
 func FuzzReceivePacket(f *testing.F) {
 	legacy := encodeTestPacket(1, make([]byte, heartbeatLen), append(make([]byte, 12), 8, 0, 1))
 	fast := encodeTestPacket(2, make([]byte, heartbeatLen), superFrame(false, make([]byte, 30)))
-	f.Add(legacy)
-	f.Add(fast)
-	f.Add([]byte{0, 0, 0, 0, 0, 1, 0, 0})
+	for _, fromPeer := range []bool{true, false} {
+		f.Add(legacy, fromPeer)
+		f.Add(fast, fromPeer)
+		f.Add([]byte{0, 0, 0, 0, 0, 1, 0, 0}, fromPeer)
+	}
 	r := fuzzRouter(f)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
-	from := testPeerAddr
-	f.Fuzz(func(t *testing.T, pkt []byte) {
+	elsewhere := netip.MustParseAddrPort("127.0.0.2:6783")
+	dev := r.dev.(*discardDevice)
+	f.Fuzz(func(t *testing.T, pkt []byte, fromPeer bool) {
 		if len(pkt) > maxUDPPayload {
 			return
 		}
+		from := testPeerAddr
+		if !fromPeer {
+			from = elsewhere
+		}
+		writes := dev.writes
 		n := copy(buf[rxHeadroom:], pkt)
 		r.receivePacket(buf, rxHeadroom, n, from)
+		r.rx.flush(r.writeDevice)
+		if !fromPeer && dev.writes != writes {
+			t.Fatal("a datagram from another address reached the device")
+		}
 		for len(r.forwarder(1).specials) > 0 {
 			<-r.forwarder(1).specials
 		}
