@@ -33,6 +33,7 @@ type NetworkEndpoint struct {
 	EndpointID  string
 	ContainerID string
 	Addr        netip.Prefix // its IPv4 address; invalid if it has none
+	MAC         string
 }
 
 // DriverEndpoints lists the endpoints of the containers on every network
@@ -52,7 +53,7 @@ func (c *Client) DriverEndpoints(ctx context.Context, driver string) ([]NetworkE
 			return nil, fmt.Errorf("docker network inspect %s: %w", ShortID(n.ID), err)
 		}
 		for id, ep := range full.Containers {
-			e := NetworkEndpoint{NetworkID: n.ID, EndpointID: ep.EndpointID, ContainerID: id}
+			e := NetworkEndpoint{NetworkID: n.ID, EndpointID: ep.EndpointID, ContainerID: id, MAC: ep.MacAddress}
 			e.Addr, _ = netip.ParsePrefix(ep.IPv4Address)
 			out = append(out, e)
 		}

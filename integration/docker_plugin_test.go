@@ -86,6 +86,12 @@ func TestDockerPlugin(t *testing.T) {
 	if n := pluginAllocs(t, h1); n != 2 {
 		t.Errorf("h1 holds %d addresses, want 2 (c1, c3)", n)
 	}
+	// weave ps: short ID, the MAC of its interface, its address.
+	mac := mustEngine(t, "exec", id1, "cat", "/sys/class/net/ethwe0/address")
+	testbed.WaitFor(t, 10*time.Second, func() bool {
+		f := strings.Fields(psLine(t, h1, id1))
+		return len(f) == 3 && f[1] == mac && f[2] == a1.String()
+	}, "weave ps on h1 lists c1 with its MAC and address")
 
 	ping := func(from, to string, want netip.Addr) {
 		t.Helper()
@@ -119,6 +125,9 @@ func TestDockerPlugin(t *testing.T) {
 		out, err := h2.Weave(t, "dns-lookup", run.Name("c1"))
 		return err == nil && strings.TrimSpace(out) == a1.Addr().String()
 	}, "c1 named again after h1's weaved restarted")
+	if f := strings.Fields(psLine(t, h1, id1)); len(f) != 3 || f[1] != mac || f[2] != a1.String() {
+		t.Errorf("after the restart weave ps lists c1 as %v, want its MAC %s and %v", f, mac, a1)
+	}
 	ping("c2", "c1", a1.Addr())
 	ping("c3", "c1", a1.Addr())
 	if out := h1.MustWeave(t, "report"); !strings.Contains(out, `"Endpoints": 2`) {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -48,8 +49,8 @@ type Links interface {
 	// bridge here, and whose end peerIf lies in the network namespace of
 	// process peerPID (the Engine, which moves it into the container);
 	// peerPID 0 means this namespace. A pair left from an earlier attempt
-	// is replaced.
-	Create(ctx context.Context, hostIf, peerIf string, peerPID int) error
+	// is replaced. peerMAC is the container end's address.
+	Create(ctx context.Context, hostIf, peerIf string, peerMAC net.HardwareAddr, peerPID int) error
 	// Delete removes the pair by its host end; an absent one is success.
 	Delete(hostIf string) error
 }
@@ -59,6 +60,7 @@ type Endpoint struct {
 	NetworkID  string
 	EndpointID string
 	Addr       netip.Prefix
+	MAC        net.HardwareAddr // of the container's interface
 }
 
 // Config says what the driver plugs containers into.
@@ -110,6 +112,7 @@ type Driver struct {
 type endpoint struct {
 	network string
 	addr    netip.Prefix
+	mac     net.HardwareAddr
 	owner   string
 	joined  bool
 }
@@ -130,6 +133,19 @@ func VethNames(endpointID string) (hostIf, peerIf string) {
 	h.Write([]byte(endpointID))
 	sum := fmt.Sprintf("%08x", h.Sum32())
 	return "vethwpl" + sum, "vethwpg" + sum
+}
+
+// EndpointMAC is the MAC address of an endpoint's container interface when
+// the engine gives none (docker run --mac-address): derived from its ID,
+// locally administered and unicast, so that it is known again after a
+// restart and stays the same when the engine retries.
+func EndpointMAC(endpointID string) net.HardwareAddr {
+	h := fnv.New64a()
+	h.Write([]byte(endpointID))
+	s := h.Sum64()
+	mac := net.HardwareAddr{byte(s >> 40), byte(s >> 32), byte(s >> 24), byte(s >> 16), byte(s >> 8), byte(s)}
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
 }
 
 // Handshake and capabilities.
@@ -185,9 +201,15 @@ func (d *Driver) createEndpoint(req createEndpointRequest) (createEndpointRespon
 	if err != nil || !addr.Addr().Is4() {
 		return createEndpointResponse{}, fmt.Errorf("%w: Interface.Address %q: want an IPv4 CIDR", errBadRequest, req.Interface.Address)
 	}
+	mac := EndpointMAC(req.EndpointID)
+	if req.Interface.MacAddress != "" {
+		if mac, err = net.ParseMAC(req.Interface.MacAddress); err != nil || len(mac) != 6 {
+			return createEndpointResponse{}, fmt.Errorf("%w: Interface.MacAddress %q: want an Ethernet MAC", errBadRequest, req.Interface.MacAddress)
+		}
+	}
 	owner := d.ownerOf(addr.Addr())
 	d.mu.Lock()
-	d.endpoints[req.EndpointID] = endpoint{network: req.NetworkID, addr: addr, owner: owner}
+	d.endpoints[req.EndpointID] = endpoint{network: req.NetworkID, addr: addr, mac: mac, owner: owner}
 	d.mu.Unlock()
 	d.log.Info("endpoint created", "endpoint", short(req.EndpointID), "addr", addr)
 	return createEndpointResponse{}, nil
@@ -215,7 +237,7 @@ func (d *Driver) Restore(ep Endpoint) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, known := d.endpoints[ep.EndpointID]; !known {
-		d.endpoints[ep.EndpointID] = endpoint{network: ep.NetworkID, addr: ep.Addr, owner: owner, joined: true}
+		d.endpoints[ep.EndpointID] = endpoint{network: ep.NetworkID, addr: ep.Addr, mac: ep.MAC, owner: owner, joined: true}
 	}
 }
 
@@ -281,7 +303,7 @@ func (d *Driver) join(ctx context.Context, req joinRequest, peerPID int) (joinRe
 		return joinResponse{}, fmt.Errorf("endpoint %s unknown to this plugin (created before weaved restarted?): docker network disconnect and connect it again", short(req.EndpointID))
 	}
 	hostIf, peerIf := VethNames(req.EndpointID)
-	if err := d.cfg.Links.Create(ctx, hostIf, peerIf, peerPID); err != nil {
+	if err := d.cfg.Links.Create(ctx, hostIf, peerIf, ep.mac, peerPID); err != nil {
 		return joinResponse{}, fmt.Errorf("endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.mu.Lock()
@@ -296,7 +318,7 @@ func (d *Driver) join(ctx context.Context, req joinRequest, peerPID int) (joinRe
 	}
 	d.log.Info("endpoint joined", "endpoint", short(req.EndpointID), "veth", hostIf)
 	if d.cfg.OnJoin != nil {
-		d.cfg.OnJoin(Endpoint{NetworkID: ep.network, EndpointID: req.EndpointID, Addr: ep.addr})
+		d.cfg.OnJoin(Endpoint{NetworkID: ep.network, EndpointID: req.EndpointID, Addr: ep.addr, MAC: ep.mac})
 	}
 	return resp, nil
 }
@@ -313,7 +335,7 @@ func (d *Driver) leave(req endpointRequest) error {
 	}
 	d.mu.Unlock()
 	if d.cfg.OnLeave != nil {
-		d.cfg.OnLeave(Endpoint{NetworkID: req.NetworkID, EndpointID: req.EndpointID, Addr: ep.addr})
+		d.cfg.OnLeave(Endpoint{NetworkID: req.NetworkID, EndpointID: req.EndpointID, Addr: ep.addr, MAC: ep.mac})
 	}
 	d.log.Info("endpoint left", "endpoint", short(req.EndpointID))
 	return nil

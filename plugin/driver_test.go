@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -89,7 +90,7 @@ type fakeLinks struct {
 	peerPID map[string]int
 }
 
-func (l *fakeLinks) Create(_ context.Context, hostIf, peerIf string, pid int) error {
+func (l *fakeLinks) Create(_ context.Context, hostIf, peerIf string, mac net.HardwareAddr, pid int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pairs[hostIf] = peerIf
@@ -389,4 +390,24 @@ func TestRestore(t *testing.T) {
 		t.Fatalf("after DeleteEndpoint: held %v, %d endpoints", r.ipam.held, d.Endpoints())
 	}
 	r.ok("/IpamDriver.ReleaseAddress", `{"PoolID":"weave:10.32.0.0/12","Address":"10.32.0.1"}`)
+}
+
+// The container end's MAC: the engine's (--mac-address) when it gives
+// one, else derived from the endpoint, locally administered unicast.
+func TestEndpointMAC(t *testing.T) {
+	r := newRig(t)
+	r.ok("/NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.32.0.1/12"}}`)
+	r.ok("/NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`"}`)
+	r.ok("/NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID2+`","Interface":{"Address":"10.32.0.2/12","MacAddress":"02:42:0a:20:00:02"}}`)
+	r.ok("/NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+epID2+`"}`)
+	derived := EndpointMAC(epID)
+	if derived[0]&1 != 0 || derived[0]&2 == 0 || derived.String() == EndpointMAC(epID2).String() {
+		t.Errorf("derived MAC %v: want locally administered unicast, distinct per endpoint", derived)
+	}
+	if len(r.joined) != 2 || r.joined[0].MAC.String() != derived.String() || r.joined[1].MAC.String() != "02:42:0a:20:00:02" {
+		t.Errorf("joined %v", r.joined)
+	}
+	if code, _ := r.call("/NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.32.0.1/12","MacAddress":"nope"}}`); code != http.StatusBadRequest {
+		t.Errorf("a bad MacAddress: %d, want 400", code)
+	}
 }

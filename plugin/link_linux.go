@@ -24,7 +24,7 @@ type VethLinks struct {
 // engine's network namespace (which is not ours when weaved runs in a
 // namespace of its own, as on the test hosts), because the engine looks
 // the name up in its own namespace to move it into the container.
-func (l VethLinks) Create(_ context.Context, hostIf, peerIf string, peerPID int) error {
+func (l VethLinks) Create(_ context.Context, hostIf, peerIf string, peerMAC net.HardwareAddr, peerPID int) error {
 	br, err := netlink.LinkByName(l.Bridge)
 	if err != nil {
 		return fmt.Errorf("bridge %q: %w (is weaved running?)", l.Bridge, err)
@@ -35,7 +35,7 @@ func (l VethLinks) Create(_ context.Context, hostIf, peerIf string, peerPID int)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = hostIf
 	attrs.MTU = l.MTU
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: peerIf, PeerMTU: uint32(max(l.MTU, 0))}
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: peerIf, PeerMTU: uint32(max(l.MTU, 0)), PeerHardwareAddr: peerMAC}
 	if peerPID > 0 {
 		f, err := os.Open("/proc/" + strconv.Itoa(peerPID) + "/ns/net")
 		if err != nil {

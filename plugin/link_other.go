@@ -17,7 +17,9 @@ type VethLinks struct {
 }
 
 // Create fails: veth pairs are Linux's.
-func (VethLinks) Create(context.Context, string, string, int) error { return errUnsupported }
+func (VethLinks) Create(context.Context, string, string, net.HardwareAddr, int) error {
+	return errUnsupported
+}
 
 // Delete fails: veth pairs are Linux's.
 func (VethLinks) Delete(string) error { return errUnsupported }

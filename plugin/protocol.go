@@ -67,7 +67,8 @@ type createEndpointRequest struct {
 
 type createEndpointResponse struct {
 	// Interface stays nil: the engine gave the address (from our IPAM),
-	// and must not hear back a field it supplied.
+	// and must not hear back a field it supplied; the MAC the pair gets
+	// is the engine's, or else one it need not know.
 	Interface *endpointInterface `json:",omitempty"`
 }
 

@@ -452,6 +452,7 @@ func (d *daemon) ps() []api.Container {
 	if held := d.alloc.Lookup(exposeKey); len(held) > 0 {
 		out = append(out, api.Container{Container: exposeKey, Addrs: prefixStrings(held)})
 	}
+	out = append(out, d.pluginPS()...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Container < out[j].Container })
 	return out
 }

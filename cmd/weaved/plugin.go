@@ -71,7 +71,9 @@ type pluginRun struct {
 
 type namedEndpoint struct {
 	container string
-	addr      netip.Addr
+	addr      netip.Prefix
+	mac       net.HardwareAddr
+	hostname  string // "" when not named in weaveDNS
 }
 
 // startPlugin serves the plugin when it is asked for and Docker is there;
@@ -159,7 +161,10 @@ func (d *daemon) restorePlugin(p *pluginRun) {
 		if !e.Addr.IsValid() || e.EndpointID == "" {
 			continue
 		}
-		ep := plugin.Endpoint{NetworkID: e.NetworkID, EndpointID: e.EndpointID, Addr: e.Addr}
+		ep := plugin.Endpoint{NetworkID: e.NetworkID, EndpointID: e.EndpointID, Addr: e.Addr, MAC: plugin.EndpointMAC(e.EndpointID)}
+		if mac, err := net.ParseMAC(e.MAC); err == nil {
+			ep.MAC = mac
+		}
 		p.driver.Restore(ep)
 		d.pluginJoined(p, ep)
 	}
@@ -181,10 +186,11 @@ func (d *daemon) pluginReport() *api.Plugin {
 // for: the engine lists it once its start went through.
 const pluginNameWait = 30 * time.Second
 
-// pluginJoined names the endpoint's container in weaveDNS (its hostname
-// in our domain, else its name) once the engine says which it is.
+// pluginJoined finds the endpoint's container once the engine says which
+// it is (for weave ps), and names it in weaveDNS: its hostname in our
+// domain, else its name.
 func (d *daemon) pluginJoined(p *pluginRun, ep plugin.Endpoint) {
-	if d.dns == nil || d.docker == nil {
+	if d.docker == nil {
 		return
 	}
 	p.mu.Lock()
@@ -206,7 +212,7 @@ func (d *daemon) pluginJoined(p *pluginRun, ep plugin.Endpoint) {
 			}
 			select {
 			case <-ctx.Done():
-				d.log.Warn("container of a plugin endpoint not found: not named in weaveDNS", "endpoint", docker.ShortID(ep.EndpointID))
+				d.log.Warn("container of a plugin endpoint not found: not named in weaveDNS nor listed by weave ps", "endpoint", docker.ShortID(ep.EndpointID))
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
@@ -221,16 +227,34 @@ func (d *daemon) namePluginContainer(p *pluginRun, ep plugin.Endpoint, c *docker
 		return // it left meanwhile
 	}
 	delete(p.pending, ep.EndpointID)
-	hostname := d.dockerHostname(c)
-	if hostname == "" {
-		return
+	n := namedEndpoint{container: c.ID, addr: ep.Addr, mac: ep.MAC}
+	if d.dns != nil {
+		n.hostname = d.dockerHostname(c)
 	}
-	if err := d.dns.AddEntry(c.ID, hostname, ep.Addr.Addr()); err != nil {
-		d.log.Warn("plugin container not named", "container", c.ShortID(), "err", err)
-		return
+	if n.hostname != "" {
+		if err := d.dns.AddEntry(c.ID, n.hostname, ep.Addr.Addr()); err != nil {
+			d.log.Warn("plugin container not named", "container", c.ShortID(), "err", err)
+			n.hostname = ""
+		}
 	}
-	p.named[ep.EndpointID] = namedEndpoint{container: c.ID, addr: ep.Addr.Addr()}
-	d.log.Info("plugin container named", "container", c.ShortID(), "hostname", hostname, "addr", ep.Addr.Addr())
+	p.named[ep.EndpointID] = n
+	d.log.Info("plugin container named", "container", c.ShortID(), "hostname", n.hostname, "addr", ep.Addr.Addr())
+}
+
+// pluginPS lists the plugin's containers for weave ps, one line per
+// endpoint, as Weave Net listed them: short ID, MAC, address.
+func (d *daemon) pluginPS() []api.Container {
+	p := d.plugin.Load()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]api.Container, 0, len(p.named))
+	for _, n := range p.named {
+		out = append(out, api.Container{Container: docker.ShortID(n.container), MAC: n.mac.String(), Addrs: []string{n.addr.String()}})
+	}
+	return out
 }
 
 func (d *daemon) pluginLeft(p *pluginRun, ep plugin.Endpoint) {
@@ -242,8 +266,8 @@ func (d *daemon) pluginLeft(p *pluginRun, ep plugin.Endpoint) {
 		return
 	}
 	delete(p.named, ep.EndpointID)
-	if d.dns != nil {
-		_, _ = d.dns.RemoveEntries(n.container, "", n.addr)
+	if d.dns != nil && n.hostname != "" {
+		_, _ = d.dns.RemoveEntries(n.container, "", n.addr.Addr())
 	}
 }
 
