@@ -45,6 +45,20 @@ func tcpChecksumAt(eth []byte) (at int, pseudo uint16, ok bool) {
 	return ethHdrLen + ipHdrLen + 16, fold(pseudoHeaderSum(ip, v4, tcpLen)), true
 }
 
+// tcpChecksumValid reports whether the complete TCP checksum of eth, a frame
+// that tcpChecksumAt accepted, its checksum at at, is right: the one's
+// complement sum of the pseudo header and the segment is all ones.
+func tcpChecksumValid(eth []byte, at int) bool {
+	ip := eth[ethHdrLen:]
+	v4 := ip[0]>>4 == 4
+	end := ethHdrLen + 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+	if v4 {
+		end = ethHdrLen + int(binary.BigEndian.Uint16(ip[2:4]))
+	}
+	tcp := eth[at-16 : end]
+	return fold(addBytes(pseudoHeaderSum(ip, v4, len(tcp)), tcp)) == 0xffff
+}
+
 // addBytes adds b, as big-endian 16-bit words, to a one's complement sum
 // kept unfolded in 64 bits. The bulk is summed 64 bits at a time with
 // end-around carry, the same sum modulo 0xffff, at about three times the

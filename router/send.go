@@ -180,6 +180,15 @@ func (r *Router) sendFrame(f *forwarder, buf []byte, off, n int, src, dst mesh.P
 	at, pseudo, isTCP := tcpChecksumAt(eth)
 	switch offloaded := int(h.CsumStart) + int(h.CsumOffset); {
 	case f.partialCsum && isTCP:
+		if !partial && h.Flags&tun.VirtioNetHdrFDataValid == 0 && !(r.plainDev && src == r.name) &&
+			!tcpChecksumValid(eth, at) {
+			// The receiving kernel takes a partial checksum on trust:
+			// turning this bad one into the pseudo-header sum would make
+			// a corrupt segment good. Drop it, as a kernel would. (Our
+			// own plain device's stack is in this process: no need.)
+			r.stats.drop(DropBadChecksum)
+			return
+		}
 		if !partial || offloaded != at {
 			csumAt = at
 			copy(savedCsum[:], eth[at:])

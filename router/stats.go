@@ -24,9 +24,10 @@ const (
 	// DropMACTableFull counts MACs evicted from the full MAC table to make
 	// room for another; the frame itself is still forwarded.
 	DropMACTableFull
-	// DropBadChecksum counts TCP segments with a wrong checksum (classic
-	// format) that were not coalesced but passed on as they came, for the
-	// receiving kernel to drop.
+	// DropBadChecksum counts TCP segments with a wrong complete checksum:
+	// received ones (classic format) are not coalesced but passed on as
+	// they came, for the receiving kernel to drop; ones to send on a fast
+	// link, where the checksum would go partial, are dropped.
 	DropBadChecksum
 	numDropReasons
 )
