@@ -405,6 +405,11 @@ func (d *daemon) doCleanup() {
 		d.wg.Wait()
 	}
 	d.stopL3()
+	// The mesh port goes before the API falls silent: weave stop returns
+	// then, and a launch right after must be able to listen on it.
+	if d.node != nil {
+		d.node.Close()
+	}
 	if d.dns != nil {
 		d.dns.Close()
 	}
