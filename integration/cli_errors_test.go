@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +22,13 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	if err := os.WriteFile(notProgram, []byte("garbage\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A namespace weave never attached: weave rm must leave it, and no
+	// address weave attach refuses may reach it.
+	foreign := b.Prefix + "foreign"
+	if out, err := exec.Command("ip", "netns", "add", foreign).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", foreign).Run() })
 	cases := []struct {
 		host *testbed.Host
 		args []string
@@ -33,6 +41,12 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{h1, []string{"run", "--name", "x"}, "--"},
 		{h1, []string{"run", "--", "sleep", "1"}, "--name"},
 		{h1, []string{"rm", "no-such-container"}, "no-such-container"},
+		{h1, []string{"rm", foreign}, "never attached"},
+		{h1, []string{"attach", "255.255.255.255/32", foreign}, "broadcast"},
+		{h1, []string{"attach", "169.254.53.53/32", foreign}, "weaveDNS"},
+		{h1, []string{"attach", "127.0.0.1/8", foreign}, "loopback"},
+		{h1, []string{"attach", "1.2.3.4/0", foreign}, "/0"},
+		{h1, []string{"attach", "224.0.0.1/24", foreign}, "multicast"},
 		{h1, []string{"rmpeer", "no-such-peer"}, "no-such-peer"},
 		{h1, []string{"connect", "1.2.3.4:notaport"}, "notaport"},
 		{h1, []string{"status", "bogus"}, "bogus"},
@@ -61,6 +75,12 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		case !strings.Contains(msg, c.want):
 			t.Errorf("weave %v: %q does not name %q", c.args, msg, c.want)
 		}
+	}
+	if _, err := os.Stat("/var/run/netns/" + foreign); err != nil {
+		t.Errorf("weave rm of a namespace weave never attached deleted it: %v", err)
+	}
+	if ps := h1.MustWeave(t, "ps"); strings.Contains(ps, foreign) {
+		t.Errorf("a refused attach left the container in weave ps:\n%s", ps)
 	}
 	if links := h1.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(links, "ethwe") {
 		t.Errorf("attaching the host's own namespace left a container interface on the host:\n%s", links)

@@ -319,6 +319,9 @@ func (d *daemon) obtain(ctx context.Context, key string, s addrSpec) (netip.Pref
 	defer d.pendingAllocs.Add(-1)
 	start := time.Now()
 	if !s.isNet {
+		if err := checkClaim(s.claim, d.cfg.dnsAddr); err != nil {
+			return netip.Prefix{}, err
+		}
 		for {
 			err := d.alloc.Claim(ctx, key, s.claim)
 			if err == nil {
@@ -334,6 +337,11 @@ func (d *daemon) obtain(ctx context.Context, key string, s addrSpec) (netip.Pref
 				return netip.Prefix{}, fmt.Errorf("claim %v: %w", s.claim, err)
 			case <-time.After(200 * time.Millisecond):
 			}
+		}
+	}
+	if s.subnet.IsValid() {
+		if err := checkPrefixLen(s.subnet); err != nil {
+			return netip.Prefix{}, err
 		}
 	}
 	p, err := d.alloc.Allocate(ctx, key, s.subnet)

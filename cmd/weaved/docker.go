@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -85,6 +86,20 @@ func (d *daemon) resolve(ctx context.Context, ref string) (string, *docker.Conta
 
 const netnsDir = "/var/run/netns"
 
+// errNotAttached refuses weave rm of a namespace or Docker container weave
+// never attached: removing it is its owner's business.
+var errNotAttached = errors.New("weave never attached this container, so weave rm leaves it alone; remove it with ip netns delete or docker rm")
+
+// attachedHere reports whether key is a container this daemon plugged in or
+// holds addresses for: in its records in the data dir, or an owner in IPAM
+// (attached by a weaved from before the records, or by Weave Net).
+func (d *daemon) attachedHere(key string) bool {
+	if _, ok := d.containers.get(key); ok {
+		return true
+	}
+	return len(d.alloc.Lookup(key)) > 0
+}
+
 // dockerHostname is the name a Docker container gets in weaveDNS: its
 // hostname when that is in our domain (docker run --hostname c1.weave.local),
 // else its name.
@@ -108,6 +123,11 @@ func (d *daemon) rmRef(ctx context.Context, ref string) error {
 	key, c, err := d.resolve(ctx, ref)
 	if err != nil {
 		return err
+	}
+	if !d.attachedHere(key) {
+		// The CLI kills what runs in a namespace we answer for: never
+		// one weave did not plug in.
+		return fmt.Errorf("%s: %w", ref, errNotAttached)
 	}
 	if c == nil {
 		return d.rm(key)
