@@ -87,11 +87,12 @@ func (r *registry) set(key string, c *containerInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := r.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	// Durable before the caller goes on: a crash must not forget a
+	// container whose addresses IPAM already holds, or they leak for good.
+	if err := writeFileDurable(r.path, b, 0o600); err != nil {
 		return fmt.Errorf("containers: %w", err)
 	}
-	return os.Rename(tmp, r.path)
+	return nil
 }
 
 // addrSpec is one ADDR of the CLI: a specific address, a subnet to

@@ -143,10 +143,10 @@ func writeMigration(dataDir string, m *migration) error {
 		return err
 	}
 	path := filepath.Join(dataDir, migrationFile)
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+	if err := writeFileDurable(path, b, 0o600); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	return os.Rename(path+".tmp", path)
+	return nil
 }
 
 // prepareMigration runs before the mesh starts: it keeps the import and the
