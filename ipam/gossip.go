@@ -258,8 +258,21 @@ func (a *Allocator) checkConflicts() {
 // paxosChanged persists our consensus record and spreads it. Lock held.
 func (a *Allocator) paxosChanged() {
 	if err := a.cfg.Store.putPaxos(a.paxos.state); err != nil {
-		a.log.Error("persist consensus state", "err", err)
+		// A promise or acceptance that leaves before it is durable can
+		// be forgotten by a restart, and a lower ballot promised after
+		// it: consensus could then decide twice. Our record goes back
+		// to what the store holds, so that no gossip carries it; the
+		// next tick proposes again.
+		a.log.Error("persist consensus state; not sending it", "err", err)
+		if a.paxos.hasDurable {
+			a.paxos.state[a.paxos.self] = a.paxos.durable
+		} else {
+			delete(a.paxos.state, a.paxos.self)
+		}
+		a.paxos.proposal = ballot{}
+		return
 	}
+	a.paxos.durable, a.paxos.hasDurable = a.paxos.state[a.paxos.self]
 	a.bcast = true
 	a.checkDecision()
 }

@@ -130,6 +130,11 @@ type paxos struct {
 	quorum   int // N/2+1
 	state    paxosState
 	proposal ballot // our ballot while we propose; zero otherwise
+	// durable is our record as last persisted (hasDurable: there is
+	// one): what a failed persist rolls back to, since nothing unpersisted
+	// of ours may be gossiped.
+	durable    paxosNode
+	hasDurable bool
 }
 
 func newPaxos(self mesh.PeerName, total int) *paxos {

@@ -280,6 +280,7 @@ func (a *Allocator) load() error {
 	}
 	if data.paxos != nil && a.paxos != nil {
 		a.paxos.state = data.paxos
+		a.paxos.durable, a.paxos.hasDurable = data.paxos[a.cfg.Ourself]
 	}
 	for addr, al := range data.allocs {
 		a.space.add(addr, al)
