@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // DefaultAddr is where weaved serves its API unless told otherwise: loopback
@@ -41,7 +40,7 @@ type Client struct {
 
 // NewClient returns a client for the daemon at addr (host:port).
 func NewClient(addr string) *Client {
-	return &Client{Addr: addr, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	return &Client{Addr: addr, HTTP: &http.Client{Timeout: ClientTimeout}}
 }
 
 // Report fetches the daemon's state.

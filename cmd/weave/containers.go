@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v3"
 	"github.com/vishvananda/netns"
@@ -111,7 +110,7 @@ func run(ctx context.Context, cmd *cli.Command) error {
 	if err := newNamedNetNS(name); err != nil {
 		return fmt.Errorf("create network namespace %q: %w", name, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, api.ClientTimeout)
 	defer cancel()
 	resp, err := c.Attach(ctx, api.AttachRequest{Container: name, Addrs: addrs, Hostname: hostname})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -108,7 +107,7 @@ func dockerRun(ctx context.Context, cmd *cli.Command, addrs, dockerArgs []string
 		return errors.New("docker run printed no container ID")
 	}
 	id := fields[len(fields)-1]
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	actx, cancel := context.WithTimeout(ctx, api.ClientTimeout)
 	defer cancel()
 	if _, err := c.Attach(actx, api.AttachRequest{Container: id, Addrs: addrs}); err != nil {
 		// Leave nothing of a container that is not on the network.

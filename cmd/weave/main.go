@@ -113,7 +113,7 @@ func usageError(_ context.Context, cmd *cli.Command, err error, _ bool) error {
 func client(cmd *cli.Command) *api.Client { return api.NewClient(cmd.String("http-addr")) }
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 30*time.Second)
+	return context.WithTimeout(ctx, api.ClientTimeout)
 }
 
 func stop(ctx context.Context, cmd *cli.Command) error {
@@ -172,7 +172,7 @@ func attach(on bool) cli.ActionFunc {
 		if err := checkAddrs(addrs); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, api.ClientTimeout)
 		defer cancel()
 		req := api.AttachRequest{Container: container, Addrs: addrs}
 		var resp *api.AttachResponse

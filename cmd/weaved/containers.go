@@ -144,7 +144,7 @@ var dnsLabel = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$
 
 // allocTimeout bounds how long an attach waits for IPAM (consensus, a
 // donation from another peer).
-const allocTimeout = 30 * time.Second
+const allocTimeout = api.AllocWait
 
 // attach allocates or claims the addresses specs names for the container,
 // plugs it in with them and registers its name.

@@ -100,7 +100,11 @@ func post[Req any](mux *http.ServeMux, path string, do func(context.Context, Req
 		if !readJSON(w, r, &req) {
 			return
 		}
-		v, err := do(r.Context(), req)
+		// Within what clients wait (api.ClientTimeout), so that they
+		// get our error rather than a timeout of their own.
+		ctx, cancel := context.WithTimeout(r.Context(), api.RequestWait)
+		defer cancel()
+		v, err := do(ctx, req)
 		switch {
 		case err == nil:
 			writeJSON(w, http.StatusOK, v)
