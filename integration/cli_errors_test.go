@@ -92,6 +92,22 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	if ps := h1.MustWeave(t, "ps"); strings.Contains(ps, b.Prefix+"bad") {
 		t.Errorf("weave run of a command that cannot start left the container in weave ps:\n%s", ps)
 	}
+	// What a web page can send to the API is refused, and the daemon
+	// stays up: a cross-site form posting /reset, a text/plain /connect,
+	// a rebinding page's GET /report by name.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-X", "POST", "-H", "Origin: http://evil.example", "--data", "a=b", "http://127.0.0.1:6784/reset"}, "403"},
+		{[]string{"-X", "POST", "-H", "Content-Type: text/plain", "--data", `{"Peers":["10.9.9.9"]}`, "http://127.0.0.1:6784/connect"}, "415"},
+		{[]string{"-H", "Host: rebind.example:6784", "http://127.0.0.1:6784/report"}, "403"},
+	} {
+		out, _ := h1.Exec(t, append([]string{"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"}, c.args...)...)
+		if strings.TrimSpace(out) != c.want {
+			t.Errorf("curl %v: status %q, want %s", c.args, out, c.want)
+		}
+	}
 	if got := strings.TrimSpace(h1.MustWeave(t, "report", "-f", "{{.Router.NickName}}")); got != "h1" {
 		t.Errorf("weave report -f '{{.Router.NickName}}' = %q", got)
 	}

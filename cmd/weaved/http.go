@@ -24,6 +24,9 @@ func (d *daemon) handler() http.Handler {
 		writeJSON(w, http.StatusOK, d.report())
 	})
 	post(mux, "/connect", func(_ context.Context, req api.PeersRequest) (any, error) {
+		if err := d.checkTargets(req); err != nil {
+			return nil, err
+		}
 		return struct{}{}, d.node.Connect(req.Peers, req.Replace)
 	})
 	post(mux, "/forget", func(_ context.Context, req api.PeersRequest) (any, error) {
@@ -117,6 +120,24 @@ func post[Req any](mux *http.ServeMux, path string, do func(context.Context, Req
 }
 
 const containerIfName = "ethwe"
+
+// maxTargets bounds the addresses weave connect may keep: mesh dials each
+// one in a goroutine of its own with no timeout but the kernel's (about
+// two minutes for an address that never answers), and forget cannot
+// cancel a dial under way, so the bound is what caps those goroutines. A
+// mesh needs one target per peer at most, and far fewer in practice.
+const maxTargets = 256
+
+func (d *daemon) checkTargets(req api.PeersRequest) error {
+	n := len(req.Peers)
+	if !req.Replace {
+		n += len(d.node.Mesh.ConnectionMaker.Targets(false))
+	}
+	if n > maxTargets {
+		return fmt.Errorf("connect: %d targets would be over the limit of %d; weave forget some first, or connect with --replace", n, maxTargets)
+	}
+	return nil
+}
 
 var errNoDNS = errors.New("weaveDNS is off (--no-dns)")
 
