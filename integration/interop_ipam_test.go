@@ -328,6 +328,11 @@ func TestInteropIPAMObserver(t *testing.T) {
 	w := h1.StartWeaver(t, "--ipalloc-range", "10.32.0.0/12", "--ipalloc-init", "seed="+h1.WeaverName())
 	theirs := ipamWeaverAllocate(t, w, "wc1")
 	launch(t, h2, append([]string{"--ipalloc-init", "observer"}, peerArg(t, h2, h1)...)...)
+	// The observer has the router's ring before it asks for space: asked
+	// while the connection was still coming up on a loaded machine, it was
+	// once refused by everyone and gave up with "all its addresses are in
+	// use" (an open race, noted in the README).
+	ipamWaitSameRing(t, w, h2, 1)
 	_, out := h2.MustRun(t, "nc1")
 	ours := addrOf(t, out)
 	if ours.Addr() == theirs.Addr() {
