@@ -44,18 +44,6 @@ weaver_ready() {
 	WEAVER=$WORK/weaver
 }
 
-# weave_hosts A B: two more hosts, 192.168.200.1 and .2 on a veth underlay.
-weave_hosts() {
-	for ns in "$1" "$2"; do
-		ip netns add "$ns"
-		ip -n "$ns" link set lo up
-	done
-	ip link add eth0 netns "$1" type veth peer name eth0 netns "$2"
-	ip -n "$1" addr add 192.168.200.1/24 dev eth0
-	ip -n "$2" addr add 192.168.200.2/24 dev eth0
-	ip -n "$1" link set eth0 up
-	ip -n "$2" link set eth0 up
-}
 
 # weaver_start NS NICK [ARGS...]: Weave Net's router on NS in the background
 # (its pid is appended to weaver_pids), returning once its HTTP API answers.
@@ -122,7 +110,7 @@ bench_weave() {
 	n=$bench_weave_n
 	# Weave Net to Weave Net.
 	a=${P}w${n}h1 b=${P}w${n}h2 c=${P}w${n}c1 d=${P}w${n}c2
-	weave_hosts "$a" "$b"
+	make_hosts "$a" "$b"
 	weaver_start "$a" "ww1-$label" "$@" || return 1
 	weaver_start "$b" "ww2-$label" "$@" 192.168.200.1 || return 1
 	weaver_attach "$a" "$c" 10.99.1.1/24
@@ -134,7 +122,7 @@ bench_weave() {
 
 	# weavenet (a) and Weave Net (b), which joins it.
 	a=${P}m${n}h1 b=${P}m${n}h2 c=${P}m${n}c1 d=${P}m${n}c2
-	weave_hosts "$a" "$b"
+	make_hosts "$a" "$b"
 	launch "$a" "mix-$label" "$@" >/dev/null || return 1
 	weaver_start "$b" "mixw-$label" "$@" 192.168.200.1 || return 1
 	ip netns add "$c"

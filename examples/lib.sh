@@ -70,14 +70,17 @@ wait_link() {
 	return 1
 }
 
+# make_hosts [A B]: two hosts (default $H1 and $H2), 192.168.200.1 and .2
+# on a veth underlay.
 make_hosts() {
-	for ns in "$H1" "$H2"; do
+	local a=${1:-$H1} b=${2:-$H2}
+	for ns in "$a" "$b"; do
 		ip netns add "$ns"
 		ip -n "$ns" link set lo up
 	done
-	ip link add eth0 netns "$H1" type veth peer name eth0 netns "$H2"
-	ip -n "$H1" addr add 192.168.200.1/24 dev eth0
-	ip -n "$H2" addr add 192.168.200.2/24 dev eth0
-	ip -n "$H1" link set eth0 up
-	ip -n "$H2" link set eth0 up
+	ip link add eth0 netns "$a" type veth peer name eth0 netns "$b"
+	ip -n "$a" addr add 192.168.200.1/24 dev eth0
+	ip -n "$b" addr add 192.168.200.2/24 dev eth0
+	ip -n "$a" link set eth0 up
+	ip -n "$b" link set eth0 up
 }
