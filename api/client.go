@@ -10,11 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"time"
 )
-
-// DefaultAddr is where weaved serves its API unless told otherwise: loopback
-// only, so nothing outside this host (network namespace) can reach it.
-const DefaultAddr = "127.0.0.1:6784"
 
 // DefaultDataDir and DefaultBridge are weaved's --data-dir and --bridge
 // unless told otherwise.
@@ -32,15 +30,29 @@ func StateFiles() []string {
 // ErrNoDaemon means nothing answered at the API address.
 var ErrNoDaemon = errors.New("weave is not running")
 
+// ErrNoAccess means the API's socket refused this user: it is the
+// daemon's user's (root's) only.
+var ErrNoAccess = errors.New("not allowed to use the weave API")
+
 // Client talks to one daemon's API.
 type Client struct {
-	Addr string
+	Addr string // as given to NewClient, for messages
+	// HTTP's Transport dials the daemon's address (a socket or TCP)
+	// whatever host a request names; change its Timeout, not the
+	// Transport.
 	HTTP *http.Client
+
+	addr    Addr
+	addrErr error // from ParseAddr: every request fails with it
 }
 
-// NewClient returns a client for the daemon at addr (host:port).
+// NewClient returns a client for the daemon at addr, in ParseAddr's
+// syntax. A malformed addr fails every request with ParseAddr's error.
 func NewClient(addr string) *Client {
-	return &Client{Addr: addr, HTTP: &http.Client{Timeout: ClientTimeout}}
+	a, err := ParseAddr(addr)
+	// Never a proxy from the environment: the API is local.
+	tr := &http.Transport{DialContext: a.dial, MaxIdleConns: 2, IdleConnTimeout: 30 * time.Second}
+	return &Client{Addr: addr, HTTP: &http.Client{Timeout: ClientTimeout, Transport: tr}, addr: a, addrErr: err}
 }
 
 // Report fetches the daemon's state.
@@ -128,6 +140,9 @@ func (c *Client) Stop(ctx context.Context) error {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if c.addrErr != nil {
+		return c.addrErr
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -136,7 +151,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.addr.urlHost()+path, body)
 	if err != nil {
 		return fmt.Errorf("weave API %s: %w", c.Addr, err)
 	}
@@ -144,7 +159,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
+		switch {
+		case errors.As(err, &opErr) && opErr.Op == "dial" && errors.Is(err, os.ErrPermission):
+			return fmt.Errorf("%w: %s is the daemon's user's only (run as root, e.g. with sudo)", ErrNoAccess, c.Addr)
+		case errors.As(err, &opErr) && opErr.Op == "dial":
 			return fmt.Errorf("%w (nothing answers at %s)", ErrNoDaemon, c.Addr)
 		}
 		return fmt.Errorf("weave API %s: %w", c.Addr, err)

@@ -3,7 +3,6 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 
@@ -32,7 +31,8 @@ const (
 // NetConf is weave-net's configuration (one entry of a conflist).
 type NetConf struct {
 	types.PluginConf
-	// Daemon is weaved's API address, host:port (default 127.0.0.1:6784).
+	// Daemon is weaved's API address, unix:///PATH or HOST:PORT (default
+	// api.DefaultAddr, unix:///var/run/weave/weaved.sock).
 	Daemon string `json:"daemon,omitempty"`
 	// Bridge is weaved's bridge (default weave).
 	Bridge string `json:"bridge,omitempty"`
@@ -132,8 +132,8 @@ func checkCommon(pc *types.PluginConf, daemon *string, ipam *IPAMConf) error {
 	if *daemon == "" {
 		*daemon = api.DefaultAddr
 	}
-	if _, _, err := net.SplitHostPort(*daemon); err != nil {
-		return fmt.Errorf("daemon %q: want host:port of weaved's API: %w", *daemon, err)
+	if _, err := api.ParseAddr(*daemon); err != nil {
+		return fmt.Errorf("daemon: %w (weaved's --http-addr)", err)
 	}
 	if ipam.Subnet != "" {
 		p, err := netip.ParsePrefix(ipam.Subnet)

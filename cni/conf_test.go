@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"weavenet/api"
 )
 
 func TestParseNetConfDefaults(t *testing.T) {
@@ -19,7 +21,7 @@ func TestParseNetConfDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Daemon != "127.0.0.1:6784" || c.Bridge != "weave" || c.HairpinMode == nil || !*c.HairpinMode || c.MTU != 0 || c.IPAM.Type != "" {
+	if c.Daemon != api.DefaultAddr || c.Bridge != "weave" || c.HairpinMode == nil || !*c.HairpinMode || c.MTU != 0 || c.IPAM.Type != "" {
 		t.Errorf("defaults: %+v", c)
 	}
 	c, err = ParseNetConf([]byte(`{"cniVersion":"0.3.1","name":"n","type":"weave-net","daemon":"10.0.0.1:7000","bridge":"br1",
@@ -38,7 +40,8 @@ func TestParseNetConfRefuses(t *testing.T) {
 		{`{"cniVersion":"1.1.0","type":"weave-net"}`, "no network name"},
 		{`{"cniVersion":"1.1.0","name":"a:b"}`, "no colons"},
 		{`{"cniVersion":"x.y","name":"n"}`, "cniVersion"},
-		{`{"cniVersion":"1.1.0","name":"n","daemon":"nowhere"}`, "host:port"},
+		{`{"cniVersion":"1.1.0","name":"n","daemon":"nowhere"}`, "unix:///PATH or HOST:PORT"},
+		{`{"cniVersion":"1.1.0","name":"n","daemon":"unix://weaved.sock"}`, "absolute"},
 		{`{"cniVersion":"1.1.0","name":"n","isGateway":true}`, "isGateway"},
 		{`{"cniVersion":"1.1.0","name":"n","ipMasq":true}`, "ipMasq"},
 		{`{"cniVersion":"1.1.0","name":"n","mtu":100}`, "mtu"},
@@ -55,18 +58,18 @@ func TestParseNetConfRefuses(t *testing.T) {
 }
 
 func TestParseIPAMNetConf(t *testing.T) {
-	c, err := ParseIPAMNetConf([]byte(`{"cniVersion":"1.0.0","name":"n","daemon":"127.0.0.1:1","ipam":{"type":"weave-ipam","daemon":"127.0.0.1:2"}}`))
+	c, err := ParseIPAMNetConf([]byte(`{"cniVersion":"1.0.0","name":"n","daemon":"127.0.0.1:1","ipam":{"type":"weave-ipam","daemon":"unix:///run/w/weaved.sock"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Daemon != "127.0.0.1:2" {
+	if c.Daemon != "unix:///run/w/weaved.sock" {
 		t.Errorf("ipam.daemon should win over daemon: %q", c.Daemon)
 	}
 	c, err = ParseIPAMNetConf([]byte(`{"name":"n","ipam":{"type":"weave-ipam"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Daemon != "127.0.0.1:6784" || c.CNIVersion != "0.3.0" {
+	if c.Daemon != api.DefaultAddr || c.CNIVersion != "0.3.0" {
 		t.Errorf("defaults: daemon %q version %q", c.Daemon, c.CNIVersion)
 	}
 }
@@ -173,7 +176,7 @@ func TestConflist(t *testing.T) {
 		t.Fatal(err)
 	}
 	if l.CNIVersion != "1.1.0" || l.Name != "weave" || len(l.Plugins) != 2 || l.Plugins[0]["type"] != "weave-net" ||
-		l.Plugins[0]["daemon"] != "127.0.0.1:6784" || l.Plugins[1]["type"] != "portmap" {
+		l.Plugins[0]["daemon"] != api.DefaultAddr || l.Plugins[1]["type"] != "portmap" {
 		t.Errorf("conflist: %+v", l)
 	}
 	if err := json.Unmarshal(Conflist("10.1.1.1:1", false), &l); err != nil || len(l.Plugins) != 1 || l.Plugins[0]["daemon"] != "10.1.1.1:1" {

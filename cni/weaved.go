@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"slices"
 	"time"
@@ -34,7 +33,7 @@ func newWeaved(addr string) *weaved {
 	c := api.NewClient(addr)
 	// The per-call contexts bound each request; this only stops a
 	// response body that trickles forever.
-	c.HTTP = &http.Client{Timeout: allocTimeout + 5*time.Second}
+	c.HTTP.Timeout = allocTimeout + 5*time.Second
 	return &weaved{c: c}
 }
 

@@ -11,16 +11,20 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"weavenet/api"
 )
 
-// The local API answers on TCP, where any web page the host's browser
+// The local API answers on a Unix socket only root can use (apilisten.go)
+// unless --http-addr asks for TCP, where any web page the host's browser
 // opens, and any local user, can reach it. apiGuard keeps browsers out
 // (the CLI and the CNI plugin are not browsers) and bounds what a slow or
 // large request can hold:
 //
-//   - A Host header naming anything but an IP literal, localhost or the
-//     listen host is refused: that is a DNS-rebinding page, whose name
-//     now resolves to 127.0.0.1.
+//   - Over TCP, a Host header naming anything but an IP literal,
+//     localhost or the listen host is refused: that is a DNS-rebinding
+//     page, whose name now resolves to 127.0.0.1. (A socket takes any
+//     Host: no browser reaches it.)
 //   - A request with an Origin header, or Sec-Fetch-Site other than
 //     none, comes from a web page: refused.
 //   - A request that changes state (any method but GET and HEAD) must
@@ -39,15 +43,15 @@ const maxBody = 1 << 20
 const bodyWait = 10 * time.Second
 
 type apiGuard struct {
-	listenHost string // the host of --http-addr, as given
+	listenHost string // the host of a TCP --http-addr, as given
 	bodyWait   time.Duration
 	next       http.Handler
 }
 
-func newAPIGuard(listenAddr string, next http.Handler) *apiGuard {
-	host, _, err := net.SplitHostPort(listenAddr)
-	if err != nil {
-		host = listenAddr
+func newAPIGuard(listen api.Addr, next http.Handler) *apiGuard {
+	var host string
+	if !listen.IsUnix() {
+		host, _, _ = net.SplitHostPort(listen.Address)
 	}
 	return &apiGuard{listenHost: host, bodyWait: bodyWait, next: next}
 }
@@ -84,10 +88,20 @@ func (g *apiGuard) check(r *http.Request) error {
 	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "none" {
 		return errors.New("requests from web pages (Sec-Fetch-Site) are refused; use the weave CLI")
 	}
-	if !g.hostOK(r.Host) {
+	// No browser reaches a Unix socket, so no Host there is a rebound
+	// name; and clients send what they like (curl localhost, others the
+	// socket's path).
+	if !overSocket(r) && !g.hostOK(r.Host) {
 		return fmt.Errorf("the Host header %q is not this API's address; connect to it by IP address or localhost", r.Host)
 	}
 	return nil
+}
+
+// overSocket reports whether r came through a Unix socket. A request
+// whose connection is unknown (handler tests) is treated as TCP.
+func overSocket(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && a.Network() == "unix"
 }
 
 // hostOK accepts a Host that cannot be a rebound name: an IP literal,

@@ -28,7 +28,11 @@ func guardedMux(listen string) (http.Handler, *atomic.Int32) {
 		reached.Add(1)
 		writeJSON(w, http.StatusOK, api.Report{})
 	})
-	return newAPIGuard(listen, mux), &reached
+	a, err := api.ParseAddr(listen)
+	if err != nil {
+		panic(err)
+	}
+	return newAPIGuard(a, mux), &reached
 }
 
 func TestAPIGuardRefusesBrowsers(t *testing.T) {
@@ -92,7 +96,7 @@ func TestAPIGuardRefusesBrowsers(t *testing.T) {
 
 // A listen address given by name is its own Host.
 func TestAPIGuardListenName(t *testing.T) {
-	g := newAPIGuard("weave-host.internal:6784", http.NotFoundHandler())
+	g := newAPIGuard(api.Addr{Network: "tcp", Address: "weave-host.internal:6784"}, http.NotFoundHandler())
 	if !g.hostOK("weave-host.internal:6784") || g.hostOK("other.example:6784") {
 		t.Error("want the listen name accepted and another refused")
 	}

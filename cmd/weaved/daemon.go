@@ -82,17 +82,22 @@ func run(ctx context.Context, cfg config) error {
 	}
 	// Claim the API address first: it is how a second daemon on this host
 	// finds out that one is already running, before touching any device.
-	ln, err := net.Listen("tcp", cfg.httpAddr)
+	ln, stale, err := listenAPI(cfg.apiAddr)
 	if err != nil {
-		return fmt.Errorf("--http-addr %s: %w (is weave already running?)", cfg.httpAddr, err)
+		return err
 	}
+	if stale {
+		log.Info("removed the API socket a stopped daemon left", "path", cfg.apiAddr.Address)
+	}
+	// Closing a Unix listener removes its socket: on every way out, also
+	// the early returns below, which skip the server's shutdown.
+	defer ln.Close()
 	d := &daemon{cfg: cfg, log: log, stop: make(chan struct{})}
 	defer d.cleanup()
 	if err := d.start(); err != nil {
-		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: newAPIGuard(cfg.httpAddr, d.handler()), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: newAPIGuard(cfg.apiAddr, d.handler()), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -125,7 +130,7 @@ func run(ctx context.Context, cfg config) error {
 	if err := sdNotify("READY=1"); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}
-	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "mode", cfg.mode, "bridge", cfg.bridge, "api", cfg.httpAddr, "peers", cfg.peers)
+	log.Info("weaved started", "name", d.node.Name.String(), "port", cfg.port, "mode", cfg.mode, "bridge", cfg.bridge, "api", cfg.apiAddr.String(), "peers", cfg.peers)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

@@ -56,7 +56,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "bridge", Value: api.DefaultBridge, Usage: "bridge that containers plug into"},
 		&cli.IntFlag{Name: "mtu", Value: router.DefaultMTU, Usage: "MTU of the bridge and of containers' interfaces"},
 		&cli.StringFlag{Name: "data-dir", Value: api.DefaultDataDir, Usage: "where persisted state lives (two daemons on one machine need two)"},
-		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to: unix:///PATH (a socket only this user can use) or HOST:PORT (TCP: any local user can)", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
 		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
 		&cli.StringFlag{Name: "trusted-subnets", Usage: "`CIDR,...` of peers that may talk to us unencrypted (if they trust us too)"},
@@ -96,7 +96,8 @@ type config struct {
 	l3Addr    addrSpec
 	mtu       int
 	dataDir   string
-	httpAddr  string
+	httpAddr  string   // as given; apiAddr is what it says
+	apiAddr   api.Addr // where the API listens
 	metrics   string
 	discovery bool
 	connLimit int
@@ -169,6 +170,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 		return c, err
 	}
 	c.password, c.passwordFile = pw, cmd.String("password-file")
+	if c.apiAddr, err = api.ParseAddr(c.httpAddr); err != nil {
+		return c, fmt.Errorf("--http-addr: %w", err)
+	}
 	if err := ipamConfig(cmd, &c); err != nil {
 		return c, err
 	}

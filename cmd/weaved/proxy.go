@@ -68,7 +68,7 @@ func (d *daemon) startProxy() (stop func(), err error) {
 		Socket:       pc.socket,
 		DockerSocket: dockerSocket,
 		WaitBinary:   pc.waitBinary,
-		Weave:        api.NewClient(d.cfg.httpAddr),
+		Weave:        api.NewClient(d.cfg.apiAddr.String()),
 		Log:          d.log,
 	})
 	if err != nil {
