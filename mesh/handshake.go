@@ -113,6 +113,8 @@ type handshake struct {
 	encrypt  bool
 	password func(remote map[string]string) ([]byte, error)
 	deadline time.Time
+	// onHeader, if set, hears that the remote's header arrived.
+	onHeader func()
 }
 
 type handshakeResult struct {
@@ -131,6 +133,9 @@ func (h *handshake) run() (res handshakeResult, err error) {
 	theirMax, err := h.exchangeHeader()
 	if err != nil {
 		return res, err
+	}
+	if h.onHeader != nil {
+		h.onHeader()
 	}
 	res.version = min(theirMax, ProtocolMaxVersion)
 	if err := c.SetDeadline(h.deadline); err != nil {

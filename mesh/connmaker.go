@@ -1,0 +1,376 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+	"unicode"
+)
+
+// ConnectionMaker keeps connecting to the targets: the addresses it was
+// given, and with discovery the addresses our peers report connections
+// with. Failed targets are retried with a randomised, growing delay. All
+// its state belongs to its goroutine (loop); methods send it actions.
+type ConnectionMaker struct {
+	r       *Router
+	actions chan func() bool
+
+	// Owned by loop.
+	targets     map[string]*target
+	direct      map[string]*net.TCPAddr
+	connections map[*LocalConnection]struct{}
+	terminated  int
+}
+
+type targetState int
+
+const (
+	targetWaiting targetState = iota
+	targetAttempting
+	targetConnected
+	targetSuspended
+)
+
+type target struct {
+	state     targetState
+	lastError error
+	tryAfter  time.Time // zero: never
+	interval  time.Duration
+}
+
+const (
+	initialRetry = 2 * time.Second
+	maxRetry     = 6 * time.Minute
+	resetAfter   = time.Minute
+	dialTimeout  = 10 * time.Second
+)
+
+func newConnectionMaker(r *Router) *ConnectionMaker {
+	return &ConnectionMaker{
+		r:           r,
+		actions:     make(chan func() bool, 16),
+		targets:     map[string]*target{},
+		direct:      map[string]*net.TCPAddr{},
+		connections: map[*LocalConnection]struct{}{},
+	}
+}
+
+// do runs f on the loop; f returns whether to reconsider the targets. It
+// gives up once the router is closed.
+func (cm *ConnectionMaker) do(f func() bool) bool {
+	select {
+	case cm.actions <- f:
+		return true
+	case <-cm.r.closing:
+		return false
+	}
+}
+
+// InitiateConnections adds targets, each HOST or HOST:PORT; replace drops
+// the others. It returns the addresses that did not parse or resolve.
+func (cm *ConnectionMaker) InitiateConnections(peers []string, replace bool) []error {
+	var errs []error
+	addrs := map[string]*net.TCPAddr{}
+	for _, p := range peers {
+		host, port, err := net.SplitHostPort(p)
+		if err != nil {
+			host, port = p, "0" // no port: the mesh port
+		}
+		if host == "" || !alnum(port) {
+			errs = append(errs, fmt.Errorf("invalid peer name %q, should be host[:port]", p))
+			continue
+		}
+		a, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(host, port))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		addrs[p] = a
+	}
+	cm.do(func() bool {
+		if replace {
+			cm.direct = map[string]*net.TCPAddr{}
+		}
+		for p, a := range addrs {
+			cm.direct[p] = a
+			if t := cm.targets[cm.complete(a)]; t != nil {
+				t.retryNow()
+			}
+		}
+		return true
+	})
+	return errs
+}
+
+func alnum(s string) bool {
+	for _, c := range s {
+		if !unicode.IsLetter(c) && !unicode.IsDigit(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// ForgetConnections drops targets; connections already made stay.
+func (cm *ConnectionMaker) ForgetConnections(peers []string) {
+	cm.do(func() bool {
+		for _, p := range peers {
+			delete(cm.direct, p)
+		}
+		return true
+	})
+}
+
+// Targets lists the targets as given, or only those not connected.
+func (cm *ConnectionMaker) Targets(activeOnly bool) []string {
+	res := make(chan []string, 1)
+	if !cm.do(func() bool {
+		var out []string
+		for p, a := range cm.direct {
+			if activeOnly {
+				if t := cm.targets[cm.complete(a)]; t != nil && t.tryAfter.IsZero() {
+					continue
+				}
+			}
+			out = append(out, p)
+		}
+		res <- out
+		return false
+	}) {
+		return nil
+	}
+	return <-res
+}
+
+func (cm *ConnectionMaker) refresh() { cm.do(func() bool { return true }) }
+
+func (cm *ConnectionMaker) connectionCreated(c *LocalConnection) {
+	cm.do(func() bool {
+		cm.connections[c] = struct{}{}
+		if c.outbound {
+			if t := cm.targets[c.remoteAddr]; t != nil {
+				t.state = targetConnected
+			}
+		}
+		return false
+	})
+}
+
+func (cm *ConnectionMaker) connectionTerminated(c *LocalConnection, err error) {
+	cm.do(func() bool {
+		if !errors.Is(err, errConnectToSelf) {
+			cm.terminated++
+		}
+		delete(cm.connections, c)
+		if !c.outbound {
+			return true
+		}
+		t := cm.targets[c.remoteAddr]
+		if t == nil {
+			return true
+		}
+		t.state, t.lastError = targetWaiting, err
+		var pe *peerNameCollisionError
+		switch {
+		case errors.As(err, &pe) || errors.Is(err, errConnectToSelf):
+			t.retryNever()
+		case time.Now().After(t.tryAfter.Add(resetAfter)):
+			t.retryNow()
+		default:
+			t.retryLater()
+		}
+		return true
+	})
+}
+
+func (cm *ConnectionMaker) dialFailed(address string, err error) {
+	cm.r.stats.outboundFailed.Add(1)
+	cm.do(func() bool {
+		if t := cm.targets[address]; t != nil {
+			t.state, t.lastError = targetWaiting, err
+			t.retryLater()
+		}
+		return true
+	})
+}
+
+func (cm *ConnectionMaker) loop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	check := func() {
+		timer.Stop()
+		if d := cm.check(); d > 0 {
+			timer.Reset(d)
+		}
+	}
+	for {
+		select {
+		case <-cm.r.closing:
+			return
+		case f := <-cm.actions:
+			if f() {
+				check()
+			}
+		case <-timer.C:
+			check()
+		}
+	}
+}
+
+func (cm *ConnectionMaker) complete(a *net.TCPAddr) string {
+	c := *a
+	if c.Port == 0 {
+		c.Port = cm.r.Port
+	}
+	return c.String()
+}
+
+// check brings the targets up to date and starts the attempts that are
+// due; it returns when to look again (0: not until something happens).
+func (cm *ConnectionMaker) check() time.Duration {
+	connectedPeers := map[PeerName]bool{}
+	connectedAddrs := map[string]bool{}
+	inboundIPs := map[string]bool{}
+	for c := range cm.connections {
+		connectedPeers[c.remote.Name] = true
+		connectedAddrs[c.remoteAddr] = true
+		if !c.outbound {
+			if ip, _, err := net.SplitHostPort(c.remoteAddr); err == nil {
+				inboundIPs[ip] = true
+			}
+		}
+	}
+	valid := map[string]bool{}
+	direct := map[string]bool{}
+	add := func(addr string) {
+		if connectedAddrs[addr] {
+			return
+		}
+		valid[addr] = true
+		if cm.targets[addr] == nil {
+			t := &target{state: targetWaiting}
+			t.retryNow()
+			cm.targets[addr] = t
+		}
+	}
+	for _, a := range cm.direct {
+		addr := cm.complete(a)
+		direct[addr] = true
+		// A target given without a port is not dialled while it has
+		// connected to us: it is likely the same peer.
+		if a.Port == 0 && inboundIPs[a.IP.String()] {
+			continue
+		}
+		add(addr)
+	}
+	if cm.r.PeerDiscovery {
+		for _, addr := range cm.r.Peers.discoveryTargets(cm.r.Ourself.Name, connectedPeers, cm.r.Port) {
+			add(addr)
+		}
+	}
+	now := time.Now()
+	var next time.Duration
+	for addr, t := range cm.targets {
+		if t.state != targetWaiting && t.state != targetSuspended {
+			continue
+		}
+		if !valid[addr] {
+			if direct[addr] {
+				t.state = targetSuspended
+			} else {
+				delete(cm.targets, addr)
+			}
+			continue
+		}
+		if t.tryAfter.IsZero() {
+			continue
+		}
+		t.state = targetWaiting
+		if d := t.tryAfter.Sub(now); d > 0 {
+			if next == 0 || d < next {
+				next = d
+			}
+			continue
+		}
+		t.state = targetAttempting
+		addr, acceptNew := addr, direct[addr]
+		if !cm.r.goTask(func() { cm.attempt(addr, acceptNew) }) {
+			return 0
+		}
+	}
+	return next
+}
+
+func (cm *ConnectionMaker) attempt(address string, acceptNew bool) {
+	r := cm.r
+	if r.ConnLimit > 0 && len(r.Peers.allConns()) >= r.ConnLimit {
+		cm.dialFailed(address, fmt.Errorf("connection limit reached (%d)", r.ConnLimit))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, dialTimeout)
+	defer cancel()
+	d := net.Dialer{}
+	if r.Host != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(r.Host)}
+	}
+	tcp, err := d.DialContext(ctx, "tcp", address)
+	cancel()
+	if err != nil {
+		cm.dialFailed(address, err)
+		return
+	}
+	c := newLocalConnection(r, tcp, true)
+	c.remoteAddr = address
+	if !r.addLive(c) {
+		tcp.Close()
+		return
+	}
+	defer r.removeLive(c)
+	c.run(acceptNew, time.Now().Add(handshakeTimeout), nil, func(err error) {
+		if err != nil {
+			r.stats.outboundFailed.Add(1)
+		}
+	})
+}
+
+func (t *target) retryNever() { t.tryAfter, t.interval = time.Time{}, maxRetry }
+func (t *target) retryNow()   { t.tryAfter, t.interval = time.Now(), initialRetry }
+
+// retryLater waits a random time in [i/2, 3i/2), i growing by half each
+// time up to maxRetry.
+func (t *target) retryLater() {
+	if t.interval <= 0 {
+		t.interval = initialRetry
+	}
+	t.tryAfter = time.Now().Add(t.interval/2 + rand.N(t.interval))
+	t.interval = min(t.interval*3/2, maxRetry)
+}
+
+// discoveryTargets are the addresses of connections our peers report to
+// peers we are not connected to: outbound ones as reported, inbound ones
+// at the mesh port.
+func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port int) []string {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	var out []string
+	for n, s := range ps.byName {
+		if n == us {
+			continue
+		}
+		for to, l := range s.links {
+			if to == us || connected[to] {
+				continue
+			}
+			if l.outbound {
+				out = append(out, l.addr)
+			} else if ip, _, err := net.SplitHostPort(l.addr); err == nil {
+				out = append(out, net.JoinHostPort(ip, strconv.Itoa(port)))
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,243 @@
+package mesh
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+)
+
+// Gossip sends on one channel (what Router.NewGossip returns).
+type Gossip interface {
+	// GossipUnicast sends msg to the peer dst, relayed hop by hop.
+	GossipUnicast(dst PeerName, msg []byte) error
+	// GossipBroadcast sends update to every peer, over the spanning tree.
+	GossipBroadcast(update GossipData)
+	// GossipNeighbourSubset sends update to a few neighbours, who pass on
+	// what is new to them.
+	GossipNeighbourSubset(update GossipData)
+}
+
+// Gossiper receives on one channel.
+type Gossiper interface {
+	OnGossipUnicast(src PeerName, msg []byte) error
+	// OnGossipBroadcast merges update and returns what to relay on.
+	OnGossipBroadcast(src PeerName, update []byte) (received GossipData, err error)
+	// Gossip is everything we know, sent periodically.
+	Gossip() (complete GossipData)
+	// OnGossip merges msg and returns what was new, or nil.
+	OnGossip(msg []byte) (delta GossipData, err error)
+}
+
+// GossipData is a mergeable piece of state.
+type GossipData interface {
+	Encode() [][]byte
+	Merge(GossipData) GossipData
+}
+
+// Gossip messages, after the tag byte, are gob values in sequence: the
+// channel name, the source peer, for unicast the destination peer, and
+// the payload bytes.
+
+func encodeGossip(items ...interface{}) []byte {
+	var buf bytes.Buffer
+	enc := gob.NewEncoder(&buf)
+	for _, it := range items {
+		if err := enc.Encode(it); err != nil {
+			panic(err) // strings, names and bytes always encode
+		}
+	}
+	return buf.Bytes()
+}
+
+type gossipMsg struct {
+	channel string
+	src     PeerName
+	dst     PeerName
+	payload []byte
+}
+
+const maxChannelName = 256
+
+var errGossipMsg = errors.New("malformed gossip message")
+
+func decodeGossip(tag byte, b []byte) (gossipMsg, error) {
+	var m gossipMsg
+	i := 0
+	want := 3
+	if tag == ProtocolGossipUnicast {
+		want = 4
+	}
+	err := gobValues(b, func(body []byte) (bool, error) {
+		delta, v, err := gobUint(body)
+		if err != nil || delta != 0 {
+			return false, errGossipMsg
+		}
+		field := i
+		if want == 3 && i == 2 {
+			field = 3
+		}
+		switch field {
+		case 0:
+			s, _, err := gobBytes(v)
+			if err != nil || len(s) > maxChannelName {
+				return false, errGossipMsg
+			}
+			m.channel = string(s)
+		case 1, 2:
+			n, _, err := gobUint(v)
+			if err != nil {
+				return false, errGossipMsg
+			}
+			if field == 1 {
+				m.src = PeerName(n)
+			} else {
+				m.dst = PeerName(n)
+			}
+		case 3:
+			if m.payload, _, err = gobBytes(v); err != nil {
+				return false, errGossipMsg
+			}
+		}
+		i++
+		return i < want, nil
+	})
+	if err != nil {
+		return m, err
+	}
+	if i < want {
+		return m, errGossipMsg
+	}
+	return m, nil
+}
+
+// gossipChannel is one named channel.
+type gossipChannel struct {
+	name     string
+	router   *Router
+	gossiper Gossiper
+}
+
+func (c *gossipChannel) GossipUnicast(dst PeerName, msg []byte) error {
+	return c.relayUnicast(dst, encodeGossip(c.name, c.router.Ourself.Name, dst, msg))
+}
+
+func (c *gossipChannel) GossipBroadcast(update GossipData) {
+	c.relayBroadcast(c.router.Ourself.Name, update)
+}
+
+func (c *gossipChannel) GossipNeighbourSubset(update GossipData) {
+	c.relay(c.router.Ourself.Name, update)
+}
+
+func (c *gossipChannel) relayUnicast(dst PeerName, msg []byte) error {
+	hop, ok := c.router.Routes.UnicastAll(dst)
+	if !ok {
+		return fmt.Errorf("unknown relay destination: %s", dst)
+	}
+	conn := c.router.Ourself.connectionTo(hop)
+	if conn == nil {
+		return fmt.Errorf("unable to find connection to relay peer %s", hop)
+	}
+	return conn.send(ProtocolGossipUnicast, msg)
+}
+
+func (c *gossipChannel) relayBroadcast(src PeerName, update GossipData) {
+	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.BroadcastAll(src)) {
+		conn.queueGossip(c, src, update, true)
+	}
+}
+
+func (c *gossipChannel) relay(src PeerName, update GossipData) {
+	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.randomNeighbours(src)) {
+		conn.queueGossip(c, src, update, false)
+	}
+}
+
+func (c *gossipChannel) deliver(m gossipMsg, tag byte, raw []byte) error {
+	switch tag {
+	case ProtocolGossipUnicast:
+		if m.dst != c.router.Ourself.Name {
+			// Not ours: pass it on unchanged. A relay failure is the
+			// route's, not this connection's.
+			_ = c.relayUnicast(m.dst, raw)
+			return nil
+		}
+		return c.gossiper.OnGossipUnicast(m.src, m.payload)
+	case ProtocolGossipBroadcast:
+		data, err := c.gossiper.OnGossipBroadcast(m.src, m.payload)
+		if err != nil || data == nil {
+			return err
+		}
+		c.relayBroadcast(m.src, data)
+	case ProtocolGossip:
+		data, err := c.gossiper.OnGossip(m.payload)
+		if err != nil || data == nil {
+			return err
+		}
+		c.relay(m.src, data)
+	}
+	return nil
+}
+
+// surrogateGossiper stands in for a channel we have no gossiper for: it
+// relays broadcasts and gossip (dropping repeats of gossip seen within a
+// gossip interval) and ignores unicasts.
+type surrogateGossiper struct {
+	window time.Duration
+	mu     sync.Mutex
+	seen   []seenUpdate
+}
+
+type seenUpdate struct {
+	hash uint64
+	data []byte
+	at   time.Time
+}
+
+const maxSurrogateSeen = 1024
+
+func (*surrogateGossiper) OnGossipUnicast(PeerName, []byte) error { return nil }
+
+func (*surrogateGossiper) OnGossipBroadcast(_ PeerName, update []byte) (GossipData, error) {
+	return &opaqueData{[][]byte{update}}, nil
+}
+
+func (*surrogateGossiper) Gossip() GossipData { return nil }
+
+func (s *surrogateGossiper) OnGossip(update []byte) (GossipData, error) {
+	h := fnv.New64a()
+	h.Write(update)
+	sum := h.Sum64()
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.seen {
+		if p.hash == sum && bytes.Equal(p.data, update) {
+			return nil, nil
+		}
+	}
+	keep := 0
+	for keep < len(s.seen) && (now.Sub(s.seen[keep].at) > s.window || len(s.seen)-keep >= maxSurrogateSeen) {
+		keep++
+	}
+	s.seen = append(s.seen[keep:], seenUpdate{sum, update, now})
+	return &opaqueData{[][]byte{update}}, nil
+}
+
+// opaqueData is gossip we relay without understanding it.
+type opaqueData struct{ msgs [][]byte }
+
+func (d *opaqueData) Encode() [][]byte { return d.msgs }
+
+func (d *opaqueData) Merge(o GossipData) GossipData {
+	other, ok := o.(*opaqueData)
+	if !ok {
+		return d
+	}
+	msgs := make([][]byte, 0, len(d.msgs)+len(other.msgs))
+	return &opaqueData{append(append(msgs, d.msgs...), other.msgs...)}
+}

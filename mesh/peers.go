@@ -1,0 +1,460 @@
+package mesh
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Peers is the topology: every peer we know of and the connections each
+// reports, ours included. One mutex guards it all; readers get Peer
+// values, which are never modified once published, so they may be kept
+// and read without locks (a new value replaces the old on each change).
+type Peers struct {
+	mu      sync.RWMutex
+	ourName PeerName
+	byName  map[PeerName]*peerState
+	// conns are our own connections that completed their handshake and
+	// were added, by remote name (the links of our own peerState mirror
+	// them).
+	conns map[PeerName]*LocalConnection
+	// gen counts changes to the graph, so Routes knows when to recompute.
+	gen uint64
+
+	cbMu                 sync.Mutex
+	onGC                 []func(*Peer)
+	onInvalidateShortIDs []func()
+}
+
+// Peer is one peer as the topology knew it at one moment. It is never
+// modified: fetch again for news.
+type Peer struct {
+	Name       PeerName
+	NickName   string
+	UID        PeerUID
+	ShortID    PeerShortID
+	HasShortID bool
+	Version    uint64
+}
+
+// String is the name and nickname, as in logs.
+func (p *Peer) String() string { return fmt.Sprint(p.Name, "(", p.NickName, ")") }
+
+// PeerDescription is a summary of a known peer.
+type PeerDescription struct {
+	Name           PeerName
+	NickName       string
+	UID            PeerUID
+	Self           bool
+	NumConnections int
+}
+
+// link is a connection a peer reports, to the peer it is keyed by.
+type link struct {
+	addr        string
+	outbound    bool
+	established bool
+}
+
+type peerState struct {
+	p     *Peer
+	links map[PeerName]link
+	// refs counts our connections (in or past their handshake) to this
+	// peer; a referenced peer is never collected.
+	refs int
+}
+
+func newPeers(ourself *Peer) *Peers {
+	ps := &Peers{
+		ourName: ourself.Name,
+		byName:  map[PeerName]*peerState{},
+		conns:   map[PeerName]*LocalConnection{},
+	}
+	ps.byName[ourself.Name] = &peerState{p: ourself, links: map[PeerName]link{}, refs: 1}
+	return ps
+}
+
+// OnGC registers f to hear of each peer dropped from the topology because
+// nothing reaches it any more. f runs on the router's goroutine.
+func (ps *Peers) OnGC(f func(*Peer)) {
+	ps.cbMu.Lock()
+	defer ps.cbMu.Unlock()
+	ps.onGC = append(ps.onGC, f)
+}
+
+// OnInvalidateShortIDs registers f to hear that short IDs may map to other
+// peers than before.
+func (ps *Peers) OnInvalidateShortIDs(f func()) {
+	ps.cbMu.Lock()
+	defer ps.cbMu.Unlock()
+	ps.onInvalidateShortIDs = append(ps.onInvalidateShortIDs, f)
+}
+
+// Fetch returns the peer named name, or nil.
+func (ps *Peers) Fetch(name PeerName) *Peer {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	if s := ps.byName[name]; s != nil {
+		return s.p
+	}
+	return nil
+}
+
+// FetchByShortID returns the peer holding id (the lowest name among those
+// claiming it), or nil.
+func (ps *Peers) FetchByShortID(id PeerShortID) *Peer {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	var best *Peer
+	for _, s := range ps.byName {
+		if s.p.HasShortID && s.p.ShortID == id && (best == nil || s.p.Name < best.Name) {
+			best = s.p
+		}
+	}
+	return best
+}
+
+// Descriptions summarises every known peer.
+func (ps *Peers) Descriptions() []PeerDescription {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	out := make([]PeerDescription, 0, len(ps.byName))
+	for _, s := range ps.byName {
+		out = append(out, PeerDescription{Name: s.p.Name, NickName: s.p.NickName, UID: s.p.UID,
+			Self: s.p.Name == ps.ourName, NumConnections: len(s.links)})
+	}
+	return out
+}
+
+func (ps *Peers) names() map[PeerName]struct{} {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	out := make(map[PeerName]struct{}, len(ps.byName))
+	for n := range ps.byName {
+		out[n] = struct{}{}
+	}
+	return out
+}
+
+func (ps *Peers) ourself() *Peer {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.byName[ps.ourName].p
+}
+
+// bumpOurs replaces our Peer with one of the next version. Callers hold mu.
+func (ps *Peers) bumpOursLocked(edit func(p *Peer)) {
+	s := ps.byName[ps.ourName]
+	np := *s.p
+	np.Version++
+	if edit != nil {
+		edit(&np)
+	}
+	s.p = &np
+	ps.gen++
+}
+
+// encode is the topology payload for the named peers that we know.
+func (ps *Peers) encode(names map[PeerName]struct{}) []byte {
+	ps.mu.RLock()
+	recs := make([]peerRecord, 0, len(names))
+	for n := range names {
+		s := ps.byName[n]
+		if s == nil {
+			continue
+		}
+		r := peerRecord{peer: wirePeer{NameByte: s.p.Name.bytes(), NickName: s.p.NickName, UID: s.p.UID,
+			Version: s.p.Version, ShortID: s.p.ShortID, HasShortID: s.p.HasShortID}}
+		for to, l := range s.links {
+			r.conns = append(r.conns, wireConn{NameByte: to.bytes(), RemoteTCPAddr: l.addr, Outbound: l.outbound, Established: l.established})
+		}
+		recs = append(recs, r)
+	}
+	ps.mu.RUnlock()
+	return encodeTopology(recs)
+}
+
+// applyUpdate merges a topology payload: peers new to us are added and
+// known ones replaced by newer versions. It returns the names the update
+// carried, the names it taught us something about, and whether our own
+// peer changed (we saw an older incarnation of ourselves).
+func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]struct{}, oursChanged bool, err error) {
+	recs, err := decodeTopology(payload)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	received = make(map[PeerName]struct{}, len(recs))
+	learnt = map[PeerName]struct{}{}
+	fresh := map[PeerName]bool{}
+	for _, r := range recs {
+		n := PeerNameFromBin(r.peer.NameByte)
+		received[n] = struct{}{}
+		if _, ok := ps.byName[n]; !ok {
+			ps.byName[n] = &peerState{p: &Peer{Name: n}, links: map[PeerName]link{}}
+			fresh[n] = true
+		}
+	}
+	// Names only mentioned as the far end of a connection get a
+	// placeholder (UID 0, version 0), so routes can pass through them.
+	for _, r := range recs {
+		for _, c := range r.conns {
+			n := PeerNameFromBin(c.NameByte)
+			if _, ok := ps.byName[n]; !ok {
+				ps.byName[n] = &peerState{p: &Peer{Name: n}, links: map[PeerName]link{}}
+			}
+		}
+	}
+	for _, r := range recs {
+		n := PeerNameFromBin(r.peer.NameByte)
+		s := ps.byName[n]
+		w := r.peer
+		if n == ps.ourName {
+			cur := s.p
+			if w.UID != cur.UID && w.Version >= cur.Version {
+				// An old incarnation of us is still gossiped: outrun it.
+				ps.bumpOursLocked(func(p *Peer) { p.Version = w.Version + 1 })
+				oursChanged = true
+			}
+			continue
+		}
+		if !fresh[n] {
+			cur := s.p
+			older := w.Version < cur.Version ||
+				w.Version == cur.Version && (w.UID < cur.UID ||
+					w.UID == cur.UID && (!w.HasShortID || cur.HasShortID))
+			if older {
+				continue
+			}
+		}
+		fresh[n] = false // a second record for n in one update must be newer
+		s.p = &Peer{Name: n, NickName: w.NickName, UID: w.UID, ShortID: w.ShortID, HasShortID: w.HasShortID, Version: w.Version}
+		s.links = make(map[PeerName]link, len(r.conns))
+		for _, c := range r.conns {
+			s.links[PeerNameFromBin(c.NameByte)] = link{addr: c.RemoteTCPAddr, outbound: c.Outbound, established: c.Established}
+		}
+		learnt[n] = struct{}{}
+	}
+	if len(learnt) > 0 {
+		ps.gen++
+	}
+	if ps.fixShortIDLocked() {
+		oursChanged = true
+	}
+	return received, learnt, oursChanged, nil
+}
+
+// fixShortIDLocked gives us another short ID when a peer with a lower name
+// claims ours, as every mesh peer resolves collisions so.
+func (ps *Peers) fixShortIDLocked() bool {
+	us := ps.byName[ps.ourName].p
+	used := map[PeerShortID]bool{}
+	clash := false
+	for _, s := range ps.byName {
+		if s.p.Name == ps.ourName || !s.p.HasShortID {
+			continue
+		}
+		used[s.p.ShortID] = true
+		if s.p.ShortID == us.ShortID && s.p.Name < us.Name {
+			clash = true
+		}
+	}
+	if !clash || len(used) >= 1<<peerShortIDBits {
+		return false
+	}
+	id := randomShortID()
+	for used[id] {
+		id = (id + 1) & (1<<peerShortIDBits - 1)
+	}
+	ps.bumpOursLocked(func(p *Peer) { p.ShortID = id })
+	return true
+}
+
+// collect drops the peers that nothing reaches from us (over any
+// connection, established or not) and that no connection of ours holds.
+func (ps *Peers) collect() []*Peer {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	reached := map[PeerName]bool{ps.ourName: true}
+	work := []PeerName{ps.ourName}
+	for len(work) > 0 {
+		n := work[len(work)-1]
+		work = work[:len(work)-1]
+		for to := range ps.byName[n].links {
+			if !reached[to] && ps.byName[to] != nil {
+				reached[to] = true
+				work = append(work, to)
+			}
+		}
+	}
+	var gone []*Peer
+	for n, s := range ps.byName {
+		if !reached[n] && s.refs == 0 {
+			delete(ps.byName, n)
+			gone = append(gone, s.p)
+		}
+	}
+	if len(gone) > 0 {
+		ps.gen++
+		sort.Slice(gone, func(i, j int) bool { return gone[i].Name < gone[j].Name })
+	}
+	return gone
+}
+
+func (ps *Peers) notifyGC(gone []*Peer) {
+	if len(gone) == 0 {
+		return
+	}
+	ps.cbMu.Lock()
+	fs := append([]func(*Peer){}, ps.onGC...)
+	inv := append([]func(){}, ps.onInvalidateShortIDs...)
+	ps.cbMu.Unlock()
+	for _, p := range gone {
+		for _, f := range fs {
+			f(p)
+		}
+	}
+	for _, f := range inv {
+		f()
+	}
+}
+
+// graph is a copy of the links of every peer, for route computation.
+type graph map[PeerName]map[PeerName]link
+
+func (ps *Peers) snapshot() (graph, uint64) {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	g := make(graph, len(ps.byName))
+	for n, s := range ps.byName {
+		m := make(map[PeerName]link, len(s.links))
+		for to, l := range s.links {
+			if ps.byName[to] != nil {
+				m[to] = l
+			}
+		}
+		g[n] = m
+	}
+	return g, ps.gen
+}
+
+func (ps *Peers) generation() uint64 {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.gen
+}
+
+// addRef finds the peer a handshake describes, adding it when it is new
+// and acceptNew allows, and references it.
+func (ps *Peers) addRef(id remoteIdentity, acceptNew bool) (*Peer, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if s := ps.byName[id.name]; s != nil {
+		s.refs++
+		return s.p, nil
+	}
+	if !acceptNew {
+		return nil, fmt.Errorf("found unknown remote name: %s", id.name)
+	}
+	p := &Peer{Name: id.name, NickName: id.nickName, UID: id.uid, ShortID: id.shortID, HasShortID: id.hasShortID}
+	ps.byName[id.name] = &peerState{p: p, links: map[PeerName]link{}, refs: 1}
+	ps.gen++
+	return p, nil
+}
+
+func (ps *Peers) unref(name PeerName) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if s := ps.byName[name]; s != nil && s.refs > 0 {
+		s.refs--
+	}
+}
+
+// addConn adds our connection c, settling a duplicate: of two connections
+// to one peer, both ends keep the one with the lower uid. It returns the
+// duplicate to shut down, if c replaced one.
+func (ps *Peers) addConn(c *LocalConnection, limit int) (replaced *LocalConnection, err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	name := c.remote.Name
+	if dup := ps.conns[name]; dup != nil && dup != c {
+		dupErr := fmt.Errorf("multiple connections to %s added to %s", c.remote, ps.byName[ps.ourName].p)
+		switch {
+		case c.uid < dup.uid:
+			ps.removeConnLocked(dup)
+			replaced = dup
+		case c.uid > dup.uid:
+			return nil, dupErr
+		default:
+			ps.removeConnLocked(dup)
+			return dup, dupErr
+		}
+	}
+	if limit > 0 && len(ps.conns) >= limit {
+		return replaced, fmt.Errorf("connection limit reached (%d)", limit)
+	}
+	ps.conns[name] = c
+	ps.byName[ps.ourName].links[name] = link{addr: c.remoteAddr, outbound: c.outbound}
+	ps.bumpOursLocked(nil)
+	return replaced, nil
+}
+
+func (ps *Peers) removeConnLocked(c *LocalConnection) bool {
+	name := c.remote.Name
+	if ps.conns[name] != c {
+		return false
+	}
+	delete(ps.conns, name)
+	delete(ps.byName[ps.ourName].links, name)
+	ps.bumpOursLocked(nil)
+	return true
+}
+
+func (ps *Peers) removeConn(c *LocalConnection) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.removeConnLocked(c)
+}
+
+func (ps *Peers) setEstablished(c *LocalConnection) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	name := c.remote.Name
+	if ps.conns[name] != c {
+		return false
+	}
+	l := ps.byName[ps.ourName].links[name]
+	l.established = true
+	ps.byName[ps.ourName].links[name] = l
+	ps.bumpOursLocked(nil)
+	return true
+}
+
+func (ps *Peers) connTo(name PeerName) *LocalConnection {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.conns[name]
+}
+
+func (ps *Peers) connsTo(names []PeerName) []*LocalConnection {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	out := make([]*LocalConnection, 0, len(names))
+	for _, n := range names {
+		if c := ps.conns[n]; c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (ps *Peers) allConns() []*LocalConnection {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	out := make([]*LocalConnection, 0, len(ps.conns))
+	for _, c := range ps.conns {
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,226 @@
+package mesh
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"sync"
+)
+
+// Routes are computed from a snapshot of the topology whenever it has
+// changed since the last computation, on demand: a reader always sees
+// routes for the topology as it stood when it asked.
+//
+// Both ends of every computation are deterministic (worklists in name
+// order), so peers with the same topology agree, which is what makes a
+// broadcast reach every peer exactly once: a peer relays a broadcast from
+// X to those of its neighbours that a breadth-first search from X reaches
+// only through it.
+type Routes struct {
+	peers   *Peers
+	ourName PeerName
+
+	mu           sync.Mutex
+	gen          uint64
+	valid        bool
+	g            graph
+	unicast      map[PeerName]PeerName
+	unicastAll   map[PeerName]PeerName
+	broadcast    map[PeerName][]PeerName
+	broadcastAll map[PeerName][]PeerName
+
+	cbMu     sync.Mutex
+	onChange []func()
+}
+
+func newRoutes(ourName PeerName, peers *Peers) *Routes {
+	return &Routes{peers: peers, ourName: ourName}
+}
+
+// OnChange registers f to run after the routes change. f runs on the
+// router's goroutine.
+func (r *Routes) OnChange(f func()) {
+	r.cbMu.Lock()
+	defer r.cbMu.Unlock()
+	r.onChange = append(r.onChange, f)
+}
+
+func (r *Routes) notify() {
+	r.cbMu.Lock()
+	fs := append([]func(){}, r.onChange...)
+	r.cbMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// current brings the tables up to date; callers hold mu.
+func (r *Routes) currentLocked() {
+	if r.valid && r.gen == r.peers.generation() {
+		return
+	}
+	r.g, r.gen = r.peers.snapshot()
+	r.valid = true
+	_, r.unicast = r.g.routes(r.ourName, UnknownPeerName, true)
+	_, r.unicastAll = r.g.routes(r.ourName, UnknownPeerName, false)
+	r.broadcast = map[PeerName][]PeerName{}
+	r.broadcastAll = map[PeerName][]PeerName{}
+}
+
+// refresh recomputes if needed and says whether anything was recomputed.
+func (r *Routes) refresh() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gen := r.gen
+	valid := r.valid
+	r.currentLocked()
+	return !valid || gen != r.gen
+}
+
+// Unicast returns the neighbour to send to for name, over established
+// connections that both ends report.
+func (r *Routes) Unicast(name PeerName) (PeerName, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.currentLocked()
+	hop, ok := r.unicast[name]
+	return hop, ok
+}
+
+// UnicastAll is Unicast over all connections.
+func (r *Routes) UnicastAll(name PeerName) (PeerName, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.currentLocked()
+	hop, ok := r.unicastAll[name]
+	return hop, ok
+}
+
+// Broadcast returns the neighbours to relay a broadcast from name to, over
+// established symmetric connections.
+func (r *Routes) Broadcast(name PeerName) []PeerName { return r.lookupBroadcast(name, true) }
+
+// BroadcastAll is Broadcast over all connections.
+func (r *Routes) BroadcastAll(name PeerName) []PeerName { return r.lookupBroadcast(name, false) }
+
+func (r *Routes) lookupBroadcast(name PeerName, strict bool) []PeerName {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.currentLocked()
+	cache := r.broadcastAll
+	if strict {
+		cache = r.broadcast
+	}
+	if hops, ok := cache[name]; ok {
+		return hops
+	}
+	hops := r.g.broadcastHops(name, r.ourName, strict)
+	cache[name] = hops
+	return hops
+}
+
+// PeerNames are the peers in the topology.
+func (r *Routes) PeerNames() map[PeerName]struct{} { return r.peers.names() }
+
+// randomNeighbours picks about 2·log2(peers) neighbours, weighted by how
+// many peers each is the unicast next hop for, so that gossip crosses
+// bottleneck links.
+func (r *Routes) randomNeighbours(except PeerName) []PeerName {
+	r.mu.Lock()
+	r.currentLocked()
+	weights := map[PeerName]int64{}
+	var total int64
+	for _, hop := range r.unicastAll {
+		if hop != UnknownPeerName && hop != except {
+			weights[hop]++
+			total++
+		}
+	}
+	n := len(r.unicastAll)
+	r.mu.Unlock()
+	want := int(math.Min(2*math.Log2(float64(n)), float64(len(weights))))
+	names := make([]PeerName, 0, len(weights))
+	for h := range weights {
+		names = append(names, h)
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i] < names[j] })
+	out := make([]PeerName, 0, want)
+	for len(out) < want && total > 0 {
+		x := rand.Int64N(total)
+		for i, h := range names {
+			if x < weights[h] {
+				out = append(out, h)
+				total -= weights[h]
+				names = append(names[:i], names[i+1:]...)
+				break
+			}
+			x -= weights[h]
+		}
+	}
+	return out
+}
+
+// neighbours calls f for each peer from links to, skipping those in
+// exclude, and with strict only over established connections that the far
+// end reports too (established).
+func (g graph) neighbours(from PeerName, strict bool, exclude map[PeerName]PeerName, f func(PeerName)) {
+	for to, l := range g[from] {
+		if strict && !l.established {
+			continue
+		}
+		if _, seen := exclude[to]; seen {
+			continue
+		}
+		if strict {
+			back, ok := g[to][from]
+			if !ok || !back.established {
+				continue
+			}
+		}
+		f(to)
+	}
+}
+
+// routes widens breadth-first from start, level by level in name order,
+// recording for each peer reached the neighbour of start it was reached
+// through. It stops when it takes stopAt from the worklist (if stopAt is a
+// peer) and says so.
+func (g graph) routes(start, stopAt PeerName, strict bool) (bool, map[PeerName]PeerName) {
+	hops := map[PeerName]PeerName{start: UnknownPeerName}
+	next := []PeerName{start}
+	for len(next) > 0 {
+		level := next
+		sort.Slice(level, func(i, j int) bool { return level[i] < level[j] })
+		next = nil
+		for _, cur := range level {
+			if stopAt != UnknownPeerName && cur == stopAt {
+				return true, hops
+			}
+			g.neighbours(cur, strict, hops, func(to PeerName) {
+				next = append(next, to)
+				if cur == start {
+					hops[to] = to
+				} else {
+					hops[to] = hops[cur]
+				}
+			})
+		}
+	}
+	return false, hops
+}
+
+// broadcastHops: of our neighbours, those a search from src has not
+// reached by the time it reaches us.
+func (g graph) broadcastHops(src, us PeerName, strict bool) []PeerName {
+	hops := []PeerName{}
+	if _, ok := g[src]; !ok {
+		return hops
+	}
+	found, reached := g.routes(src, us, strict)
+	if !found {
+		return hops
+	}
+	g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
+	sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
+	return hops
+}
