@@ -166,6 +166,15 @@ type FastDatapath struct {
 	// RxBytes and TxBytes are the VXLAN device's own counters: what
 	// crossed without passing through weaved.
 	RxBytes, TxBytes uint64
+	// AllowList is the nftables table (family inet) that drops UDP to the
+	// VXLAN port unless it comes from one of AllowedPeers underlay
+	// addresses; Dropped counts what it dropped (also Stats.Drops'
+	// vxlan_not_peer). AllowListOff says why there is none (nftables
+	// unavailable: the port then takes frames from anyone).
+	AllowList    string `json:",omitempty"`
+	AllowListOff string `json:",omitempty"`
+	AllowedPeers int
+	Dropped      uint64
 }
 
 // Peer is a peer of the mesh and the connections it reports.
@@ -201,7 +210,9 @@ type Stats struct {
 	// completed: handshake_silent (no protocol header within 2.5 s),
 	// handshake_not_mesh, handshake_oversize (a handshake frame over 64 KiB),
 	// handshake_timeout (not authenticated within 10 s) and
-	// handshake_evicted (over the caps on connections in the handshake).
+	// handshake_evicted (over the caps on connections in the handshake);
+	// vxlan_not_peer: datagrams to the fast datapath's VXLAN port from an
+	// address that is no peer's, dropped by the kernel (its allow-list).
 	Drops map[string]uint64
 }
 

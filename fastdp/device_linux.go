@@ -29,6 +29,9 @@ type Config struct {
 	VNI  uint32
 	// MTU of the device: the overlay MTU.
 	MTU int
+	// NoAllowList leaves the VXLAN port open to every source address (no
+	// nftables table; see AllowList). Tests of the device alone use it.
+	NoAllowList bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +58,9 @@ type Device struct {
 	probe *os.File // AF_PACKET, bound to the VXLAN device and ProbeEtherType
 	tx    *net.UDPConn
 	log   *slog.Logger
+	// allow guards the port (nil without nftables; allowOff says why).
+	allow    *AllowList
+	allowOff string
 }
 
 // Open creates the VXLAN device (replacing a leftover one of the same name),
@@ -90,6 +96,21 @@ func Open(cfg Config) (_ *Device, err error) {
 			return nil, fmt.Errorf("fastdp: remove leftover %q: %w", cfg.Name, err)
 		}
 	}
+	d := &Device{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	// The allow-list goes in before the device opens the port, empty:
+	// until the router lists its peers, the port takes nobody's frames.
+	if cfg.NoAllowList {
+		d.allowOff = "turned off"
+	} else if d.allow, err = OpenAllowList(cfg.Bridge, cfg.Port); err != nil {
+		d.allowOff = "nftables unavailable: " + err.Error()
+		d.log.Warn("fastdp: no allow-list on the VXLAN port: any host that can reach it can put frames on the bridge", "port", cfg.Port, "err", err)
+		err = nil
+	}
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = cfg.Name
 	attrs.MTU = cfg.MTU
@@ -97,12 +118,6 @@ func Open(cfg Config) (_ *Device, err error) {
 	if err := netlink.LinkAdd(vx); err != nil {
 		return nil, fmt.Errorf("fastdp: create VXLAN device %q (port %d): %w", cfg.Name, cfg.Port, err)
 	}
-	d := &Device{cfg: cfg, log: cfg.Logger}
-	defer func() {
-		if err != nil {
-			d.Close()
-		}
-	}()
 	if d.link, err = netlink.LinkByName(cfg.Name); err != nil {
 		return nil, fmt.Errorf("fastdp: %q: %w", cfg.Name, err)
 	}
@@ -284,8 +299,31 @@ func (d *Device) Counters() (Counters, error) {
 	return Counters{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes, TxDropped: s.TxDropped}, nil
 }
 
-// Close deletes the VXLAN device (and with it every entry) and closes the
-// probe sockets; a blocked ReadProbe returns.
+// AllowPeers makes peers' addresses the only sources whose datagrams the
+// VXLAN port accepts (nothing without an allow-list).
+func (d *Device) AllowPeers(peers []netip.Addr) error {
+	if d.allow == nil {
+		return nil
+	}
+	return d.allow.Set(peers)
+}
+
+// AllowList describes the port's allow-list: its nftables table (family
+// inet), how many peers it lists and how many datagrams it has dropped;
+// or, with no list, why not (off).
+func (d *Device) AllowList() (table string, peers int, dropped uint64, off string) {
+	if d.allow == nil {
+		return "", 0, 0, d.allowOff
+	}
+	dropped, _, err := d.allow.Dropped()
+	if err != nil {
+		d.log.Debug("fastdp: allow-list counter", "err", err)
+	}
+	return d.allow.Table(), len(d.allow.Peers()), dropped, ""
+}
+
+// Close deletes the VXLAN device (and with it every entry) and its
+// allow-list, and closes the probe sockets; a blocked ReadProbe returns.
 func (d *Device) Close() error {
 	var errs []error
 	if d.probe != nil {
@@ -298,6 +336,10 @@ func (d *Device) Close() error {
 		if err := netlink.LinkDel(d.link); err != nil && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("fastdp: delete %q: %w", d.cfg.Name, err))
 		}
+	}
+	// After the device: the port stays guarded while it exists.
+	if d.allow != nil {
+		errs = append(errs, d.allow.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -38,6 +39,9 @@ func TestDeviceEntries(t *testing.T) {
 		d, err := Open(Config{Name: "vx0", Bridge: "br0", TAP: "tap0", MTU: 1376})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if table, n, _, off := d.AllowList(); table != "weavenet-fastdp-br0" || n != 0 {
+			t.Errorf("allow-list %q with %d peers (%s); want weavenet-fastdp-br0, empty", table, n, off)
 		}
 		vx, _ := netlink.LinkByName("vx0")
 		p := vx.(*netlink.Vxlan)
@@ -93,6 +97,11 @@ func TestDeviceEntries(t *testing.T) {
 		}
 		if _, err := netlink.LinkByName("vx0"); err == nil {
 			t.Error("the VXLAN device outlives Close")
+		}
+		if c, err := nftables.New(); err == nil {
+			if tables, _ := c.ListTables(); len(tables) != 0 {
+				t.Errorf("the allow-list outlives Close: %d tables", len(tables))
+			}
 		}
 	})
 }

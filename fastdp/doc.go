@@ -53,10 +53,15 @@
 //
 // # Security
 //
-// VXLAN carries no authentication: anything that can send UDP to the VXLAN
-// port of a host can put frames on its bridge (but, the port being
-// isolated, not into the mesh). That is why only links that need no
-// encryption use it, and why weaved creates no VXLAN device at all when a
-// password is set without trusted subnets. Firewall the port from
-// untrusted networks.
+// VXLAN carries no authentication: the kernel decapsulates any UDP datagram
+// that reaches the VXLAN port and puts its frame on the bridge (the port
+// being isolated, not into the mesh). So the device comes with an
+// allow-list (AllowList): an nftables table of its own, made before the
+// port opens, that drops datagrams to the port unless their source address
+// is one of the peers the router lists (those whose links may use VXLAN),
+// and counts them. That stops hosts that are not peers; it does not stop
+// one that forges a peer's address on the underlay, and nothing is
+// encrypted. That is why only links that need no encryption use VXLAN, and
+// why weaved creates no VXLAN device at all when a password is set without
+// trusted subnets. Without nftables the port stays open, with a warning.
 package fastdp

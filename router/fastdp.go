@@ -54,6 +54,12 @@ type FastDatapath interface {
 	// Idle says, for each installed MAC, how long since the kernel last
 	// sent a frame to it.
 	Idle() (map[[6]byte]time.Duration, error)
+	// AllowPeers makes peers the only underlay addresses whose datagrams
+	// the VXLAN port accepts; AllowList describes that list: its nftables
+	// table, the peers listed and the datagrams dropped, or why there is
+	// none (off).
+	AllowPeers(peers []netip.Addr) error
+	AllowList() (table string, peers int, dropped uint64, off string)
 	Close() error
 }
 
@@ -263,6 +269,7 @@ func (r *Router) fastLoop() {
 	installed := map[mac]fdbEntry{}
 	learned := map[mac]mesh.PeerName{}
 	stale := map[mac]bool{}
+	var allowed []netip.Addr
 	buf := make([]byte, ethHdrLen+r.mtu)
 	for round := 1; ; round++ {
 		select {
@@ -276,6 +283,21 @@ func (r *Router) fastLoop() {
 			r.staleEntries(stale)
 		}
 		fastPeers := map[mesh.PeerName]netip.Addr{}
+		allowed = allowed[:0]
+		for _, f := range *r.fwds.Load() {
+			if f.fast == nil || !f.fast.usable {
+				continue
+			}
+			if addr := f.addr.Load(); addr != nil && addr.Addr().Unmap().Is4() {
+				allowed = append(allowed, addr.Addr().Unmap())
+			}
+		}
+		// Every peer the link may use VXLAN with is listed, before its
+		// probes (which come through the port) can pass; a connection that
+		// goes takes its peer off by the next round.
+		if err := r.fast.dev.AllowPeers(allowed); err != nil {
+			r.log.Warn("fastdp: allow-list", "err", err)
+		}
 		for name, f := range *r.fwds.Load() {
 			if f.fast == nil || !f.fast.usable {
 				continue
@@ -411,6 +433,13 @@ type FastDatapathStatus struct {
 	Encrypted string // why encrypted links stay on the sleeve
 	// RxBytes and TxBytes are the VXLAN device's counters.
 	RxBytes, TxBytes uint64
+	// AllowList is the nftables table (family inet) that drops datagrams
+	// to the port from anyone but AllowedPeers addresses, Dropped counts
+	// them; AllowListOff says why there is none.
+	AllowList    string
+	AllowListOff string
+	AllowedPeers int
+	Dropped      uint64
 }
 
 // FastDatapathStatus reports the fast datapath.
@@ -420,5 +449,6 @@ func (r *Router) FastDatapathStatus() FastDatapathStatus {
 	}
 	s := FastDatapathStatus{Enabled: true, Port: r.fast.dev.Port(), VNI: r.fast.dev.VNI(), Entries: r.fast.entries.Load(), Encrypted: r.fast.encrypted}
 	s.RxBytes, s.TxBytes, _ = r.fast.dev.ByteCounters()
+	s.AllowList, s.AllowedPeers, s.Dropped, s.AllowListOff = r.fast.dev.AllowList()
 	return s
 }

@@ -54,7 +54,11 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 	rep.Stats.Drops["handshake_timeout"] = gs.Timeout
 	rep.Stats.Drops["handshake_evicted"] = gs.Evicted
 	fs := r.FastDatapathStatus()
-	rep.FastDatapath = &api.FastDatapath{Enabled: fs.Enabled, Why: fs.Why, Port: fs.Port, VNI: fs.VNI, Entries: fs.Entries, Encrypted: fs.Encrypted, RxBytes: fs.RxBytes, TxBytes: fs.TxBytes}
+	rep.FastDatapath = &api.FastDatapath{Enabled: fs.Enabled, Why: fs.Why, Port: fs.Port, VNI: fs.VNI, Entries: fs.Entries, Encrypted: fs.Encrypted, RxBytes: fs.RxBytes, TxBytes: fs.TxBytes,
+		AllowList: fs.AllowList, AllowListOff: fs.AllowListOff, AllowedPeers: fs.AllowedPeers, Dropped: fs.Dropped}
+	if fs.AllowList != "" {
+		rep.Stats.Drops["vxlan_not_peer"] = fs.Dropped
+	}
 	if rep.Targets == nil {
 		rep.Targets = []string{}
 	}

@@ -363,6 +363,8 @@ func reset(ctx context.Context, cmd *cli.Command) error {
 	if err := netdev.DeleteLink(fastdp.DeviceName(cmd.String("bridge"))); err != nil {
 		return fmt.Errorf("remove VXLAN device: %w", err)
 	}
+	// Its allow-list; a kernel without nftables has none to remove.
+	_ = fastdp.RemoveAllowList(cmd.String("bridge"))
 	for _, f := range api.StateFiles() {
 		if err := os.Remove(filepath.Join(cmd.String("data-dir"), f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove state: %w", err)

@@ -56,6 +56,9 @@ func renderStatus(w io.Writer, rep *api.Report) {
 		trusted = strings.Join(r.TrustedSubnets, ", ")
 	}
 	line("TrustedSubnets", trusted)
+	if fd := r.FastDatapath; fd != nil && fd.Enabled {
+		line("FastDatapath", fastDatapathSummary(fd))
+	}
 	if ip := rep.IPAM; ip != nil {
 		fmt.Fprintln(w)
 		line("Service", "ipam")
@@ -85,6 +88,15 @@ func renderStatus(w io.Writer, rep *api.Report) {
 		line("Service", "plugin")
 		line("DriverName", p.DriverName)
 	}
+}
+
+// fastDatapathSummary is the VXLAN port and what guards it.
+func fastDatapathSummary(fd *api.FastDatapath) string {
+	s := fmt.Sprintf("VXLAN on UDP %d", fd.Port)
+	if fd.AllowList == "" {
+		return s + ", open to any source (" + fd.AllowListOff + ")"
+	}
+	return fmt.Sprintf("%s, from %d peer(s) only (nftables inet %s; %d dropped)", s, fd.AllowedPeers, fd.AllowList, fd.Dropped)
 }
 
 // renderIPAM lists who owns how much of the range.

@@ -89,6 +89,11 @@ func (d *daemon) openFastdp(cfg config, rcfg *router.Config) error {
 			if err := netdev.DeleteLink(fastdp.DeviceName(cfg.bridge)); err != nil {
 				return err
 			}
+			// And its allow-list, which would drop datagrams to a port
+			// nobody uses any more: harmless, but not ours to keep.
+			if err := fastdp.RemoveAllowList(cfg.bridge); err != nil {
+				d.log.Debug("fastdp: no leftover allow-list removed", "err", err)
+			}
 		}
 		return nil
 	}
@@ -105,6 +110,7 @@ func (d *daemon) openFastdp(cfg config, rcfg *router.Config) error {
 		return nil
 	}
 	rcfg.FastDatapath = dev
-	d.log.Info("fastdp: VXLAN device ready", "device", dev.Name(), "port", dev.Port(), "vni", dev.VNI())
+	table, _, _, off := dev.AllowList()
+	d.log.Info("fastdp: VXLAN device ready", "device", dev.Name(), "port", dev.Port(), "vni", dev.VNI(), "allow_list", table, "allow_list_off", off)
 	return nil
 }
