@@ -1,0 +1,105 @@
+package mesh
+
+import (
+	"fmt"
+	"testing"
+
+	ref "github.com/weaveworks/mesh"
+)
+
+// node is one peer of a test mesh, ours or the reference.
+type node interface {
+	peerName() PeerName
+	address() string
+	connect(addr string)
+	broadcast(s string)
+	unicast(to PeerName, s string) error
+	inbox() *received
+	sees(PeerName) bool
+}
+
+func (p *ourPeer) peerName() PeerName  { return p.r.Ourself.Name }
+func (p *ourPeer) address() string     { return p.addr }
+func (p *ourPeer) connect(addr string) { p.r.ConnectionMaker.InitiateConnections([]string{addr}, false) }
+func (p *ourPeer) broadcast(s string)  { p.g.GossipBroadcast(setData{s}) }
+func (p *ourPeer) unicast(to PeerName, s string) error {
+	return p.g.GossipUnicast(to, []byte(s))
+}
+func (p *ourPeer) inbox() *received { return p.rx }
+
+func (p *refPeer) peerName() PeerName  { return PeerName(p.r.Ourself.Name) }
+func (p *refPeer) address() string     { return p.addr }
+func (p *refPeer) connect(addr string) { p.r.ConnectionMaker.InitiateConnections([]string{addr}, false) }
+func (p *refPeer) broadcast(s string)  { p.g.GossipBroadcast(refData{s}) }
+func (p *refPeer) unicast(to PeerName, s string) error {
+	return p.g.GossipUnicast(ref.PeerName(to), []byte(s))
+}
+func (p *refPeer) inbox() *received { return p.rx }
+
+// TestLine: three peers in a line, a-b-c, without discovery (so a and c
+// stay unconnected). A broadcast from either end reaches every other peer
+// exactly once, and a unicast crosses the middle.
+func TestLine(t *testing.T) {
+	for _, kinds := range []string{"ooo", "ror", "oro", "roo"} {
+		t.Run(kinds, func(t *testing.T) {
+			var ns []node
+			for i, k := range kinds {
+				name := PeerName(0x0c0000000000 + uint64(i+1))
+				if k == 'o' {
+					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64}))
+				} else {
+					ns = append(ns, startRefCfg(t, name, nil, false))
+				}
+			}
+			a, b, c := ns[0], ns[1], ns[2]
+			a.connect(b.address())
+			c.connect(b.address())
+			eventually(t, "a line", func() bool {
+				for _, x := range ns {
+					for _, y := range ns {
+						if !x.sees(y.peerName()) {
+							return false
+						}
+					}
+				}
+				return true
+			})
+			for i, src := range []node{a, c} {
+				msg := fmt.Sprintf("bcast-%d", i)
+				src.broadcast(msg)
+				eventually(t, msg+" everywhere", func() bool {
+					for _, x := range ns {
+						if x != src && !x.inbox().has(msg) {
+							return false
+						}
+					}
+					return true
+				})
+			}
+			if err := a.unicast(c.peerName(), "across"); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the unicast", func() bool { return c.inbox().hasUnicast(a.peerName().String() + ":across") })
+			// Let anything duplicated arrive before counting.
+			a.broadcast("flush-a")
+			c.broadcast("flush-c")
+			eventually(t, "the flush", func() bool {
+				return b.inbox().has("flush-a") && c.inbox().has("flush-a") && a.inbox().has("flush-c") && b.inbox().has("flush-c")
+			})
+			for i := range 2 {
+				msg := fmt.Sprintf("bcast-%d", i)
+				for j, x := range ns {
+					if n := x.inbox().count(msg); n > 1 {
+						t.Errorf("%s reached peer %d %d times", msg, j, n)
+					}
+				}
+			}
+			for _, x := range ns {
+				if o, ok := x.(*ourPeer); ok {
+					o.r.Close()
+				}
+			}
+			checkNoLeaks(t)
+		})
+	}
+}
