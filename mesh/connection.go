@@ -138,7 +138,7 @@ func (c *LocalConnection) run(acceptNewPeer bool, deadline time.Time, onHeader f
 	if tc, ok := c.tcp.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
-	hs := handshake{conn: c.tcp, outbound: c.outbound, minVer: r.protocolMinVersion(), fields: c.fields(),
+	hs := handshake{conn: c.tcp, outbound: c.outbound, minVer: r.protocolMinVersion(), maxVer: r.maxVersion, fields: c.fields(),
 		encrypt: r.encrypts(), password: r.sessionPassword, deadline: deadline, onHeader: onHeader}
 	res, err := hs.run()
 	var id remoteIdentity

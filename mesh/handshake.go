@@ -69,12 +69,12 @@ var (
 type failKind int
 
 const (
-	failOther   failKind = iota
-	failSilent           // no header within headerTimeout
-	failNotMesh          // the header or encryption flag is not mesh's
-	failOversize         // a frame announced above the bound
-	failTimeout          // not done within handshakeTimeout
-	failRefused          // password mismatch, refused by the hook, bad fields
+	failOther    failKind = iota
+	failSilent            // no header within headerTimeout
+	failNotMesh           // the header or encryption flag is not mesh's
+	failOversize          // a frame announced above the bound
+	failTimeout           // not done within handshakeTimeout
+	failRefused           // password mismatch, refused by the hook, bad fields
 )
 
 type handshakeError struct {
@@ -109,6 +109,7 @@ type handshake struct {
 	conn     net.Conn
 	outbound bool
 	minVer   byte
+	maxVer   byte
 	fields   map[string]string
 	encrypt  bool
 	password func(remote map[string]string) ([]byte, error)
@@ -137,7 +138,7 @@ func (h *handshake) run() (res handshakeResult, err error) {
 	if h.onHeader != nil {
 		h.onHeader()
 	}
-	res.version = min(theirMax, ProtocolMaxVersion)
+	res.version = min(theirMax, h.maxVer)
 	if err := c.SetDeadline(h.deadline); err != nil {
 		return res, err
 	}
@@ -167,7 +168,7 @@ func (h *handshake) run() (res handshakeResult, err error) {
 // exchangeHeader sends ours and reads theirs; it returns their highest
 // version once the ranges are known to overlap.
 func (h *handshake) exchangeHeader() (byte, error) {
-	ours := append([]byte(Protocol), h.minVer, ProtocolMaxVersion)
+	ours := append([]byte(Protocol), h.minVer, h.maxVer)
 	if _, err := h.conn.Write(ours); err != nil {
 		return 0, classify(err, failOther)
 	}
@@ -194,9 +195,9 @@ func (h *handshake) exchangeHeader() (byte, error) {
 		return 0, &handshakeError{failNotMesh, errors.New("remote protocol header not recognised")}
 	}
 	tMin, tMax := theirs[len(Protocol)], theirs[len(Protocol)+1]
-	if max(tMin, h.minVer) > min(tMax, ProtocolMaxVersion) {
+	if max(tMin, h.minVer) > min(tMax, h.maxVer) {
 		return 0, &handshakeError{failNotMesh, fmt.Errorf("remote version range [%d,%d] is incompatible with ours [%d,%d]",
-			tMin, tMax, h.minVer, ProtocolMaxVersion)}
+			tMin, tMax, h.minVer, h.maxVer)}
 	}
 	return tMax, nil
 }

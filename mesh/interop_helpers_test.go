@@ -155,11 +155,14 @@ func startOurs(t *testing.T, name PeerName, password []byte) *ourPeer {
 	return startOursCfg(t, name, Config{Password: password, ConnLimit: 64, PeerDiscovery: true})
 }
 
-func startOursCfg(t *testing.T, name PeerName, cfg Config) *ourPeer {
+func startOursCfg(t *testing.T, name PeerName, cfg Config, tweaks ...func(*Router)) *ourPeer {
 	t.Helper()
 	r, err := NewRouter(cfg, name, "ours-"+name.String(), nil, quietLog{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tweaks {
+		f(r)
 	}
 	rx := newReceived()
 	g, err := r.NewGossip("test", ourGossiper{rx})

@@ -11,16 +11,23 @@ func TestInteropPair(t *testing.T) {
 		name     string
 		password []byte
 		weDial   bool
+		v1       bool
 	}{
-		{"plain-we-dial", nil, true},
-		{"plain-ref-dials", nil, false},
-		{"password-we-dial", []byte("s3cret"), true},
-		{"password-ref-dials", []byte("s3cret"), false},
+		{"v1-plain", nil, true, true},
+		{"v1-password", []byte("s3cret"), false, true},
+		{"plain-we-dial", nil, true, false},
+		{"plain-ref-dials", nil, false, false},
+		{"password-we-dial", []byte("s3cret"), true, false},
+		{"password-ref-dials", []byte("s3cret"), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const on, rn = PeerName(0x0a0000000001), PeerName(0x0b0000000001)
-			o := startOurs(t, on, tc.password)
 			rf := startRef(t, rn, tc.password)
+			o := startOursCfg(t, on, Config{Password: tc.password, ConnLimit: 64, PeerDiscovery: true}, func(r *Router) {
+				if tc.v1 {
+					r.maxVersion = 1
+				}
+			})
 			if tc.weDial {
 				if errs := o.r.ConnectionMaker.InitiateConnections([]string{rf.addr}, false); len(errs) > 0 {
 					t.Fatal(errs)
@@ -51,6 +58,9 @@ func TestInteropPair(t *testing.T) {
 			rf.g.GossipNeighbourSubset(refData{"g-ref"})
 			eventually(t, "gossip", func() bool { return rf.rx.has("g-ours") && o.rx.has("g-ref") })
 
+			if c := o.r.Ourself.connectionTo(rn); c == nil || tc.v1 != (c.version == 1) {
+				t.Fatalf("connection %+v: want version 1: %v", c, tc.v1)
+			}
 			st := NewStatus(o.r)
 			if len(st.Connections) != 1 || st.Connections[0].State != "established" {
 				t.Fatalf("status connections: %+v", st.Connections)

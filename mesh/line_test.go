@@ -18,19 +18,23 @@ type node interface {
 	sees(PeerName) bool
 }
 
-func (p *ourPeer) peerName() PeerName  { return p.r.Ourself.Name }
-func (p *ourPeer) address() string     { return p.addr }
-func (p *ourPeer) connect(addr string) { p.r.ConnectionMaker.InitiateConnections([]string{addr}, false) }
-func (p *ourPeer) broadcast(s string)  { p.g.GossipBroadcast(setData{s}) }
+func (p *ourPeer) peerName() PeerName { return p.r.Ourself.Name }
+func (p *ourPeer) address() string    { return p.addr }
+func (p *ourPeer) connect(addr string) {
+	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
+}
+func (p *ourPeer) broadcast(s string) { p.g.GossipBroadcast(setData{s}) }
 func (p *ourPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(to, []byte(s))
 }
 func (p *ourPeer) inbox() *received { return p.rx }
 
-func (p *refPeer) peerName() PeerName  { return PeerName(p.r.Ourself.Name) }
-func (p *refPeer) address() string     { return p.addr }
-func (p *refPeer) connect(addr string) { p.r.ConnectionMaker.InitiateConnections([]string{addr}, false) }
-func (p *refPeer) broadcast(s string)  { p.g.GossipBroadcast(refData{s}) }
+func (p *refPeer) peerName() PeerName { return PeerName(p.r.Ourself.Name) }
+func (p *refPeer) address() string    { return p.addr }
+func (p *refPeer) connect(addr string) {
+	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
+}
+func (p *refPeer) broadcast(s string) { p.g.GossipBroadcast(refData{s}) }
 func (p *refPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(ref.PeerName(to), []byte(s))
 }

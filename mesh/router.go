@@ -92,6 +92,8 @@ type Router struct {
 	topoSet  map[PeerName]struct{}
 
 	stats routerStats
+	// maxVersion is ProtocolMaxVersion; tests lower it to speak version 1.
+	maxVersion byte
 }
 
 // LocalPeer is our own peer: its name, nickname and UID do not change.
@@ -130,18 +132,19 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 	}
 	us := &Peer{Name: name, NickName: nickName, UID: randomPeerUID(), ShortID: randomShortID(), HasShortID: true}
 	r := &Router{
-		Config:    cfg,
-		Overlay:   overlay,
-		logger:    logger,
-		channels:  map[string]*gossipChannel{},
-		listeners: map[net.Listener]struct{}{},
-		live:      map[*LocalConnection]struct{}{},
-		closing:   make(chan struct{}),
-		changed:   make(chan struct{}, 1),
-		gcSoon:    make(chan struct{}, 1),
-		gcNow:     make(chan struct{}, 1),
-		topoKick:  make(chan struct{}, 1),
-		topoSet:   map[PeerName]struct{}{},
+		Config:     cfg,
+		Overlay:    overlay,
+		logger:     logger,
+		channels:   map[string]*gossipChannel{},
+		listeners:  map[net.Listener]struct{}{},
+		live:       map[*LocalConnection]struct{}{},
+		closing:    make(chan struct{}),
+		changed:    make(chan struct{}, 1),
+		gcSoon:     make(chan struct{}, 1),
+		gcNow:      make(chan struct{}, 1),
+		topoKick:   make(chan struct{}, 1),
+		topoSet:    map[PeerName]struct{}{},
+		maxVersion: ProtocolMaxVersion,
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)
@@ -534,5 +537,5 @@ func (d *topologyData) Merge(o GossipData) GossipData {
 // routerStats count what is not worth a log line each.
 type routerStats struct {
 	accepted, authenticated, silent, notMesh, oversize, timeout, evicted, refused, failed atomic.Uint64
-	outboundFailed, unknownTags, droppedGossip                                             atomic.Uint64
+	outboundFailed, unknownTags, droppedGossip                                            atomic.Uint64
 }

@@ -1,0 +1,97 @@
+package mesh
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Two of our routers, under the race detector too.
+func TestPairOurs(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		password []byte
+		v1       bool
+	}{
+		{"plain", nil, false},
+		{"password", []byte("s3cret"), false},
+		{"v1-password", []byte("s3cret"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const an, bn = PeerName(0x0d0000000001), PeerName(0x0d0000000002)
+			cfg := Config{Password: tc.password, ConnLimit: 64, PeerDiscovery: true}
+			a := startOursCfg(t, an, cfg)
+			b := startOursCfg(t, bn, cfg, func(r *Router) {
+				if tc.v1 {
+					r.maxVersion = 1
+				}
+			})
+			a.connect(b.addr)
+			eventually(t, "both see each other", func() bool { return a.sees(bn) && b.sees(an) })
+			if err := a.g.GossipUnicast(bn, []byte("u1")); err != nil {
+				t.Fatal(err)
+			}
+			b.g.GossipBroadcast(setData{"b"})
+			a.g.GossipNeighbourSubset(setData{"g"})
+			eventually(t, "gossip", func() bool {
+				return b.rx.hasUnicast(an.String()+":u1") && a.rx.has("b") && b.rx.has("g")
+			})
+			_ = NewStatus(a.r)
+			_ = NewStatus(b.r)
+			if st := b.r.HandshakeStats(); st.Accepted != 1 || st.Authenticated != 1 {
+				t.Errorf("stats %+v", st)
+			}
+			a.r.Close()
+			eventually(t, "b forgets a", func() bool { return !b.sees(an) && b.r.Peers.Fetch(an) == nil })
+			b.r.Close()
+			checkNoLeaks(t)
+		})
+	}
+}
+
+// The session password hook: called with what is known of the remote;
+// an error refuses the connection; a different secret fails to decrypt.
+func TestSessionPassword(t *testing.T) {
+	const an, bn = PeerName(0x0e0000000001), PeerName(0x0e0000000002)
+	var mu sync.Mutex
+	var seen []map[string]string
+	refuse := false
+	hook := func(remote map[string]string) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, remote)
+		if refuse {
+			return nil, errors.New("not today")
+		}
+		return []byte("s3cret"), nil
+	}
+	a := startOursCfg(t, an, Config{Password: []byte("s3cret")})
+	b := startOursCfg(t, bn, Config{SessionPassword: hook})
+	a.connect(b.addr)
+	eventually(t, "connected", func() bool { return a.sees(bn) && b.sees(an) })
+	mu.Lock()
+	if len(seen) == 0 || seen[0][FieldProtocolVersion] != "2" || seen[0][FieldOutbound] != "false" || seen[0][FieldRemoteAddr] == "" {
+		t.Errorf("hook saw %v", seen)
+	}
+	refuse = true
+	mu.Unlock()
+
+	c := startOursCfg(t, 0x0e0000000003, Config{Password: []byte("s3cret")})
+	c.connect(b.addr)
+	eventually(t, "refused", func() bool { return b.r.HandshakeStats().Refused > 0 })
+	if b.sees(0x0e0000000003) {
+		t.Fatal("a refused peer joined")
+	}
+	d := startOursCfg(t, 0x0e0000000004, Config{Password: []byte("other")})
+	d.connect(a.addr)
+	eventually(t, "mismatch refused", func() bool { return a.r.HandshakeStats().Refused > 0 })
+	time.Sleep(50 * time.Millisecond)
+	if a.sees(0x0e0000000004) {
+		t.Fatal("a peer with another password joined")
+	}
+	for _, p := range []*ourPeer{a, b, c, d} {
+		p.r.Close()
+	}
+	checkNoLeaks(t)
+}
