@@ -52,11 +52,13 @@ type Config struct {
 	// plane's session keys come from the same handshake.
 	Password []byte
 	// PasswordKDF is how the password becomes what mesh keys connections
-	// with (see the README's "What the mesh port protects"): KDFWeave ("",
-	// Weave Net's: mesh hashes it once with the key exchange's secret, so
-	// anyone who completes a key exchange can guess it offline, fast) or
-	// KDFArgon2id (stretched once at New with argon2id first; every peer of
-	// the network must then use it, and Weave Net peers cannot join).
+	// with (see the README's "What the mesh port protects"): KDFArgon2id
+	// ("" too: stretched once at New with argon2id, so that every offline
+	// guess by someone who completed a key exchange costs as much) or
+	// KDFWeave (Weave Net's: mesh hashes it once with the key exchange's
+	// secret, fast to guess; only for networks with Weave Net 2.x peers,
+	// which know no other). mesh holds one password for all connections,
+	// so every peer of a network must use the same derivation.
 	PasswordKDF string
 	// TrustedSubnets: a connection between two peers whose addresses each
 	// lie in the other's trusted subnets is not encrypted.
@@ -150,7 +152,7 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 		}
 		switch cfg.PasswordKDF {
 		case KDFWeave:
-		case KDFArgon2id:
+		case KDFArgon2id, "":
 			password = StretchPassword(password)
 		default:
 			return nil, fmt.Errorf("gossip: password KDF %q: want %q or %q", cfg.PasswordKDF, KDFWeave, KDFArgon2id)
@@ -328,7 +330,7 @@ func Explain(msg string) string {
 }
 
 var explanations = map[string]string{
-	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password",
+	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password (or its --password-kdf differs: Weave Net peers need weave on every peer)",
 	"password specified, but peer requested an":  "password mismatch: we have a password, the peer has none, and it asked for an",
 	"no password specificed, but peer requested": "password mismatch: we have no password, but the peer has one and requested",
 }
@@ -412,8 +414,8 @@ func (l *logLimiter) allow(now time.Time) (suppressed uint64, ok bool) {
 
 // Password derivations (Config.PasswordKDF).
 const (
-	KDFWeave    = ""
 	KDFArgon2id = "argon2id"
+	KDFWeave    = "weave"
 )
 
 // minPasswordLen is the length below which New warns about a password.

@@ -154,6 +154,11 @@ func TestUsageErrors(t *testing.T) {
 	if msg := testbed.Stderr(err); !strings.Contains(msg, "weaved --help") {
 		t.Errorf("weaved --port notaport: %q does not point at weaved --help", msg)
 	}
+	_, err = h.Weaved(t, "--data-dir", filepath.Join(h.DataDir, "bad"), "--password", "pw", "--password-kdf", "md5")
+	checkOneLineError(t, "weaved --password-kdf md5", err)
+	if msg := testbed.Stderr(err); !strings.Contains(msg, "--password-kdf") {
+		t.Errorf("weaved --password-kdf md5: %q does not name the flag", msg)
+	}
 
 	launch(t, h)
 	c := h.AddContainer(t, "c1")

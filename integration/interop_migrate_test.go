@@ -225,7 +225,7 @@ func TestInteropMigration(t *testing.T) {
 		weavers[i].Stop()
 		dbPath := filepath.Join(h.DataDir, "weave", "data.db")
 		args := append([]string{"--migrate-from", dbPath, "--migrate-names", reportPath,
-			"--password", password, "--ipalloc-range", rng, "--ipalloc-init", "observer"}, peersOf(i)...)
+			"--password", password, "--password-kdf", "weave", "--ipalloc-range", rng, "--ipalloc-init", "observer"}, peersOf(i)...)
 		daemons[i] = launch(t, h, args...)
 		migrated[i] = true
 		if name := h.MustWeave(t, "report", "-f", "{{.Router.Name}}"); strings.TrimSpace(name) != weavers[i].Name() {
@@ -252,7 +252,7 @@ func TestInteropMigration(t *testing.T) {
 			if err := os.Rename(dbPath, dbPath+".moved"); err != nil {
 				t.Fatal(err)
 			}
-			daemons[i] = launch(t, h, append([]string{"--password", password, "--ipalloc-range", rng, "--ipalloc-init", "observer"}, peersOf(i)...)...)
+			daemons[i] = launch(t, h, append([]string{"--password", password, "--password-kdf", "weave", "--ipalloc-range", rng, "--ipalloc-init", "observer"}, peersOf(i)...)...)
 			if name := h.MustWeave(t, "report", "-f", "{{.Router.Name}}"); strings.TrimSpace(name) != weavers[i].Name() {
 				t.Fatalf("%s: restarted without the flags, weaved runs as %q, want %s", h.Name, strings.TrimSpace(name), weavers[i].Name())
 			}

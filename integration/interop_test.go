@@ -195,7 +195,7 @@ func TestInteropTwoHosts(t *testing.T) {
 			var wargs, nargs []string
 			if tc.password != "" {
 				wargs = append(wargs, "--password", tc.password)
-				nargs = append(nargs, "--password", tc.password)
+				nargs = append(nargs, "--password", tc.password, "--password-kdf", "weave")
 			}
 			w := hw.StartWeaver(t, wargs...)
 			d := launch(t, hn, append(nargs, peerArg(t, hn, hw)...)...)

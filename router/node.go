@@ -51,6 +51,10 @@ type NodeConfig struct {
 	// of a file instead; set at most one of them.
 	Password     []byte
 	PasswordFile string
+	// PasswordKDF is how the password keys connections: gossip.KDFArgon2id
+	// ("" too) or gossip.KDFWeave, only for networks with Weave Net 2.x
+	// peers. Every peer of a network must use the same.
+	PasswordKDF string
 	// TrustedSubnets: a connection to a peer inside one of these, which
 	// trusts our address in turn, is not encrypted. IPv4 prefixes.
 	TrustedSubnets []netip.Prefix
@@ -167,6 +171,7 @@ func NewNode(cfg NodeConfig) (n *Node, err error) {
 		Discovery:         !cfg.NoDiscovery,
 		ConnLimit:         cfg.ConnLimit,
 		Password:          password,
+		PasswordKDF:       cfg.PasswordKDF,
 		TrustedSubnets:    cfg.TrustedSubnets,
 		Logger:            cfg.Logger,
 		OnConnectionError: n.connectionError,

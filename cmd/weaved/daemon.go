@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -240,11 +241,17 @@ func (d *daemon) start() error {
 		Discovery:      cfg.discovery,
 		ConnLimit:      cfg.connLimit,
 		Password:       cfg.password,
+		PasswordKDF:    cfg.passwordKDF,
 		TrustedSubnets: cfg.trusted,
 		Logger:         d.log,
 	}, r)
 	if err != nil {
 		return err
+	}
+	if len(cfg.password) > 0 {
+		// argon2id's 64 MiB are garbage now: hand them back to the system
+		// instead of carrying them in RSS until the scavenger gets there.
+		debug.FreeOSMemory()
 	}
 	d.node = node
 	// A bridge MAC of our own, stable across restarts: the peer name is a

@@ -59,6 +59,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to: unix:///PATH (a socket only this user can use) or HOST:PORT (TCP: any local user can)", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
 		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
+		&cli.StringFlag{Name: "password-kdf", Value: gossip.KDFArgon2id, Usage: "how the password keys connections: argon2id (memory-hard, slow to guess) or weave (Weave Net 2.x's single SHA-256, fast to guess; needed only while Weave Net peers share the network); the same on every peer"},
 		&cli.StringFlag{Name: "trusted-subnets", Usage: "`CIDR,...` of peers that may talk to us unencrypted (if they trust us too)"},
 		&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:6782", Usage: "address to serve Prometheus metrics on (/metrics); empty for none"},
 		&cli.BoolFlag{Name: "no-discovery", Usage: "connect only to the peers given, not to peers learned from them"},
@@ -104,6 +105,8 @@ type config struct {
 	offload   bool
 	compat    bool
 	password  []byte
+	// passwordKDF is gossip.KDFArgon2id or gossip.KDFWeave.
+	passwordKDF string
 	// passwordFile is re-read on SIGHUP.
 	passwordFile string
 	trusted      []netip.Prefix
@@ -172,6 +175,11 @@ func configFrom(cmd *cli.Command) (config, error) {
 	c.password, c.passwordFile = pw, cmd.String("password-file")
 	if c.apiAddr, err = api.ParseAddr(c.httpAddr); err != nil {
 		return c, fmt.Errorf("--http-addr: %w", err)
+	}
+	switch c.passwordKDF = cmd.String("password-kdf"); c.passwordKDF {
+	case gossip.KDFArgon2id, gossip.KDFWeave:
+	default:
+		return c, fmt.Errorf("--password-kdf %q: want %s, or %s only for networks with Weave Net 2.x peers", c.passwordKDF, gossip.KDFArgon2id, gossip.KDFWeave)
 	}
 	if err := ipamConfig(cmd, &c); err != nil {
 		return c, err
