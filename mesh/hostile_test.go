@@ -1,0 +1,132 @@
+package mesh
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedSoon reports whether the far end closes c within d.
+func closedSoon(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	return !errors.Is(err, os.ErrDeadlineExceeded) // EOF or reset
+
+}
+
+func TestHandshakeOversizeFrames(t *testing.T) {
+	p := startOursCfg(t, 0x0f0000000001, Config{Password: []byte("x")})
+	// Version 2: the flag, a key, then a frame announcing 10 MB.
+	c := dialRaw(t, p.addr)
+	msg := append([]byte("weave\x01\x02\x01"), make([]byte, 32)...)
+	msg = binary.BigEndian.AppendUint32(msg, 10<<20)
+	c.Write(msg)
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("an oversize v2 frame was waited for")
+	}
+	// Version 1: a gob message announcing 10 MB.
+	c = dialRaw(t, p.addr)
+	c.Write([]byte("weave\x01\x01\xfc\x00\xa0\x00\x00"))
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("an oversize v1 frame was waited for")
+	}
+	eventually(t, "counted", func() bool { return p.r.HandshakeStats().Oversize == 2 })
+	p.r.Close()
+	checkNoLeaks(t)
+}
+
+func TestHandshakeGarbage(t *testing.T) {
+	p := startOursCfg(t, 0x0f0000000002, Config{})
+	c := dialRaw(t, p.addr)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("garbage was not refused")
+	}
+	c = dialRaw(t, p.addr)
+	c.Write([]byte("weave\x07\x09"))
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("an unknown version was not refused")
+	}
+	c = dialRaw(t, p.addr)
+	c.Write([]byte("weave\x01\x02\x05"))
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("a bad encryption flag was not refused")
+	}
+	eventually(t, "counted", func() bool { return p.r.HandshakeStats().NotMesh == 3 })
+	p.r.Close()
+	checkNoLeaks(t)
+}
+
+// Silent connections are closed at the header timeout, and over the
+// per-source cap the oldest silent one makes room: a real peer from the
+// same address joins at once.
+func TestHandshakeSilentFlood(t *testing.T) {
+	p := startOursCfg(t, 0x0f0000000003, Config{MaxPendingPerSource: 4, MaxPendingHandshakes: 8})
+	var silent []net.Conn
+	for range 20 {
+		silent = append(silent, dialRaw(t, p.addr))
+	}
+	eventually(t, "evictions", func() bool { return p.r.HandshakeStats().Evicted >= 16 })
+	q := startOursCfg(t, 0x0f0000000004, Config{})
+	start := time.Now()
+	q.connect(p.addr)
+	eventually(t, "the real peer", func() bool { return p.sees(q.peerName()) })
+	if d := time.Since(start); d > headerTimeout {
+		t.Logf("the real peer took %v", d)
+	}
+	eventually(t, "silent ones time out", func() bool { return p.r.HandshakeStats().Silent >= 3 })
+	for _, c := range silent {
+		if !closedSoon(c, time.Second) {
+			t.Fatal("a silent connection is still open")
+		}
+	}
+	p.r.Close()
+	q.r.Close()
+	checkNoLeaks(t)
+}
+
+// Close ends connections in every state, and Serve returns.
+func TestCloseMidHandshake(t *testing.T) {
+	r, err := NewRouter(Config{}, 0x0f0000000005, "x", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ln) }()
+	c := dialRaw(t, ln.Addr().String())
+	c.Write([]byte("weave\x01\x02"))
+	// A target that never answers: a listener that does not accept.
+	black, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer black.Close()
+	r.ConnectionMaker.InitiateConnections([]string{black.Addr().String()}, false)
+	time.Sleep(100 * time.Millisecond)
+	r.Close()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if !closedSoon(c, time.Second) {
+		t.Fatal("the connection in its handshake is still open")
+	}
+	checkNoLeaks(t)
+}
