@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Gossip wire format, version 1. One message is one self-contained chunk of

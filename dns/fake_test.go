@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Test helpers: peer names, a settable clock, and an in-memory mesh that

@@ -3,7 +3,7 @@ package dns
 import (
 	"errors"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Receiving gossip.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The replicated name table.

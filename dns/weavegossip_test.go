@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // A mixed in-memory mesh: weavenet Servers (channels "dns" and

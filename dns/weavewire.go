@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Weave Net 2.x's weaveDNS gossip, channel "nameserver".

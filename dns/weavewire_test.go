@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Weave Net's nameserver gossip as Weave Net 2.8.1 declares it, written

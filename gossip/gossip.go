@@ -1,9 +1,9 @@
 // Package gossip is weavenet's control plane: the mesh of peers that find
 // each other, keep TCP connections (port 6783) to each other, and gossip the
 // topology from which the data plane's routes are computed. It wraps
-// github.com/weaveworks/mesh with what a daemon needs around it: a peer
-// identity that survives restarts, validated peer addresses, status, and
-// counters of refused handshakes.
+// weavenet/mesh with what a daemon needs around it: a peer identity that
+// survives restarts, validated peer addresses, the password's derivation
+// per connection, status, and counters of refused handshakes.
 package gossip
 
 import (
@@ -15,17 +15,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	_ "unsafe" // go:linkname, for meshAccept
-
-	"github.com/weaveworks/mesh"
 	"golang.org/x/crypto/argon2"
 
-	"weavenet/meshgate"
+	"weavenet/mesh"
 )
 
 // DefaultPort is the mesh TCP port.
@@ -45,29 +43,29 @@ type Config struct {
 	DataDir string
 	// Discovery lets the mesh connect to peers it learns from other peers.
 	Discovery bool
-	// ConnLimit caps the number of connections (0 = mesh's default of 100).
+	// ConnLimit caps the number of connections (0 = the default of 100).
 	ConnLimit int
 	// Password, when set, encrypts every connection (NaCl box key exchange,
 	// then secretbox) and refuses peers that do not share it. The data
 	// plane's session keys come from the same handshake.
 	Password []byte
-	// PasswordKDF is how the password becomes what mesh keys connections
-	// with (see the README's "What the mesh port protects"): KDFArgon2id
-	// ("" too: stretched once at New with argon2id, so that every offline
-	// guess by someone who completed a key exchange costs as much) or
-	// KDFWeave (Weave Net's: mesh hashes it once with the key exchange's
-	// secret, fast to guess; only for networks with Weave Net 2.x peers,
-	// which know no other). mesh holds one password for all connections,
-	// so every peer of a network must use the same derivation.
+	// PasswordKDF says what a connection with a Weave Net 2.x peer keys
+	// with (see the README's "What the mesh port protects"). Connections
+	// between weavenet peers always key with the password stretched by
+	// argon2id (once, at New), so that every offline guess by someone who
+	// completed a key exchange costs as much. A Weave Net peer knows only
+	// Weave's derivation (the password hashed once with the key exchange's
+	// secret, fast to guess): KDFWeave connects with such peers that way,
+	// KDFArgon2id ("" too) refuses them.
 	PasswordKDF string
 	// TrustedSubnets: a connection between two peers whose addresses each
 	// lie in the other's trusted subnets is not encrypted.
 	TrustedSubnets []netip.Prefix
 	Logger         *slog.Logger
 	// OnConnectionError, when set, hears of each connection that failed
-	// before mesh handed it to the overlay: a dial that failed or a
-	// handshake that was refused (another password, not a mesh peer). addr
-	// is the remote HOST:PORT. It runs on mesh's goroutines: do not block.
+	// before the overlay saw it: a dial that failed or a handshake that was
+	// refused (another password, not a mesh peer). addr is the remote
+	// HOST:PORT. It runs on the mesh's goroutines: do not block.
 	OnConnectionError func(addr string, err error)
 }
 
@@ -78,41 +76,28 @@ type Node struct {
 	log  *slog.Logger
 	// onConnErr is Config.OnConnectionError.
 	onConnErr func(addr string, err error)
-	// handshakeFailures counts inbound or outbound connections that died
-	// before the handshake completed: garbage, wrong protocol, refused.
-	handshakeFailures atomic.Uint64
-	// gate admits inbound connections to mesh (see package meshgate);
+	// outboundHandshakeFailures counts connections we dialled that failed
+	// in their handshake (inbound ones are in the mesh's HandshakeStats).
+	outboundHandshakeFailures atomic.Uint64
+	// weavenetSecret keys connections with weavenet peers, weaveSecret
+	// (nil unless PasswordKDF is KDFWeave) those with Weave Net peers.
+	weavenetSecret, weaveSecret []byte
+	closed                      atomic.Bool
 	// ln is the listener Start made, nil when the caller Serves its own.
-	gate *meshgate.Gate
-	ln   *net.TCPListener
-	// logLimit spaces mesh's per-connection log lines (see meshLogger).
+	ln net.Listener
+	wg sync.WaitGroup
+	// logLimit spaces the per-connection log lines (see meshLogger).
 	logLimit logLimiter
 }
 
-// The listener. mesh's Router.Start listens itself, panics if it cannot,
-// spins on accept errors, delays every accept behind a token bucket (so a
-// flood of silent connections keeps a real peer waiting) and never closes
-// its listener. A Node never calls it: it accepts through a meshgate.Gate,
-// which hands each connection to mesh's own accept step. That step is
-// unexported, hence the linkname; mesh is pinned in go.mod, and the tests
-// that make inbound connections fail if the step stops working.
+// weavenetVersion is the protocol version weavenet offers. It is version 2
+// on the wire; offering it tells a weavenet peer, in the clear header, that
+// we key with the stretched password, before either end derives a key.
+// Weave Net's mesh takes the highest version both offer, 2.
+const weavenetVersion = 3
 
-//go:linkname meshAccept github.com/weaveworks/mesh.(*Router).acceptTCP
-func meshAccept(r *mesh.Router, c *net.TCPConn)
-
-// gatedOverlay tells the Gate when mesh has finished an inbound handshake:
-// mesh prepares the overlay's side of a connection only then.
-type gatedOverlay struct {
-	mesh.Overlay
-	gate *meshgate.Gate
-}
-
-func (o gatedOverlay) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.OverlayConnection, error) {
-	if !p.Outbound && p.RemoteAddr != nil {
-		o.gate.Authenticated(p.RemoteAddr)
-	}
-	return o.Overlay.PrepareConnection(p)
-}
+// ErrWeaveNetPeer refuses a Weave Net peer when PasswordKDF is KDFArgon2id.
+var ErrWeaveNetPeer = errors.New("the peer offers Weave Net's protocol, not weavenet's: it knows only Weave's password derivation, which this peer refuses (to connect with Weave Net 2.x peers, start weavenet with --password-kdf weave)")
 
 // New builds the mesh peer with overlay as its data plane. Call Start to
 // listen and connect.
@@ -144,46 +129,53 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 	for _, p := range cfg.TrustedSubnets {
 		trusted = append(trusted, &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
 	}
-	var password []byte
-	if len(cfg.Password) > 0 {
-		password = cfg.Password
-		if len(password) < minPasswordLen {
-			cfg.Logger.Warn("gossip: the password is short: anyone who completes a key exchange with this peer can guess it offline; use 12 characters or more", "length", len(password))
-		}
-		switch cfg.PasswordKDF {
-		case KDFWeave:
-		case KDFArgon2id, "":
-			password = StretchPassword(password)
-		default:
-			return nil, fmt.Errorf("gossip: password KDF %q: want %q or %q", cfg.PasswordKDF, KDFWeave, KDFArgon2id)
-		}
-	}
-	if err := meshgate.Check(); err != nil {
-		return nil, fmt.Errorf("gossip: %w", err)
-	}
+	n := &Node{Name: name, log: cfg.Logger, onConnErr: cfg.OnConnectionError}
 	if overlay == nil {
 		overlay = mesh.NullOverlay{}
 	}
-	n := &Node{Name: name, log: cfg.Logger, onConnErr: cfg.OnConnectionError}
-	n.gate = meshgate.New(meshgate.Config{
-		MinVersion: mesh.ProtocolMinVersion,
-		MaxVersion: mesh.ProtocolMaxVersion,
-		Logger:     cfg.Logger,
-	}, func(c *net.TCPConn) { meshAccept(n.Mesh, c) })
-	m, err := mesh.NewRouter(mesh.Config{
+	mcfg := mesh.Config{
 		Host:               cfg.Host,
 		Port:               cfg.Port,
-		Password:           password,
 		ConnLimit:          connLimit,
 		ProtocolMinVersion: mesh.ProtocolMinVersion,
+		ProtocolMaxVersion: weavenetVersion,
 		PeerDiscovery:      cfg.Discovery,
 		TrustedSubnets:     trusted,
-	}, name, nick, gatedOverlay{overlay, n.gate}, meshLogger{n})
+		ConnectionFailed:   n.connectionFailed,
+	}
+	if pw := cfg.Password; len(pw) > 0 {
+		if len(pw) < minPasswordLen {
+			cfg.Logger.Warn("gossip: the password is short: anyone who completes a key exchange with this peer can guess it offline; use 12 characters or more", "length", len(pw))
+		}
+		switch cfg.PasswordKDF {
+		case KDFWeave:
+			n.weaveSecret = pw
+		case KDFArgon2id, "":
+		default:
+			return nil, fmt.Errorf("gossip: password KDF %q: want %q or %q", cfg.PasswordKDF, KDFWeave, KDFArgon2id)
+		}
+		n.weavenetSecret = StretchPassword(pw)
+		mcfg.SessionPassword = n.sessionPassword
+	}
+	m, err := mesh.NewRouter(mcfg, name, nick, overlay, meshLogger{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	n.Mesh = m
 	return n, nil
+}
+
+// sessionPassword is the mesh's per-connection secret: the stretched
+// password with a peer that offers weavenet's version, the password as
+// Weave Net uses it with one that does not, if PasswordKDF allows.
+func (n *Node) sessionPassword(remote map[string]string) ([]byte, error) {
+	if v, err := strconv.Atoi(remote[mesh.FieldRemoteMaxVersion]); err == nil && v >= weavenetVersion {
+		return n.weavenetSecret, nil
+	}
+	if n.weaveSecret != nil {
+		return n.weaveSecret, nil
+	}
+	return nil, ErrWeaveNetPeer
 }
 
 // Start listens for peers and starts connecting to the given ones.
@@ -203,29 +195,26 @@ func (n *Node) Start(peers []string) error {
 			return fmt.Errorf("gossip: listen on TCP %s: %w", addr, err)
 		}
 	}
-	n.ln = ln.(*net.TCPListener)
-	go func() { _ = n.Serve(n.ln) }()
-	n.Connect(peers, false)
-	return nil
+	n.ln = ln
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); _ = n.Serve(ln) }()
+	return n.Connect(peers, false)
 }
 
-// Serve accepts mesh connections from ln, through the Node's Gate, until
-// ln is closed. Start serves a listener of its own; a caller that owns the
-// listener calls Serve instead of Start.
-func (n *Node) Serve(ln *net.TCPListener) error { return n.gate.Serve(ln) }
+// Serve accepts mesh connections from ln until ln or the Node is closed.
+// Start serves a listener of its own; a caller that owns the listener
+// calls Serve instead of Start. Close closes ln.
+func (n *Node) Serve(ln net.Listener) error { return n.Mesh.Serve(ln) }
 
-// GateStats counts what happened to inbound connections before their
-// handshake completed.
-func (n *Node) GateStats() meshgate.Stats { return n.gate.Stats() }
+// HandshakeStats counts inbound connections by how their handshake ended.
+func (n *Node) HandshakeStats() mesh.HandshakeStats { return n.Mesh.HandshakeStats() }
 
-// Close closes the listener Start made and the inbound connections still
-// in the handshake, and waits a moment for those the Gate copies for to
-// end; mesh itself has no way to stop (see router.Node.Close).
+// Close closes the listeners being served and every connection, and waits
+// for the mesh's goroutines to end.
 func (n *Node) Close() {
-	if n.ln != nil {
-		n.ln.Close()
-	}
-	n.gate.Close()
+	n.closed.Store(true)
+	n.Mesh.Close()
+	n.wg.Wait()
 }
 
 // Connect adds peers to the targets the mesh keeps connecting to, with
@@ -242,9 +231,14 @@ func (n *Node) Forget(peers []string) {
 	n.Mesh.ConnectionMaker.ForgetConnections(peers)
 }
 
-// HandshakeFailures is the number of connections that failed before the
-// peer at the other end proved to be a mesh peer.
-func (n *Node) HandshakeFailures() uint64 { return n.handshakeFailures.Load() }
+// HandshakeFailures is the number of connections refused in the handshake
+// for a reason other than those HandshakeStats names apart (silent, not
+// mesh, oversize, timeout, evicted): another password, a hung-up or
+// colliding peer; inbound and outbound.
+func (n *Node) HandshakeFailures() uint64 {
+	st := n.Mesh.HandshakeStats()
+	return st.Refused + st.Failed + n.outboundHandshakeFailures.Load()
+}
 
 // Status is a snapshot of the mesh: peers, connections, targets.
 func (n *Node) Status() *mesh.Status { return mesh.NewStatus(n.Mesh) }
@@ -314,12 +308,12 @@ func peerName(configured, dataDir string) (mesh.PeerName, error) {
 	return name, nil
 }
 
-// Explain rewrites mesh's handshake errors into what a user can act on.
+// Explain rewrites the mesh's handshake errors into what a user can act on.
 func Explain(msg string) string {
-	if strings.Contains(msg, "handshake") && strings.Contains(msg, resetByPeer) {
+	if strings.Contains(msg, "handshake") && (strings.Contains(msg, resetByPeer) || strings.HasSuffix(msg, ": EOF")) {
 		// The end that finds a mismatch closes the connection; the other
 		// end only sees the reset.
-		return strings.Replace(msg, resetByPeer, resetByPeer+" (the peer refused us, e.g. a password mismatch: see its log)", 1)
+		return msg + " (the peer refused us, e.g. a password mismatch: see its log)"
 	}
 	for raw, why := range explanations {
 		if strings.Contains(msg, raw) {
@@ -330,52 +324,59 @@ func Explain(msg string) string {
 }
 
 var explanations = map[string]string{
-	"Unable to decrypt TCP msg":                  "password mismatch: the peer's handshake does not decrypt with our password (or its --password-kdf differs: Weave Net peers need weave on every peer)",
-	"password specified, but peer requested an":  "password mismatch: we have a password, the peer has none, and it asked for an",
-	"no password specificed, but peer requested": "password mismatch: we have no password, but the peer has one and requested",
+	"unable to decrypt TCP msg: password mismatch":           "password mismatch: the peer's handshake does not decrypt with our password (with a Weave Net peer: both need the same password, and this peer --password-kdf weave)",
+	"password specified, but peer requested an unencrypted":  "password mismatch: we have a password, the peer has none, and it asked for an unencrypted",
+	"no password specified, but peer requested an encrypted": "password mismatch: we have no password, but the peer has one and requested an encrypted",
 }
 
 const resetByPeer = "connection reset by peer"
 
-// meshLogger turns mesh's printf logging into structured log lines, and
-// counts the failures that a daemon should expose as metrics.
+// connectionFailed is the mesh's hook for connections that failed before
+// they joined: it counts, tells OnConnectionError and logs, rate-limited
+// (one line per connection is a flood under attack; the counters in the
+// report and metrics keep the totals).
+func (n *Node) connectionFailed(f mesh.ConnectionFailure) {
+	if n.closed.Load() {
+		return
+	}
+	var err error
+	if f.Dial {
+		err = fmt.Errorf("connect: %w", f.Err)
+	} else {
+		if f.Outbound {
+			n.outboundHandshakeFailures.Add(1)
+		}
+		err = errors.New(Explain(fmt.Sprint("handshake: ", f.Err)))
+	}
+	if n.onConnErr != nil {
+		n.onConnErr(f.Addr, err)
+	}
+	n.logLimited("mesh: connection failed", "addr", f.Addr, "outbound", f.Outbound, "err", err)
+}
+
+// logLimited logs an Info line unless the rate limit holds it back.
+func (n *Node) logLimited(msg string, args ...any) {
+	suppressed, ok := n.logLimit.allow(time.Now())
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		n.log.Info("mesh: connection lines suppressed (rate limit)", "suppressed", suppressed)
+	}
+	n.log.Info(msg, args...)
+}
+
+// meshLogger turns the mesh's printf logging into structured log lines;
+// those about single connections are rate-limited.
 type meshLogger struct{ n *Node }
 
-// The formats of mesh's log lines about connections that failed before the
-// overlay saw them; both take the address, then the error.
-const (
-	handshakeFailedFormat = "->[%s] connection shutting down due to error during handshake: %v"
-	dialFailedFormat      = "->[%s] error during connection attempt: %v"
-)
-
-// acceptedFormat is mesh's line for every connection it accepts.
-const acceptedFormat = "->[%s] connection accepted"
-
 func (l meshLogger) Printf(format string, args ...interface{}) {
-	if format == handshakeFailedFormat {
-		l.n.handshakeFailures.Add(1)
+	msg := "mesh: " + Explain(fmt.Sprintf(format, args...))
+	if strings.HasPrefix(format, "->[") {
+		l.n.logLimited(msg)
+		return
 	}
-	if format == handshakeFailedFormat || format == acceptedFormat {
-		// One line per connection is a flood under attack: these two are
-		// rate-limited, the counters (report, metrics) keep the totals.
-		if suppressed, ok := l.n.logLimit.allow(time.Now()); !ok {
-			if l.n.onConnErr != nil && format == handshakeFailedFormat && len(args) == 2 {
-				l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint("handshake: ", args[1]))))
-			}
-			return
-		} else if suppressed > 0 {
-			l.n.log.Info("mesh: connection lines suppressed (rate limit)", "suppressed", suppressed)
-		}
-	}
-	if l.n.onConnErr != nil && len(args) == 2 {
-		switch format {
-		case handshakeFailedFormat:
-			l.n.onConnErr(fmt.Sprint(args[0]), errors.New(Explain(fmt.Sprint("handshake: ", args[1]))))
-		case dialFailedFormat:
-			l.n.onConnErr(fmt.Sprint(args[0]), fmt.Errorf("connect: %v", args[1]))
-		}
-	}
-	l.n.log.Info("mesh: " + Explain(fmt.Sprintf(format, args...)))
+	l.n.log.Info(msg)
 }
 
 // logLimiter lets through a burst of logBurst lines, then one per
@@ -432,8 +433,9 @@ const (
 	argonSalt    = "weavenet mesh password v1"
 )
 
-// StretchPassword is the argon2id derivation of KDFArgon2id: 32 bytes,
-// which mesh then uses where it would use the password.
+// StretchPassword is the argon2id derivation that keys connections between
+// weavenet peers: 32 bytes, which the mesh uses where Weave Net uses the
+// password.
 func StretchPassword(pw []byte) []byte {
 	return argon2.IDKey(pw, []byte(argonSalt), argonTime, argonMemory, argonThreads, 32)
 }

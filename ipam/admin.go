@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // RemovePeer takes over the ranges of a peer that is gone for good

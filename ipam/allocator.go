@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // DefaultRange is the --ipalloc-range default.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 func consensusN(n int) Init { return Init{Mode: Consensus, Peers: n} }

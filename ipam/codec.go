@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Wire format of every IPAM gossip message (broadcast, gossip and unicast

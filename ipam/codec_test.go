@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 func sampleState() *gossipState {

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Space moves between peers only by donation, decided by the owner:

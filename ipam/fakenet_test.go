@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // testNet is an in-memory mesh for allocators in one process. Messages

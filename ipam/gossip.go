@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // gossipState is the GossipData of the "ipam" channel: an immutable

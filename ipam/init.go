@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // InitMode is how a peer bootstraps the ring when it has none.

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Consensus bootstrap: single-decree Paxos run over gossip among the peers

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // paxosSim runs N paxos nodes over a lossy, reordering, duplicating

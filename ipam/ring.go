@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The ring is the replicated state of IPAM: the Range cut into consecutive

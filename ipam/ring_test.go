@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // ringSim evolves one ring replica per peer by random legal operations:

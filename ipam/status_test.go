@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 func TestStatusWaitingForDonation(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Store persists IPAM state in a bbolt file: the ring, our consensus

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The second gossiper: the Allocator also speaks Weave Net 2.x's IPAM

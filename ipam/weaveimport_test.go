@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // A ring as Weave Net persists it (seeded with us and another peer) gives

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Weave Net 2.x's IPAM wire format, spoken on the mesh channel

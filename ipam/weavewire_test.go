@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The fixtures in testdata/weavenet-2.8.1 are messages a real Weave Net

@@ -189,6 +189,9 @@ func (cm *ConnectionMaker) connectionTerminated(c *LocalConnection, err error) {
 
 func (cm *ConnectionMaker) dialFailed(address string, err error) {
 	cm.r.stats.outboundFailed.Add(1)
+	if cm.r.ConnectionFailed != nil {
+		cm.r.ConnectionFailed(ConnectionFailure{Addr: address, Outbound: true, Dial: true, Err: err})
+	}
 	cm.do(func() bool {
 		if t := cm.targets[address]; t != nil {
 			t.state, t.lastError = targetWaiting, err

@@ -32,6 +32,14 @@ type Config struct {
 	ConnLimit int
 	// ProtocolMinVersion is the lowest version we accept (default 1).
 	ProtocolMinVersion byte
+	// ProtocolMaxVersion is the highest version we offer (default
+	// ProtocolMaxVersion). A version above ProtocolMaxVersion is version 2
+	// on the wire: offering one only tells a remote that knows the number,
+	// in the clear header and so before any key is derived, something
+	// about us (SessionPassword sees it as FieldRemoteMaxVersion). Weave
+	// Net's mesh takes the highest version both offer, so it still speaks
+	// version 2 with us.
+	ProtocolMaxVersion byte
 	// PeerDiscovery: connect to the peers our peers are connected to.
 	PeerDiscovery bool
 	// TrustedSubnets: connections with peers there leave the overlay
@@ -45,6 +53,20 @@ type Config struct {
 	// the oldest that has not yet sent its header, or failing that the
 	// oldest, is closed.
 	MaxPendingHandshakes, MaxPendingPerSource int
+	// ConnectionFailed, when set, hears of each connection that ended
+	// before its handshake completed and of each dial that failed: the
+	// counters (HandshakeStats) say how many, this says which and why. It
+	// runs on the router's goroutines and must not block.
+	ConnectionFailed func(ConnectionFailure)
+}
+
+// ConnectionFailure is a connection that failed before it joined.
+type ConnectionFailure struct {
+	// Addr is the remote's HOST:PORT (a target's as given when we dialled).
+	Addr string
+	// Outbound: we dialled. Dial: the dial itself failed (no handshake).
+	Outbound, Dial bool
+	Err            error
 }
 
 const (
@@ -92,7 +114,8 @@ type Router struct {
 	topoSet  map[PeerName]struct{}
 
 	stats routerStats
-	// maxVersion is ProtocolMaxVersion; tests lower it to speak version 1.
+	// maxVersion is the version we offer; tests lower it to speak
+	// version 1.
 	maxVersion byte
 }
 
@@ -144,7 +167,10 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 		gcNow:      make(chan struct{}, 1),
 		topoKick:   make(chan struct{}, 1),
 		topoSet:    map[PeerName]struct{}{},
-		maxVersion: ProtocolMaxVersion,
+		maxVersion: cfg.ProtocolMaxVersion,
+	}
+	if r.maxVersion == 0 {
+		r.maxVersion = ProtocolMaxVersion
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)

@@ -28,6 +28,9 @@ type Routes struct {
 	unicastAll   map[PeerName]PeerName
 	broadcast    map[PeerName][]PeerName
 	broadcastAll map[PeerName][]PeerName
+	// refreshedGen is the generation refresh last saw, if refreshed.
+	refreshed    bool
+	refreshedGen uint64
 
 	cbMu     sync.Mutex
 	onChange []func()
@@ -67,14 +70,16 @@ func (r *Routes) currentLocked() {
 	r.broadcastAll = map[PeerName][]PeerName{}
 }
 
-// refresh recomputes if needed and says whether anything was recomputed.
+// refresh recomputes if needed and says whether the topology changed since
+// the last refresh: a reader may have recomputed the tables in between,
+// and OnChange's callbacks must hear of it all the same.
 func (r *Routes) refresh() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gen := r.gen
-	valid := r.valid
 	r.currentLocked()
-	return !valid || gen != r.gen
+	changed := !r.refreshed || r.refreshedGen != r.gen
+	r.refreshed, r.refreshedGen = true, r.gen
+	return changed
 }
 
 // Unicast returns the neighbour to send to for name, over established

@@ -70,7 +70,7 @@ func NewStatus(r *Router) *Status {
 	st := &Status{
 		Protocol:           Protocol,
 		ProtocolMinVersion: int(r.protocolMinVersion()),
-		ProtocolMaxVersion: ProtocolMaxVersion,
+		ProtocolMaxVersion: int(r.maxVersion),
 		Encryption:         r.usingPassword(),
 		PeerDiscovery:      r.PeerDiscovery,
 		Name:               us.Name.String(),

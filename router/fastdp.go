@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The fast datapath: per connection, known unicast to a directly connected

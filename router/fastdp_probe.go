@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Probe frames of the fast datapath (see package fastdp): Ethernet frames

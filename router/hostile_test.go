@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/tun"
 )

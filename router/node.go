@@ -12,9 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/gossip"
 )
@@ -100,8 +99,6 @@ type Node struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	// live counts the overlay connections mesh has not yet stopped.
-	live int
 
 	subMu      sync.Mutex
 	subs       map[*subscriber]struct{}
@@ -438,55 +435,28 @@ func (n *Node) isClosed() bool {
 	return n.closed
 }
 
-// Close disconnects from every peer, stops the node's goroutines and
-// releases its ports and its Device; a new Node may listen on the same port
-// as soon as Close returns. Subscriptions' channels are closed. Close waits
-// up to closeWait for mesh to take the connections down.
-//
-// One limit, from the pinned github.com/weaveworks/mesh: each mesh router
-// runs four goroutines (its peer, peers, routes and connection-maker
-// actors) that it gives no way to stop. They stay, idle, after Close, with
-// the few kilobytes of state they hold; everything else ends. A program that
-// makes and closes nodes by the thousand should keep that in mind.
+// Close disconnects from every peer, stops the node's goroutines (the
+// mesh's included) and releases its ports and its Device; a new Node may
+// listen on the same port as soon as Close returns. Subscriptions' channels
+// are closed.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
 	return n.closeErr
 }
 
-// closeWait bounds how long Close waits for mesh to tear connections down.
-const closeWait = 5 * time.Second
-
 func (n *Node) close() error {
 	n.mu.Lock()
 	n.closed = true
-	started := n.started
 	n.mu.Unlock()
 	// Every connection's watcher now fails it (see nodeConn); no new one is
-	// accepted or prepared.
+	// prepared.
 	close(n.closing)
 	err := n.ln.Close()
-	if started {
-		// No more dialling: forget every target. Peers learnt by discovery
-		// are forgotten by mesh once their connections are gone.
-		_ = n.gossip.Mesh.ConnectionMaker.InitiateConnections(nil, true)
-		for deadline := time.Now().Add(closeWait); n.liveConnections() > 0; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				n.log.Warn("router: closing node: mesh has not stopped every connection", "left", n.liveConnections())
-				break
-			}
-		}
-	}
-	// The connections still in the handshake, and the Gate's copying for
-	// those mesh has let go of.
+	// The mesh closes every connection, stopping its overlay side, and
+	// waits for its goroutines.
 	n.gossip.Close()
 	n.wg.Wait()
 	err = errors.Join(err, n.router.Close())
 	n.closeSubscribers()
 	return err
-}
-
-func (n *Node) liveConnections() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.live
 }

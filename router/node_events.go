@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // EventKind says what an Event reports.

@@ -6,23 +6,19 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
-// How a Node sits between mesh and its Router.
+// How a Node sits between the mesh and its Router.
 //
-// The listener. mesh's Router.Start listens on the TCP port itself and never
-// closes that listener (its Stop only stops the overlay; its accept loop even
-// spins on a closed listener), so a Node that let mesh listen could never
-// give its port back. The Node therefore owns the listener, and its gossip
-// node serves it through a meshgate.Gate (package gossip says how): silent
-// connections, floods and oversized handshake frames stop there.
+// The listener. The Node owns it, and its gossip node serves it with the
+// mesh's Router.Serve, which bounds connections in their handshake (silent
+// ones, floods, oversized frames) before anything is believed; Close
+// closes it, so a Node gives its port back.
 //
-// The connections. The Router is mesh's Overlay through nodeOverlay, which
-// wraps each connection so that the Node can fail it on Close (mesh tears a
-// connection down when its overlay reports an error, and has no other public
-// way to close one) and can tell its subscribers when it is established or
-// ends.
+// The connections. The Router is the mesh's Overlay through nodeOverlay,
+// which wraps each connection so that the Node can tell its subscribers
+// when it is established or ends, and fail it with a reason of its own.
 
 // nodeOverlay is the mesh.Overlay of a Node: its Router, with each
 // connection wrapped in a nodeConn.
@@ -57,7 +53,6 @@ func (o nodeOverlay) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Ove
 		errs:              make(chan error, 1),
 		done:              make(chan struct{}),
 	}
-	n.live++
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); c.watch() }()
 	return c, nil
@@ -96,8 +91,8 @@ func (c *nodeConn) fail(err error) {
 }
 
 // watch follows the forwarder until mesh stops the connection, or fails it
-// when the Node closes. It returns then without waiting for mesh, so that
-// Close never waits on mesh's goroutines.
+// when the Node closes; it returns then, and the mesh's Close stops the
+// connection.
 func (c *nodeConn) watch() {
 	established := c.OverlayConnection.EstablishedChannel()
 	inner := c.OverlayConnection.ErrorChannel()
@@ -125,9 +120,6 @@ func (c *nodeConn) Stop() {
 	c.stopOnce.Do(func() {
 		close(c.done)
 		c.OverlayConnection.Stop()
-		c.n.mu.Lock()
-		c.n.live--
-		c.n.mu.Unlock()
 		c.mu.Lock()
 		cause := c.cause
 		c.mu.Unlock()

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/api"
 	"weavenet/gossip"
@@ -45,9 +45,9 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 		},
 	}
 	rep.Stats.Drops["handshake"] = node.HandshakeFailures()
-	// Inbound connections the mesh port's gate closed before mesh
-	// authenticated them (package meshgate).
-	gs := node.GateStats()
+	// Inbound connections the mesh closed before their handshake
+	// completed, by why.
+	gs := node.HandshakeStats()
 	rep.Stats.Drops["handshake_silent"] = gs.Silent
 	rep.Stats.Drops["handshake_not_mesh"] = gs.NotMesh
 	rep.Stats.Drops["handshake_oversize"] = gs.Oversize

@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/crypto"
 	"weavenet/tun"

@@ -1,7 +1,7 @@
 package router
 
 import (
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The router's own copy of mesh's routes. mesh keeps its tables behind

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // The classic sleeve wire format, kept byte-compatible with Weave Net 2.x so

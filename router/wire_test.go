@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 func encodeTestPacket(sender mesh.PeerName, frames ...[]byte) []byte {

@@ -11,7 +11,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/api"
 	"weavenet/ipam"

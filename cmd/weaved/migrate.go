@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 
 	"weavenet/docker"
 	"weavenet/internal/weavedb"

@@ -32,16 +32,6 @@ func Snapshot() Goroutines {
 	return out
 }
 
-// MeshActors are the goroutines each github.com/weaveworks/mesh router
-// starts and never ends (its peer, peers, routes and connection-maker
-// actors): four per router made.
-var MeshActors = []string{
-	"mesh.(*connectionMaker).queryLoop",
-	"mesh.(*localPeer).actorLoop",
-	"mesh.(*Peers).actorLoop",
-	"mesh.(*routes).run",
-}
-
 // Check fails t if goroutines started since before are still running after
 // up to wait, other than at most allowed of each kind named in allow (a
 // function name their stack contains). Goroutines that end on their own a
@@ -77,13 +67,4 @@ func (before Goroutines) Check(t testing.TB, wait time.Duration, allow map[strin
 	if len(leaked) > 0 {
 		t.Fatalf("%d goroutines outlive Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	}
-}
-
-// Mesh allows the actors of n mesh routers.
-func Mesh(n int) map[string]int {
-	allow := map[string]int{}
-	for _, fn := range MeshActors {
-		allow[fn] = n
-	}
-	return allow
 }

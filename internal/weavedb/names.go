@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Weave Net keeps its DNS names only in memory and in gossip, and every

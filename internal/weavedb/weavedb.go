@@ -28,7 +28,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // Limits on what Read accepts. Weave Net's own file is a few tens of KiB.

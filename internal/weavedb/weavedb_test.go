@@ -12,7 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/weaveworks/mesh"
+	"weavenet/mesh"
 )
 
 // writeDB makes a file laid out as Weave Net 2.8 writes it, with the
