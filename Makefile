@@ -52,22 +52,10 @@ deps: staticcheck
 staticcheck:
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-# Packages whose tests run real mesh routers in-process. The pinned mesh
-# (a 2019 snapshot) has data races in its own connection bookkeeping (its
-# route calculation reads a flag that a connection goroutine writes), so the
-# race detector would fail these tests for mesh's sake: they run without it,
-# and their mesh-free tests (codecs, crypto, receive path) run with it.
-MESH_PKGS := ./router ./gossip ./netstack
-MESH_FREE_TESTS := Decode|DeviceGivenUp|Alloc|Segment|Sealed|PutHeaders|Fuzz|Checksum|Coalesce|PlainDevice|Relayed|ConfigErrors|ListenAddresses|Spoof|UnknownPeer|RouteTable|MACTable
-
 # Lint, then every package's tests; the integration tests (real daemons in
 # network namespaces) run last, so the last lines are go test's summary.
 test: deps lint
-	@rc=0; \
-	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) -run '$(MESH_FREE_TESTS)' ./router ./netstack || rc=1; \
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(MESH_PKGS) || rc=1; \
-	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/router$$' -e '/gossip$$' -e '/netstack$$') || rc=1; \
-	exit $$rc
+	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit:
 	$(GO) test $(RACE) -count=1 -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '/integration')
