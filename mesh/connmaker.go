@@ -189,6 +189,10 @@ func (cm *ConnectionMaker) connectionTerminated(c *LocalConnection, err error) {
 
 func (cm *ConnectionMaker) dialFailed(address string, err error) {
 	cm.r.stats.outboundFailed.Add(1)
+	cm.r.logf("->[%s] error during connection attempt: %v", address, err)
+	if f := cm.r.OnConnectionError; f != nil {
+		f(address, true, err)
+	}
 	cm.do(func() bool {
 		if t := cm.targets[address]; t != nil {
 			t.state, t.lastError = targetWaiting, err
@@ -333,6 +337,10 @@ func (cm *ConnectionMaker) attempt(address string, acceptNew bool) {
 	c.run(acceptNew, time.Now().Add(handshakeTimeout), nil, func(err error) {
 		if err != nil {
 			r.stats.outboundFailed.Add(1)
+			r.logf("->[%s] connection shutting down due to error during handshake: %v", address, err)
+			if f := r.OnConnectionError; f != nil {
+				f(address, true, err)
+			}
 		}
 	})
 }

@@ -45,6 +45,13 @@ type Config struct {
 	// the oldest that has not yet sent its header, or failing that the
 	// oldest, is closed.
 	MaxPendingHandshakes, MaxPendingPerSource int
+	// OnConnectionError, when set, hears of each connection that failed
+	// before it joined: a dial, or a handshake in either direction
+	// (refused, another password, not a mesh peer). addr is the remote
+	// HOST:PORT. It runs on the router's goroutines: it must not block.
+	// Inbound failures are not logged (HandshakeStats counts them);
+	// outbound ones are, once each.
+	OnConnectionError func(addr string, outbound bool, err error)
 }
 
 const (

@@ -20,9 +20,12 @@ type Routes struct {
 	peers   *Peers
 	ourName PeerName
 
-	mu           sync.Mutex
-	gen          uint64
-	valid        bool
+	mu    sync.Mutex
+	gen   uint64
+	valid bool
+	// notified is the generation OnChange callbacks last heard of: a
+	// reader may have recomputed since, which is still news to them.
+	notified     uint64
 	g            graph
 	unicast      map[PeerName]PeerName
 	unicastAll   map[PeerName]PeerName
@@ -67,14 +70,17 @@ func (r *Routes) currentLocked() {
 	r.broadcastAll = map[PeerName][]PeerName{}
 }
 
-// refresh recomputes if needed and says whether anything was recomputed.
+// refresh recomputes if needed and says whether the routes changed since
+// the last refresh.
 func (r *Routes) refresh() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gen := r.gen
-	valid := r.valid
 	r.currentLocked()
-	return !valid || gen != r.gen
+	if r.notified == r.gen {
+		return false
+	}
+	r.notified = r.gen
+	return true
 }
 
 // Unicast returns the neighbour to send to for name, over established

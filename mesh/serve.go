@@ -128,6 +128,9 @@ func (r *Router) admit(tcp net.Conn) {
 			}
 			r.mu.Unlock()
 			r.countInbound(p, err)
+			if f := r.OnConnectionError; f != nil && err != nil {
+				f(c.remoteAddr, false, err)
+			}
 		})
 	})
 	if !ok {
