@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -92,4 +93,18 @@ func (a Addr) urlHost() string {
 		return "localhost"
 	}
 	return a.Address
+}
+
+// AddrEnv names the environment variable that tells the CLI, and weaved
+// itself, where the API is (weave's and weaved's --http-addr win over it).
+const AddrEnv = "WEAVE_HTTP_ADDR"
+
+// AddrFromEnv is the API address a client uses when nothing else names
+// one: $WEAVE_HTTP_ADDR, else DefaultAddr. The CNI plugins and weave-kube
+// follow it too, so that a weaved started with it is found.
+func AddrFromEnv() string {
+	if s := os.Getenv(AddrEnv); s != "" {
+		return s
+	}
+	return DefaultAddr
 }

@@ -66,7 +66,7 @@ func TestClientOverUnixSocket(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 
-	rep, err := NewClient("unix://"+sock).Report(ctx)
+	rep, err := NewClient("unix://" + sock).Report(ctx)
 	if err != nil || rep.Version != "test" {
 		t.Fatalf("Report over %s: %+v, %v", sock, rep, err)
 	}

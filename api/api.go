@@ -2,6 +2,8 @@
 // documents of the daemon's local HTTP API and a small client for them, and
 // the daemon's defaults and state files, which the CLI needs when no daemon
 // runs. The weave CLI renders everything it prints from these types.
+// The API is served on a Unix socket (DefaultAddr) or, when asked, on TCP;
+// ParseAddr reads the one address syntax weaved and every client share.
 //
 // Endpoints (all JSON; errors are {"error": "..."} with a 4xx/5xx status):
 //

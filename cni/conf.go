@@ -31,8 +31,9 @@ const (
 // NetConf is weave-net's configuration (one entry of a conflist).
 type NetConf struct {
 	types.PluginConf
-	// Daemon is weaved's API address, unix:///PATH or HOST:PORT (default
-	// api.DefaultAddr, unix:///var/run/weave/weaved.sock).
+	// Daemon is weaved's API address, unix:///PATH or HOST:PORT. Absent,
+	// it is $WEAVE_HTTP_ADDR if the runtime passes that on, else
+	// api.DefaultAddr (unix:///var/run/weave/weaved.sock).
 	Daemon string `json:"daemon,omitempty"`
 	// Bridge is weaved's bridge (default weave).
 	Bridge string `json:"bridge,omitempty"`
@@ -130,7 +131,7 @@ func checkCommon(pc *types.PluginConf, daemon *string, ipam *IPAMConf) error {
 		return fmt.Errorf("cniVersion: %w", err)
 	}
 	if *daemon == "" {
-		*daemon = api.DefaultAddr
+		*daemon = api.AddrFromEnv()
 	}
 	if _, err := api.ParseAddr(*daemon); err != nil {
 		return fmt.Errorf("daemon: %w (weaved's --http-addr)", err)

@@ -17,6 +17,7 @@ import (
 )
 
 func TestParseNetConfDefaults(t *testing.T) {
+	t.Setenv(api.AddrEnv, "")
 	c, err := ParseNetConf([]byte(`{"cniVersion":"1.1.0","name":"weave","type":"weave-net"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +59,7 @@ func TestParseNetConfRefuses(t *testing.T) {
 }
 
 func TestParseIPAMNetConf(t *testing.T) {
+	t.Setenv(api.AddrEnv, "")
 	c, err := ParseIPAMNetConf([]byte(`{"cniVersion":"1.0.0","name":"n","daemon":"127.0.0.1:1","ipam":{"type":"weave-ipam","daemon":"unix:///run/w/weaved.sock"}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +169,7 @@ func TestVersions(t *testing.T) {
 }
 
 func TestConflist(t *testing.T) {
+	t.Setenv(api.AddrEnv, "")
 	var l struct {
 		CNIVersion string           `json:"cniVersion"`
 		Name       string           `json:"name"`

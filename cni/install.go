@@ -36,7 +36,7 @@ type Install struct {
 // portmap plugin, which publishes pods' hostPorts.
 func Conflist(daemon string, portmap bool) []byte {
 	if daemon == "" {
-		daemon = api.DefaultAddr
+		daemon = api.AddrFromEnv()
 	}
 	plugins := []map[string]any{{"type": pluginNet, "daemon": daemon, "hairpinMode": true}}
 	if portmap {

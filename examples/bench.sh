@@ -8,16 +8,14 @@
 # weaver.xz, by default ../shared/weave-2.8.1/ beside the repository, or
 # $WEAVER_XZ, is missing).
 #
-# The fast datapath (kernel VXLAN, --datapath auto) is measured in the same
-# run against plain kernel VXLAN between the same two hosts (a bridge, a
-# VXLAN device and a veth per side, no weavenet): throughput, added RTT,
-# CPU per Gbit
-# (iperf3's own sender and receiver figures: the kernel does the work in
-# their contexts) and the 1 Gbit/s-throttled case. Every other weavenet figure is the
-# sleeve, forced with --datapath sleeve.
+# The fast datapath (kernel VXLAN, --datapath auto) is measured against
+# plain kernel VXLAN and the underlay in interleaved rounds, with medians
+# and spreads, at 1 Gbit/s and on a jumbo underlay too (bench-fastdp.sh).
+# Every other weavenet figure is the sleeve, forced with --datapath sleeve.
 #
 # Usage: sudo make bench     (or: sudo BIN=path/to/bin examples/bench.sh)
-#        QUICK=1 measures only the plain overlay against the underlay.
+#        QUICK=1 measures only the plain overlay against the underlay;
+#        FASTDP_ONLY=1 only the fast datapath (FDP_ROUNDS, FDP_PINGS).
 # Everything it creates carries a random prefix and is removed on exit.
 set -euo pipefail
 
@@ -25,6 +23,7 @@ TOOL=bench NEED="ping iperf3 awk ss"
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/bench-l3.sh"
 . "$(dirname "$0")/bench-weave.sh"
+. "$(dirname "$0")/bench-fastdp.sh"
 DURATION=${DURATION:-10}
 C1=${P}c1 C2=${P}c2
 log() { echo "bench: $*" >&2; }
@@ -50,75 +49,6 @@ up() {
 	on "$C1" ping -c 1 -W 5 10.32.0.2 >/dev/null || { log "c1 cannot reach c2"; exit 1; }
 }
 
-# measure NS_FROM NS_TO ADDR: sets m_tcp, m_rtt and m_cpu, the CPU seconds
-# iperf3 reports for its sender and receiver during the stream. On a kernel
-# path the encapsulation and the receiving side's softirq work run in their
-# contexts (a veth underlay delivers on the sending CPU), and unlike the
-# machine's total it leaves out whatever else runs on a shared machine.
-measure() {
-	m_tcp=$(tcp "$1" "$2" "$3")
-	m_cpu=$(awk -v d="$DURATION" '/"cpu_utilization_percent"/ { f = 1 } f && /"host_total"/ { gsub(/[^0-9.eE+-]/, "", $2); h = $2 } f && /"remote_total"/ { gsub(/[^0-9.eE+-]/, "", $2); r = $2; exit } END { printf "%.3f", (h + r) / 100 * d }' "$WORK/iperf-$1.json")
-	m_rtt=$(rtt "$1" "$3")
-}
-
-bench_fastdp() {
-	up
-	local i p=""
-	for i in $(seq 50); do
-		p=$(host "$H1" "$BIN/weave" report -f '{{range .Router.Connections}}{{.Datapath}}{{end}}' 2>/dev/null || true)
-		[ "$p" = fastdp ] && break
-		sleep 0.2
-	done
-	if [ "$p" != fastdp ]; then
-		log "the link did not come up on the fast datapath: $(host "$H1" "$BIN/weave" status connections 2>&1)"
-		return 1
-	fi
-	on "$C1" ping -c 3 -i 0.2 10.32.0.2 >/dev/null
-	# The underlay again, right before: on a shared machine the load
-	# drifts over a run, and the fast datapath is within a few percent
-	# of it, so its ratio is taken against this figure.
-	log "underlay TCP again, next to the fast datapath (${DURATION}s)"
-	tcp_under_fdp=$(tcp "$H1" "$H2" 192.168.200.2)
-	rtt_under_fdp=$(rtt "$H1" 192.168.200.2)
-	log "fast datapath overlay TCP (c1 -> c2, ${DURATION}s)"
-	measure "$C1" "$C2" 10.32.0.2
-	tcp_fdp=$m_tcp cpu_fdp=$m_cpu rtt_fdp=$m_rtt
-	if throttle add 2>/dev/null; then
-		log "fast datapath on a 1 Gbit/s underlay"
-		tcp_fdp_1g=$(tcp "$C1" "$C2" 10.32.0.2)
-		throttle del
-	fi
-	for ns in "$H1" "$H2"; do host "$ns" "$BIN/weave" stop >/dev/null 2>&1 || true; done
-	# Plain kernel VXLAN, set up by hand as a reference: a bridge per host
-	# with a VXLAN device (no learning, the other host as its remote) and
-	# a veth to a namespace of its own, at weavenet's MTU.
-	local n peer
-	for n in 1 2; do
-		ns=$([ $n = 1 ] && echo "$H1" || echo "$H2")
-		peer=192.168.200.$((3 - n))
-		ip netns add "${P}r$n"
-		ip -n "${P}r$n" link set lo up
-		on "$ns" ip link add vxref type vxlan id 4242 dstport 4790 remote "$peer" nolearning
-		on "$ns" ip link add brref type bridge
-		on "$ns" ip link set vxref master brref mtu 1376
-		on "$ns" ip link add vethref mtu 1376 type veth peer name eth0 mtu 1376 netns "${P}r$n"
-		on "$ns" ip link set vethref master brref
-		for dev in vxref brref vethref; do on "$ns" ip link set "$dev" up; done
-		on "${P}r$n" ip addr add 10.250.0.$n/24 dev eth0
-		on "${P}r$n" ip link set eth0 up
-	done
-	on "${P}r1" ping -c 3 -i 0.2 -W 5 10.250.0.2 >/dev/null || { log "kernel VXLAN reference does not ping"; return 1; }
-	log "plain kernel VXLAN TCP (${DURATION}s)"
-	measure "${P}r1" "${P}r2" 10.250.0.2
-	tcp_vx=$m_tcp cpu_vx=$m_cpu rtt_vx=$m_rtt
-	for n in 1 2; do
-		ns=$([ $n = 1 ] && echo "$H1" || echo "$H2")
-		on "$ns" ip link delete vxref
-		on "$ns" ip link delete brref
-		ip netns delete "${P}r$n"
-	done
-}
-
 # tcp FROM_NS TO_NS TO_ADDR: receiver-side bits per second of one stream.
 tcp() {
 	local from=$1 to=$2 addr=$3 out=$WORK/iperf-$1.json
@@ -131,6 +61,11 @@ tcp() {
 	on "$from" iperf3 -c "$addr" -t "$DURATION" -J >"$out"
 	wait "$server" || true
 	awk '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { gsub(/[^0-9.eE+-]/, "", $2); print $2; exit }' "$out"
+}
+
+# throttle add|del: tc tbf at 1 Gbit/s on both hosts' underlay egress.
+throttle() {
+	for ns in "$H1" "$H2"; do on "$ns" tc qdisc "$1" dev eth0 root tbf rate 1gbit burst 256kb latency 20ms; done
 }
 
 # cpu PATTERN: CPU seconds used so far by the processes whose command line
@@ -149,6 +84,13 @@ cpu() {
 rtt() {
 	on "$1" ping -n -q -c 20 -i 0.05 "$2" | awk -F/ '/^rtt|^round-trip/ { print $5 }'
 }
+
+if [ -n "${FASTDP_ONLY:-}" ]; then
+	# FASTDP_ONLY=1: the fast datapath's figures and bars only.
+	bench_fastdp || { log "fast datapath not measured (see above)"; exit 1; }
+	report_fastdp
+	exit 0
+fi
 
 up --datapath sleeve
 log "underlay TCP (h1 -> h2, ${DURATION}s)"
@@ -182,11 +124,8 @@ if [ -n "${QUICK:-}" ]; then
 	exit 0
 fi
 
-# The same over an underlay throttled to 1 Gbit/s (tc tbf on both hosts'
-# egress), where a real network's speed, not our CPU, is the limit.
-throttle() {
-	for ns in "$H1" "$H2"; do on "$ns" tc qdisc "$1" dev eth0 root tbf rate 1gbit burst 256kb latency 20ms; done
-}
+# The same over an underlay throttled to 1 Gbit/s, where a real network's
+# speed, not our CPU, is the limit.
 tcp_under_1g="" tcp_over_1g=""
 if throttle add 2>/dev/null; then
 	log "1 Gbit/s underlay: TCP host to host and container to container"
@@ -197,10 +136,10 @@ else
 	log "tc tbf unavailable: no throttled measurement"
 fi
 
-# The fast datapath, then plain kernel VXLAN for reference (bench_fastdp
-# sets tcp_fdp, rtt_fdp, cpu_fdp, tcp_fdp_1g, tcp_vx, rtt_vx, cpu_vx).
-tcp_fdp="" tcp_fdp_1g="" tcp_vx=""
-bench_fastdp || log "fast datapath not measured (see above)"
+# The fast datapath against plain kernel VXLAN and the underlay, interleaved
+# (bench-fastdp.sh; report_fastdp prints its figures and bars at the end).
+fdp_measured=""
+bench_fastdp && fdp_measured=1 || log "fast datapath not measured (see above)"
 
 up --password bench-secret
 log "encrypted overlay TCP (c1 -> c2, ${DURATION}s)"
@@ -293,9 +232,6 @@ echo
 echo "One TCP stream, iperf3 ${DURATION}s, two hosts (network namespaces) on a veth underlay:"
 printf "  %-44s %7s Gbit/s\n" "underlay, host to host" "$(g "$tcp_under")"
 printf "  %-44s %7s Gbit/s\n" "overlay, sleeve (--datapath sleeve)" "$(g "$tcp_over")"
-[ -n "${tcp_fdp:-}" ] && printf "  %-44s %7s Gbit/s\n" "overlay, fast datapath (kernel VXLAN)" "$(g "$tcp_fdp")"
-[ -n "${tcp_fdp:-}" ] && printf "  %-44s %7s Gbit/s\n" "  underlay again, just before it" "$(g "$tcp_under_fdp")"
-[ -n "${tcp_vx:-}" ] && printf "  %-44s %7s Gbit/s\n" "plain kernel VXLAN (reference, no weavenet)" "$(g "$tcp_vx")"
 printf "  %-44s %7s Gbit/s\n" "overlay, encrypted (AES-256-GCM)" "$(g "$tcp_enc")"
 printf "  %-44s %7s Gbit/s\n" "overlay, classic format (--weave-compat)" "$(g "$tcp_classic")"
 [ -n "$tcp_l3" ] && printf "  %-44s %7s Gbit/s\n" "L3 mode, host to host" "$tcp_l3"
@@ -326,10 +262,6 @@ awk -v c="$cpu_over" -v to="$tcp_over" -v ce="$cpu_enc" -v te="$tcp_enc" -v cw="
 	printf "  %-44s %7.2f s plain, %.2f s encrypted", "CPU (both daemons) per Gbit carried", c / (to * d / 1e9), ce / (te * d / 1e9)
 	if (tw > 0) printf ", %.2f s wireguard-go", cw / (tw * d / 1e9)
 	printf "\n"
-}'
-[ -n "${tcp_fdp:-}" ] && [ -n "${tcp_vx:-}" ] && awk -v rf="$rtt_fdp" -v rv="$rtt_vx" -v ru="$rtt_under_fdp" -v cf="$cpu_fdp" -v tf="$tcp_fdp" -v cv="$cpu_vx" -v tv="$tcp_vx" -v d="$DURATION" 'BEGIN {
-	printf "  %-44s %7.3f ms fast datapath, %.3f plain kernel VXLAN, %.3f underlay\n", "ping RTT (avg of 20)", rf, rv, ru
-	printf "  %-44s %7.2f s fast datapath, %.2f s plain kernel VXLAN\n", "CPU (iperf3 sender+receiver) per Gbit", cf / (tf * d / 1e9), cv / (tv * d / 1e9)
 }'
 echo "  IPAM: first address $first_ms ms after launching two fresh daemons (consensus of 2);" \
 	"weave attach net:default on a ready ring: $attach_ms ms (mean of $N, CLI start and veth included)"
@@ -364,28 +296,10 @@ if [ -n "$weave_measured" ]; then
 	mixbar "mixed pair >= Weave Net alone, each way" "$tcp_ww_plain" "$tcp_nw_plain" "$tcp_wn_plain"
 	mixbar "  the same with a password" "${tcp_ww_password:-}" "${tcp_nw_password:-}" "${tcp_wn_password:-}"
 fi
-if [ -n "${tcp_fdp:-}" ]; then
-	bar "fast datapath >= 75% of the underlay" "$(awk -v o="$tcp_fdp" -v u="$tcp_under_fdp" 'BEGIN { printf "%.0f%%", 100 * o / u }')" \
-		"$(awk -v o="$tcp_fdp" -v u="$tcp_under_fdp" 'BEGIN { print (o >= 0.75 * u) }')"
-	bar "fast datapath added ping RTT < 0.05 ms" "$(awk -v o="$rtt_fdp" -v u="$rtt_under_fdp" 'BEGIN { printf "+%.3f ms", o - u }')" \
-		"$(awk -v o="$rtt_fdp" -v u="$rtt_under_fdp" 'BEGIN { print (o - u < 0.05) }')"
-	[ -n "${tcp_vx:-}" ] && awk -v o="$rtt_vx" -v u="$rtt_under_fdp" 'BEGIN {
-		printf "  %-50s %16s\n", "  (plain kernel VXLAN adds, in the same run)", sprintf("+%.3f ms", o - u)
-	}'
-	[ -n "${tcp_vx:-}" ] && bar "fast datapath CPU/Gbit <= 1.2x kernel VXLAN's" "$(awk -v cf="$cpu_fdp" -v tf="$tcp_fdp" -v cv="$cpu_vx" -v tv="$tcp_vx" 'BEGIN { printf "%.2fx", (cf / tf) / (cv / tv) }')" \
-		"$(awk -v cf="$cpu_fdp" -v tf="$tcp_fdp" -v cv="$cpu_vx" -v tv="$tcp_vx" 'BEGIN { print ((cf / tf) <= 1.2 * (cv / tv)) }')"
-	[ -n "${tcp_fdp_1g:-}" ] && bar "fast datapath at 1 Gbit/s: >= 97% of it" "$(awk -v o="$tcp_fdp_1g" -v u="$tcp_under_1g" 'BEGIN { printf "%.0f%% (%.3f/%.3f)", 100 * o / u, o / 1e9, u / 1e9 }')" \
-		"$(awk -v o="$tcp_fdp_1g" -v u="$tcp_under_1g" 'BEGIN { print (o >= 0.97 * u) }')"
-	# What the headers leave: TCP payload per byte on the wire, the overlay
-	# (MTU 1376, VXLAN's 50 bytes and Ethernet's 14 around it) against
-	# the underlay's (1500).
-	[ -n "${tcp_fdp_1g:-}" ] && awk 'BEGIN {
-		printf "  %-50s %16s\n", "  (the most VXLAN at MTU 1376 can carry of it)", sprintf("%.1f%%", 100 * ((1376 - 52) / (1376 + 64)) / ((1500 - 52) / 1514))
-	}'
-fi
 bar "added ping RTT < 0.15 ms" "$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { printf "+%.3f ms", o - u }')" \
 	"$(awk -v o="$rtt_over" -v u="$rtt_under" 'BEGIN { print (o - u < 0.15) }')"
 [ -n "$rtt_echo" ] && awk -v e="$rtt_echo" -v u="$rtt_under" 'BEGIN {
 	printf "  %-50s %16s\n", "  (three userspace hops at the UDP echo'"'"'s cost)", sprintf("+%.3f ms", 3 * (e - u))
 }'
-
+[ -n "$fdp_measured" ] && report_fastdp
+exit 0

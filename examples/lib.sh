@@ -47,9 +47,11 @@ trap 'exit 130' INT TERM
 
 # host runs a command on a host: in its network namespace but in our mount
 # namespace, as on a real machine (weave run's namespaces must be visible to
-# everyone). on runs a command in a container, as ip netns exec does, with
-# its /etc/netns/NAME/resolv.conf pointing at weaveDNS.
-host() { local ns=$1; shift; nsenter --net="/var/run/netns/$ns" -- "$@"; }
+# everyone); hosts share the filesystem, so each host's weaved serves its
+# API on a socket of its own, which weave finds through WEAVE_HTTP_ADDR. on
+# runs a command in a container, as ip netns exec does, with its
+# /etc/netns/NAME/resolv.conf pointing at weaveDNS.
+host() { local ns=$1; shift; WEAVE_HTTP_ADDR="unix://$WORK/$ns.sock" nsenter --net="/var/run/netns/$ns" -- "$@"; }
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # launch HOST NICK [FLAGS...]: weave launch with this run's data dir.

@@ -76,9 +76,6 @@ type Node struct {
 	log  *slog.Logger
 	// onConnErr is Config.OnConnectionError.
 	onConnErr func(addr string, err error)
-	// outboundHandshakeFailures counts connections we dialled that failed
-	// in their handshake (inbound ones are in the mesh's HandshakeStats).
-	outboundHandshakeFailures atomic.Uint64
 	// weavenetSecret keys connections with weavenet peers, weaveSecret
 	// (nil unless PasswordKDF is KDFWeave) those with Weave Net peers.
 	weavenetSecret, weaveSecret []byte
@@ -141,7 +138,7 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 		ProtocolMaxVersion: weavenetVersion,
 		PeerDiscovery:      cfg.Discovery,
 		TrustedSubnets:     trusted,
-		ConnectionFailed:   n.connectionFailed,
+		OnConnectionError:  n.connectionFailed,
 	}
 	if pw := cfg.Password; len(pw) > 0 {
 		if len(pw) < minPasswordLen {
@@ -237,7 +234,7 @@ func (n *Node) Forget(peers []string) {
 // colliding peer; inbound and outbound.
 func (n *Node) HandshakeFailures() uint64 {
 	st := n.Mesh.HandshakeStats()
-	return st.Refused + st.Failed + n.outboundHandshakeFailures.Load()
+	return st.Refused + st.Failed + st.OutboundHandshakeFailed
 }
 
 // Status is a snapshot of the mesh: peers, connections, targets.
@@ -308,50 +305,41 @@ func peerName(configured, dataDir string) (mesh.PeerName, error) {
 	return name, nil
 }
 
-// Explain rewrites the mesh's handshake errors into what a user can act on.
-func Explain(msg string) string {
-	if strings.Contains(msg, "handshake") && (strings.Contains(msg, resetByPeer) || strings.HasSuffix(msg, ": EOF")) {
-		// The end that finds a mismatch closes the connection; the other
-		// end only sees the reset.
-		return msg + " (the peer refused us, e.g. a password mismatch: see its log)"
-	}
-	for raw, why := range explanations {
-		if strings.Contains(msg, raw) {
-			return strings.Replace(msg, raw, why, 1)
-		}
-	}
-	return msg
-}
+// Explain adds to the mesh's handshake errors what a user can act on.
+func Explain(msg string) string { return msg + refusedHint(msg) }
 
-var explanations = map[string]string{
-	"unable to decrypt TCP msg: password mismatch":           "password mismatch: the peer's handshake does not decrypt with our password (with a Weave Net peer: both need the same password, and this peer --password-kdf weave)",
-	"password specified, but peer requested an unencrypted":  "password mismatch: we have a password, the peer has none, and it asked for an unencrypted",
-	"no password specified, but peer requested an encrypted": "password mismatch: we have no password, but the peer has one and requested an encrypted",
+// refusedHint says why a handshake may have ended in a reset: the end
+// that finds a mismatch closes the connection, the other only sees that.
+func refusedHint(msg string) string {
+	if strings.Contains(msg, "handshake") && (strings.Contains(msg, resetByPeer) || strings.HasSuffix(msg, ": EOF")) {
+		return " (the peer refused us, e.g. a password mismatch: see its log)"
+	}
+	return ""
 }
 
 const resetByPeer = "connection reset by peer"
 
 // connectionFailed is the mesh's hook for connections that failed before
-// they joined: it counts, tells OnConnectionError and logs, rate-limited
-// (one line per connection is a flood under attack; the counters in the
-// report and metrics keep the totals).
-func (n *Node) connectionFailed(f mesh.ConnectionFailure) {
+// they joined: it tells OnConnectionError and logs inbound ones,
+// rate-limited (one line per connection is a flood under attack; the
+// counters in the report and metrics keep the totals). The mesh logs
+// outbound ones itself.
+func (n *Node) connectionFailed(addr string, outbound bool, err error) {
 	if n.closed.Load() {
 		return
 	}
-	var err error
-	if f.Dial {
-		err = fmt.Errorf("connect: %w", f.Err)
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		err = fmt.Errorf("connect: %w", err)
 	} else {
-		if f.Outbound {
-			n.outboundHandshakeFailures.Add(1)
-		}
-		err = errors.New(Explain(fmt.Sprint("handshake: ", f.Err)))
+		err = fmt.Errorf("handshake: %w%s", err, refusedHint(fmt.Sprint("handshake: ", err)))
 	}
 	if n.onConnErr != nil {
-		n.onConnErr(f.Addr, err)
+		n.onConnErr(addr, err)
 	}
-	n.logLimited("mesh: connection failed", "addr", f.Addr, "outbound", f.Outbound, "err", err)
+	if !outbound {
+		n.logLimited("mesh: connection refused", "addr", addr, "err", err)
+	}
 }
 
 // logLimited logs an Info line unless the rate limit holds it back.

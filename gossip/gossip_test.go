@@ -63,7 +63,7 @@ func TestValidatePeers(t *testing.T) {
 }
 
 func TestExplain(t *testing.T) {
-	got := Explain("handshake: unable to decrypt TCP msg: password mismatch")
+	got := Explain("->[1.2.3.4:6783] connection shutting down due to error during handshake: read tcp: connection reset by peer")
 	if !strings.Contains(got, "password mismatch") {
 		t.Fatalf("not explained: %q", got)
 	}

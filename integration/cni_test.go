@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"weavenet/api"
 	"weavenet/cni"
 	"weavenet/internal/testbed"
 )
@@ -256,7 +255,7 @@ func TestCNIStatusFollowsWeaved(t *testing.T) {
 	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
 	h := b.Hosts[0]
 	d := launch(t, h)
-	c := newCNIHost(t, h, buildCNI(t), cni.Conflist(api.DefaultAddr, true))
+	c := newCNIHost(t, h, buildCNI(t), cni.Conflist(h.APIAddr, true))
 	c.must(t, "status")
 
 	d.Stop()
@@ -296,7 +295,7 @@ func TestCNIGC(t *testing.T) {
 	h := b.Hosts[0]
 	launch(t, h)
 	bin := buildCNI(t)
-	conf := cni.Conflist(api.DefaultAddr, true)
+	conf := cni.Conflist(h.APIAddr, true)
 	c := newCNIHost(t, h, bin, conf)
 	var pods []*testbed.Container
 	for _, id := range []string{"gca", "gcb", "gcc"} {

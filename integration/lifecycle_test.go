@@ -46,7 +46,7 @@ func TestLaunchStopReset(t *testing.T) {
 			t.Errorf("after reset something still listens on %s:\n%s", port, socks)
 		}
 	}
-	for _, f := range []string{"ipam.db", "containers.json", "peer-name"} {
+	for _, f := range []string{"ipam.db", "containers.json", "peer-name", "weaved.sock"} {
 		if _, err := os.Stat(filepath.Join(h.DataDir, f)); err == nil {
 			t.Errorf("after reset %s is left in the data dir", f)
 		}

@@ -91,7 +91,9 @@ func TestManifest(t *testing.T) {
 			t.Errorf("volume %s: host %s mounted at %s", v.Name, v.HostPath.Path, mounts[v.Name])
 		}
 	}
-	for _, dir := range []string{"/var/lib/weave", "/opt/cni/bin", "/etc/cni/net.d"} {
+	// /var/run/weave holds weaved's API socket, which the CNI plugin on
+	// the node dials.
+	for _, dir := range []string{"/var/lib/weave", "/opt/cni/bin", "/etc/cni/net.d", "/var/run/weave"} {
 		if !slices.Contains(mounted, dir) {
 			t.Errorf("%s is not kept on the node", dir)
 		}

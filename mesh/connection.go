@@ -155,9 +155,6 @@ func (c *LocalConnection) run(acceptNewPeer bool, deadline time.Time, onHeader f
 	}
 	if err != nil {
 		c.tcp.Close()
-		if r.ConnectionFailed != nil {
-			r.ConnectionFailed(ConnectionFailure{Addr: c.remoteAddr, Outbound: c.outbound, Err: err})
-		}
 		r.connMaker.connectionTerminated(c, err)
 		return
 	}

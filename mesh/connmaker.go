@@ -189,8 +189,9 @@ func (cm *ConnectionMaker) connectionTerminated(c *LocalConnection, err error) {
 
 func (cm *ConnectionMaker) dialFailed(address string, err error) {
 	cm.r.stats.outboundFailed.Add(1)
-	if cm.r.ConnectionFailed != nil {
-		cm.r.ConnectionFailed(ConnectionFailure{Addr: address, Outbound: true, Dial: true, Err: err})
+	cm.r.logf("->[%s] error during connection attempt: %v", address, err)
+	if f := cm.r.OnConnectionError; f != nil {
+		f(address, true, err)
 	}
 	cm.do(func() bool {
 		if t := cm.targets[address]; t != nil {
@@ -336,6 +337,11 @@ func (cm *ConnectionMaker) attempt(address string, acceptNew bool) {
 	c.run(acceptNew, time.Now().Add(handshakeTimeout), nil, func(err error) {
 		if err != nil {
 			r.stats.outboundFailed.Add(1)
+			r.stats.outboundHandshakeFailed.Add(1)
+			r.logf("->[%s] connection shutting down due to error during handshake: %v", address, err)
+			if f := r.OnConnectionError; f != nil {
+				f(address, true, err)
+			}
 		}
 	})
 }

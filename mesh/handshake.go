@@ -60,9 +60,13 @@ const (
 	FieldOutbound = "_Outbound"
 )
 
+// Why a handshake with a peer of another password (or none) failed; the
+// errors a connection fails with wrap these.
 var (
-	errWantCrypto   = errors.New("password specified, but peer requested an unencrypted connection")
-	errWantNoCrypto = errors.New("no password specified, but peer requested an encrypted connection")
+	// ErrRemoteUnencrypted: we have a password, the remote has none.
+	ErrRemoteUnencrypted = errors.New("password mismatch: we have a password, the peer has none")
+	// ErrRemoteEncrypted: the remote has a password, we have none.
+	ErrRemoteEncrypted = errors.New("password mismatch: the peer has a password, we have none")
 )
 
 // Why a handshake failed, for the counters in HandshakeStats.
@@ -219,11 +223,11 @@ func (h *handshake) introV2(res *handshakeResult, pub, priv *[32]byte, known map
 	switch got[0] {
 	case 0:
 		if pub != nil {
-			return &handshakeError{failRefused, errWantCrypto}
+			return &handshakeError{failRefused, ErrRemoteUnencrypted}
 		}
 	case 1:
 		if pub == nil {
-			return &handshakeError{failRefused, errWantNoCrypto}
+			return &handshakeError{failRefused, ErrRemoteEncrypted}
 		}
 		var theirs [32]byte
 		if _, err := io.ReadFull(h.conn, theirs[:]); err != nil {
@@ -248,7 +252,7 @@ func (h *handshake) introV2(res *handshakeResult, pub, priv *[32]byte, known map
 	}
 	frame, err := r.readFrame()
 	if err != nil {
-		if errors.Is(err, errDecrypt) {
+		if errors.Is(err, ErrPasswordMismatch) {
 			return &handshakeError{failRefused, err}
 		}
 		return err
@@ -283,9 +287,9 @@ func (h *handshake) introV1(res *handshakeResult, pub, priv *[32]byte, known map
 	keyHex, hasKey := theirs["PublicKey"]
 	switch {
 	case pub == nil && hasKey:
-		return &handshakeError{failRefused, errWantNoCrypto}
+		return &handshakeError{failRefused, ErrRemoteEncrypted}
 	case pub != nil && !hasKey:
-		return &handshakeError{failRefused, errWantCrypto}
+		return &handshakeError{failRefused, ErrRemoteUnencrypted}
 	case pub != nil:
 		raw, err := hex.DecodeString(keyHex)
 		if err != nil || len(raw) != 32 {

@@ -53,20 +53,13 @@ type Config struct {
 	// the oldest that has not yet sent its header, or failing that the
 	// oldest, is closed.
 	MaxPendingHandshakes, MaxPendingPerSource int
-	// ConnectionFailed, when set, hears of each connection that ended
-	// before its handshake completed and of each dial that failed: the
-	// counters (HandshakeStats) say how many, this says which and why. It
-	// runs on the router's goroutines and must not block.
-	ConnectionFailed func(ConnectionFailure)
-}
-
-// ConnectionFailure is a connection that failed before it joined.
-type ConnectionFailure struct {
-	// Addr is the remote's HOST:PORT (a target's as given when we dialled).
-	Addr string
-	// Outbound: we dialled. Dial: the dial itself failed (no handshake).
-	Outbound, Dial bool
-	Err            error
+	// OnConnectionError, when set, hears of each connection that failed
+	// before it joined: a dial, or a handshake in either direction
+	// (refused, another password, not a mesh peer). addr is the remote
+	// HOST:PORT. It runs on the router's goroutines: it must not block.
+	// Inbound failures are not logged (HandshakeStats counts them);
+	// outbound ones are, once each.
+	OnConnectionError func(addr string, outbound bool, err error)
 }
 
 const (
@@ -563,5 +556,5 @@ func (d *topologyData) Merge(o GossipData) GossipData {
 // routerStats count what is not worth a log line each.
 type routerStats struct {
 	accepted, authenticated, silent, notMesh, oversize, timeout, evicted, refused, failed atomic.Uint64
-	outboundFailed, unknownTags, droppedGossip                                            atomic.Uint64
+	outboundFailed, outboundHandshakeFailed, unknownTags, droppedGossip                   atomic.Uint64
 }

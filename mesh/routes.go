@@ -20,17 +20,17 @@ type Routes struct {
 	peers   *Peers
 	ourName PeerName
 
-	mu           sync.Mutex
-	gen          uint64
-	valid        bool
+	mu    sync.Mutex
+	gen   uint64
+	valid bool
+	// notified is the generation OnChange callbacks last heard of: a
+	// reader may have recomputed since, which is still news to them.
+	notified     uint64
 	g            graph
 	unicast      map[PeerName]PeerName
 	unicastAll   map[PeerName]PeerName
 	broadcast    map[PeerName][]PeerName
 	broadcastAll map[PeerName][]PeerName
-	// refreshedGen is the generation refresh last saw, if refreshed.
-	refreshed    bool
-	refreshedGen uint64
 
 	cbMu     sync.Mutex
 	onChange []func()
@@ -70,16 +70,17 @@ func (r *Routes) currentLocked() {
 	r.broadcastAll = map[PeerName][]PeerName{}
 }
 
-// refresh recomputes if needed and says whether the topology changed since
-// the last refresh: a reader may have recomputed the tables in between,
-// and OnChange's callbacks must hear of it all the same.
+// refresh recomputes if needed and says whether the routes changed since
+// the last refresh.
 func (r *Routes) refresh() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.currentLocked()
-	changed := !r.refreshed || r.refreshedGen != r.gen
-	r.refreshed, r.refreshedGen = true, r.gen
-	return changed
+	if r.notified == r.gen {
+		return false
+	}
+	r.notified = r.gen
+	return true
 }
 
 // Unicast returns the neighbour to send to for name, over established

@@ -34,7 +34,9 @@ type HandshakeStats struct {
 	Evicted        uint64 // closed to make room over a cap
 	Refused        uint64 // password mismatch, refused by SessionPassword, name collision...
 	Failed         uint64 // other errors (the remote hung up...)
-	OutboundFailed uint64
+	OutboundFailed uint64 // dials and handshakes we started that failed
+	// OutboundHandshakeFailed are the handshakes among OutboundFailed.
+	OutboundHandshakeFailed uint64
 	// UnknownTags are messages with a tag we do not know (ignored);
 	// DroppedGossip are messages on channels beyond the surrogate cap.
 	UnknownTags, DroppedGossip uint64
@@ -47,7 +49,7 @@ func (r *Router) HandshakeStats() HandshakeStats {
 		Accepted: s.accepted.Load(), Authenticated: s.authenticated.Load(), Silent: s.silent.Load(),
 		NotMesh: s.notMesh.Load(), Oversize: s.oversize.Load(), Timeout: s.timeout.Load(),
 		Evicted: s.evicted.Load(), Refused: s.refused.Load(), Failed: s.failed.Load(),
-		OutboundFailed: s.outboundFailed.Load(), UnknownTags: s.unknownTags.Load(), DroppedGossip: s.droppedGossip.Load(),
+		OutboundFailed: s.outboundFailed.Load(), OutboundHandshakeFailed: s.outboundHandshakeFailed.Load(), UnknownTags: s.unknownTags.Load(), DroppedGossip: s.droppedGossip.Load(),
 	}
 }
 
@@ -128,6 +130,9 @@ func (r *Router) admit(tcp net.Conn) {
 			}
 			r.mu.Unlock()
 			r.countInbound(p, err)
+			if f := r.OnConnectionError; f != nil && err != nil {
+				f(c.remoteAddr, false, err)
+			}
 		})
 	})
 	if !ok {

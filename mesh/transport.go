@@ -171,7 +171,10 @@ type openReader struct {
 	n     *nonceSeq
 }
 
-var errDecrypt = errors.New("unable to decrypt TCP msg: password mismatch")
+// ErrPasswordMismatch: a message did not decrypt; in the handshake, the
+// peer has another password (or, with SessionPassword, derives another
+// secret).
+var ErrPasswordMismatch = errors.New("password mismatch: the peer's messages do not decrypt with our password")
 
 func (or *openReader) setLimit(n int) { or.inner.setLimit(n) }
 
@@ -182,7 +185,7 @@ func (or *openReader) readFrame() ([]byte, error) {
 	}
 	out, ok := secretbox.Open(nil, box, &or.n.nonce, or.key)
 	if !ok {
-		return nil, errDecrypt
+		return nil, ErrPasswordMismatch
 	}
 	or.n.next()
 	return out, nil

@@ -294,8 +294,8 @@ func TestWrongPasswordIsRefused(t *testing.T) {
 	waitFor(t, "refused handshakes", func() bool {
 		l := logs.String()
 		return a.node.HandshakeFailures() >= 2 &&
-			strings.Contains(l, "password mismatch: the peer's handshake does not decrypt") &&
-			strings.Contains(l, "password mismatch: we have") // a password and c none, or the reverse
+			strings.Contains(l, "password mismatch: the peer's messages do not decrypt") &&
+			(strings.Contains(l, "password mismatch: we have a password") || strings.Contains(l, "password mismatch: the peer has a password")) // a and c
 	}, func() string {
 		return fmt.Sprintf("handshake failures at a: %d; logs of a and c:\n%s", a.node.HandshakeFailures(), logs.String())
 	})

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -90,7 +91,7 @@ func run(argv []string, stdout io.Writer) error {
 		return err
 	}
 	if !*noCNI {
-		in := cni.Install{SrcDir: filepath.Dir(self), BinDir: *binDir, ConfDir: *confDir, Daemon: api.DefaultAddr}
+		in := cni.Install{SrcDir: filepath.Dir(self), BinDir: *binDir, ConfDir: *confDir, Daemon: weavedAPIAddr(fs.Args())}
 		if err := in.Run(); err != nil {
 			return err
 		}
@@ -107,6 +108,26 @@ func run(argv []string, stdout io.Writer) error {
 	full := append([]string{bin}, append(args, fs.Args()...)...)
 	fmt.Fprintf(os.Stderr, "weave-kube: %d nodes, pod range %v (%s); exec %v\n", l.Peers.Nodes, l.Range, l.Source, full)
 	return syscall.Exec(bin, full, os.Environ())
+}
+
+// weavedAPIAddr is where the weaved started with args will serve its API,
+// which the conflist must name: its --http-addr, else what weaved itself
+// falls back to.
+func weavedAPIAddr(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, name := range []string{"--http-addr", "-http-addr"} {
+			if a == name && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v
+			}
+		}
+	}
+	return api.AddrFromEnv()
 }
 
 func restConfig(url string) (*rest.Config, error) {

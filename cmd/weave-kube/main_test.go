@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"weavenet/api"
 )
 
 // weave-kube args against a fake API server serving a NodeList: the flags
@@ -42,5 +44,28 @@ func TestArgsAgainstFakeAPI(t *testing.T) {
 	}
 	if err := run([]string{"args", "--kube-api", srv.URL, "--ipalloc-range", "nonsense"}, &out); err == nil {
 		t.Error("a bad --ipalloc-range is accepted")
+	}
+}
+
+// The conflist names the API address weaved is given, else weaved's own
+// fallback.
+func TestWeavedAPIAddr(t *testing.T) {
+	t.Setenv(api.AddrEnv, "")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, api.DefaultAddr},
+		{[]string{"--data-dir=/x", "--http-addr=127.0.0.1:6784"}, "127.0.0.1:6784"},
+		{[]string{"--http-addr", "unix:///run/w.sock", "peer"}, "unix:///run/w.sock"},
+		{[]string{"--", "--http-addr=127.0.0.1:1"}, api.DefaultAddr},
+	} {
+		if got := weavedAPIAddr(c.args); got != c.want {
+			t.Errorf("%v: %q, want %q", c.args, got, c.want)
+		}
+	}
+	t.Setenv(api.AddrEnv, "unix:///tmp/h1/weaved.sock")
+	if got := weavedAPIAddr(nil); got != "unix:///tmp/h1/weaved.sock" {
+		t.Errorf("with %s set: %q", api.AddrEnv, got)
 	}
 }

@@ -32,7 +32,7 @@ func setup(args []string) error {
 	in := cni.Install{}
 	fs.StringVar(&in.BinDir, "cni-bin-dir", cni.DefaultBinDir, "where the runtime finds CNI plugins")
 	fs.StringVar(&in.ConfDir, "cni-conf-dir", cni.DefaultConfDir, "where the runtime finds network configurations ("+cni.ConflistName+" is written there)")
-	fs.StringVar(&in.Daemon, "daemon", api.DefaultAddr, "weaved's API address, written into the conflist")
+	fs.StringVar(&in.Daemon, "daemon", api.AddrFromEnv(), "weaved's API address (--http-addr), written into the conflist")
 	fs.BoolVar(&in.NoPortmap, "no-portmap", false, "leave the portmap plugin (hostPort) out of the chain")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -36,7 +36,7 @@ func app() *cli.Command {
 		Usage:   "run and inspect a weavenet container network",
 		Version: api.Version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "address of the local weaved API: unix:///PATH or HOST:PORT, as weaved's --http-addr", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+			&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "address of the local weaved API: unix:///PATH or HOST:PORT, as weaved's --http-addr", Sources: cli.EnvVars(api.AddrEnv)},
 		},
 		OnUsageError: usageError,
 		Commands: []*cli.Command{

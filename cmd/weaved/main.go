@@ -56,7 +56,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "bridge", Value: api.DefaultBridge, Usage: "bridge that containers plug into"},
 		&cli.IntFlag{Name: "mtu", Value: router.DefaultMTU, Usage: "MTU of the bridge and of containers' interfaces"},
 		&cli.StringFlag{Name: "data-dir", Value: api.DefaultDataDir, Usage: "where persisted state lives (two daemons on one machine need two)"},
-		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to: unix:///PATH (a socket only this user can use) or HOST:PORT (TCP: any local user can)", Sources: cli.EnvVars("WEAVE_HTTP_ADDR")},
+		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to: unix:///PATH (a socket only this user can use) or HOST:PORT (TCP: any local user can)", Sources: cli.EnvVars(api.AddrEnv)},
 		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
 		&cli.StringFlag{Name: "password-kdf", Value: gossip.KDFArgon2id, Usage: "how the password keys connections: argon2id (memory-hard, slow to guess) or weave (Weave Net 2.x's single SHA-256, fast to guess; needed only while Weave Net peers share the network); the same on every peer"},

@@ -50,7 +50,7 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if args[0] == "owners" {
-		owners, err := api.NewClient(api.DefaultAddr).IPAMOwners(ctx, cni.OwnerPrefix)
+		owners, err := api.NewClient(api.AddrFromEnv()).IPAMOwners(ctx, cni.OwnerPrefix)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -67,6 +68,7 @@ type NS struct {
 	// they are when a user runs it on a real host; ip netns exec would
 	// confine them to a private mount namespace.
 	keepMounts bool
+	env        []string // added to the environment of every command
 }
 
 func (n *NS) String() string { return n.Name }
@@ -80,6 +82,9 @@ func (n *NS) command(ctx context.Context, args []string) *exec.Cmd {
 		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
 	} else {
 		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	}
+	if len(n.env) > 0 {
+		cmd.Env = append(os.Environ(), n.env...)
 	}
 	// A command may leave children holding our pipes (weave launch does):
 	// stop waiting for them shortly after the command itself has exited.

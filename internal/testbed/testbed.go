@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"weavenet/api"
 )
 
 // Topology says how the hosts of a bed are joined.
@@ -64,6 +66,11 @@ type Host struct {
 	Addrs   []netip.Addr // every underlay address (two for a middle host of a Line)
 	Nets    []netip.Prefix
 	DataDir string // passed to weaved as --data-dir
+	// APIAddr is where this host's weaved serves its API: a socket in
+	// DataDir. Hosts share the filesystem, so the machine's default socket
+	// would be everyone's. Every command run on the host has it as
+	// WEAVE_HTTP_ADDR, which weaved, weave and the CNI plugins follow.
+	APIAddr string
 	Bed     *Bed
 
 	daemon *Daemon // the last one StartWeaved started
@@ -100,8 +107,9 @@ func New(t testing.TB, opts Options) *Bed {
 
 	for i := 1; i <= opts.Hosts; i++ {
 		h := &Host{Name: fmt.Sprintf("h%d", i), Bed: b}
-		h.NS = NS{Name: b.Prefix + h.Name, keepMounts: true}
 		h.DataDir = filepath.Join(dir, h.Name)
+		h.APIAddr = "unix://" + filepath.Join(h.DataDir, "weaved.sock")
+		h.NS = NS{Name: b.Prefix + h.Name, keepMounts: true, env: []string{api.AddrEnv + "=" + h.APIAddr}}
 		if err := os.MkdirAll(h.DataDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
