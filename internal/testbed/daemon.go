@@ -229,6 +229,7 @@ type ConnReport struct {
 	Info      string
 	Transport string
 	MTU       int
+	Encrypted bool
 }
 
 // PeerReport is one peer of the topology.
