@@ -319,11 +319,21 @@ func refusedHint(msg string) string {
 
 const resetByPeer = "connection reset by peer"
 
+func passwordRefusal(err error) bool {
+	for _, e := range []error{mesh.ErrPasswordMismatch, mesh.ErrRemoteEncrypted, mesh.ErrRemoteUnencrypted, ErrWeaveNetPeer} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // connectionFailed is the mesh's hook for connections that failed before
-// they joined: it tells OnConnectionError and logs inbound ones,
-// rate-limited (one line per connection is a flood under attack; the
-// counters in the report and metrics keep the totals). The mesh logs
-// outbound ones itself.
+// they joined: it tells OnConnectionError. The mesh logs outbound ones
+// itself and counts inbound ones (HandshakeStats); of those, the refusals
+// an operator must act on (another password, or none, or a Weave Net peer
+// under KDFArgon2id) are logged too, rate-limited: one line per
+// connection would be a flood under attack.
 func (n *Node) connectionFailed(addr string, outbound bool, err error) {
 	if n.closed.Load() {
 		return
@@ -337,7 +347,7 @@ func (n *Node) connectionFailed(addr string, outbound bool, err error) {
 	if n.onConnErr != nil {
 		n.onConnErr(addr, err)
 	}
-	if !outbound {
+	if !outbound && passwordRefusal(err) {
 		n.logLimited("mesh: connection refused", "addr", addr, "err", err)
 	}
 }

@@ -132,3 +132,47 @@ func TestPasswordPerConnection(t *testing.T) {
 	b.Close()
 	before.Check(t, 10*time.Second, nil)
 }
+
+// A peer we dial gets the same bounds as one that dials us: a handshake
+// frame announcing 10 MB ends the connection at once, in protocol
+// versions 1 and 2.
+func TestOutboundHandshakeIsBounded(t *testing.T) {
+	before := leakcheck.Snapshot()
+	n, err := New(Config{Name: "02:00:00:00:0b:01", NickName: "n", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, hello := range [][]byte{
+		{'w', 'e', 'a', 'v', 'e', 1, 2, 0, 0x00, 0xa0, 0x00, 0x00}, // v2: no crypto, then a 10 MB frame
+		{'w', 'e', 'a', 'v', 'e', 1, 1, 0xfc, 0x00, 0xa0, 0x00, 0x00}, // v1: a 10 MB gob message
+	} {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan time.Duration, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			start := time.Now()
+			_, _ = c.Write(hello)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.Copy(io.Discard, c)
+			closed <- time.Since(start)
+		}()
+		if err := n.Connect([]string{ln.Addr().String()}, false); err != nil {
+			t.Fatal(err)
+		}
+		if d := <-closed; d >= 5*time.Second {
+			t.Fatalf("hello %d: the connection was held open", i)
+		}
+		n.Forget([]string{ln.Addr().String()})
+		ln.Close()
+		waitUntil(t, "counted", func() bool { return n.HandshakeStats().OutboundHandshakeFailed == uint64(i+1) })
+	}
+	n.Close()
+	before.Check(t, 10*time.Second, nil)
+}
