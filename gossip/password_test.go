@@ -143,7 +143,7 @@ func TestOutboundHandshakeIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, hello := range [][]byte{
-		{'w', 'e', 'a', 'v', 'e', 1, 2, 0, 0x00, 0xa0, 0x00, 0x00}, // v2: no crypto, then a 10 MB frame
+		{'w', 'e', 'a', 'v', 'e', 1, 2, 0, 0x00, 0xa0, 0x00, 0x00},    // v2: no crypto, then a 10 MB frame
 		{'w', 'e', 'a', 'v', 'e', 1, 1, 0xfc, 0x00, 0xa0, 0x00, 0x00}, // v1: a 10 MB gob message
 	} {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
