@@ -207,9 +207,9 @@ type Stats struct {
 	FramesIn, FramesOut, BytesIn, BytesOut uint64
 	// Drops counts frames and datagrams dropped, by reason: malformed,
 	// unknown_peer, no_route, no_contact, too_big, unsegmentable, device, send,
-	// handshake (TCP connections refused during the mesh handshake), and the
-	// inbound connections the mesh port's gate closed before their handshake
-	// completed: handshake_silent (no protocol header within 2.5 s),
+	// handshake (TCP connections refused during the mesh handshake: another
+	// password, a peer that hung up), and the inbound connections the mesh
+	// closed before their handshake completed: handshake_silent (no protocol header within 2.5 s),
 	// handshake_not_mesh, handshake_oversize (a handshake frame over 64 KiB),
 	// handshake_timeout (not authenticated within 10 s) and
 	// handshake_evicted (over the caps on connections in the handshake);
