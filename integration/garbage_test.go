@@ -47,8 +47,8 @@ func TestGarbageDoesNotDisturb(t *testing.T) {
 		}
 		last = r.Router.Stats
 		d := last.Drops
-		// Refused handshakes are counted by reason: handshake (mesh's own
-		// failures) and handshake_* (refused before mesh saw them).
+		// Refused handshakes are counted by reason: handshake (refused,
+		// another password, hung up) and handshake_* (silent, not mesh...).
 		handshakes := uint64(0)
 		for k, n := range d {
 			if strings.HasPrefix(k, "handshake") {
