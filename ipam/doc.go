@@ -1,7 +1,7 @@
 // Package ipam allocates container addresses with no central store: the
 // allocation range (--ipalloc-range, default 10.32.0.0/12) is a ring of
-// pieces, each owned by one peer, replicated by gossip over
-// github.com/weaveworks/mesh. A peer hands out addresses only from its own
+// pieces, each owned by one peer, replicated by gossip over weavenet/mesh
+// (the Weave mesh protocol). A peer hands out addresses only from its own
 // pieces, so an address is never given twice, even across a partition.
 //
 // # Design

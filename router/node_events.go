@@ -96,7 +96,7 @@ type subscriber struct {
 //
 // Peer events come from mesh's route and garbage-collection hooks, checked
 // every second as well; connection events from the node's own hooks on
-// each connection and on mesh's log of failed attempts.
+// each connection and on mesh's hook for failed attempts.
 func (n *Node) Subscribe(ctx context.Context) <-chan Event {
 	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	n.subMu.Lock()
@@ -162,8 +162,8 @@ func (n *Node) connectionError(addr string, err error) {
 	n.note(Event{Kind: ConnectionFailed, Addr: addr, Err: err})
 }
 
-// signalPeers tells the event loop to look at the peers again. It runs in
-// mesh's actors, under their locks: it must not block.
+// signalPeers tells the event loop to look at the peers again. It runs on
+// mesh's goroutine: it must not block.
 func (n *Node) signalPeers() {
 	select {
 	case n.peersChanged <- struct{}{}:

@@ -4,11 +4,10 @@ import (
 	"weavenet/mesh"
 )
 
-// The router's own copy of mesh's routes. mesh keeps its tables behind
-// locks, and computes a peer's broadcast tree on first use on its route
-// goroutine, which the caller waits for; a datagram naming a made-up peer
-// would thus make the receive loop wait on mesh (and grow mesh's cache by
-// one entry per name). Instead routeLoop rebuilds an immutable table
+// The router's own copy of mesh's routes. mesh keeps its tables behind a
+// lock, and computes them, and a peer's broadcast tree, on first use after
+// a topology change; a datagram naming a made-up peer would thus make the
+// receive loop wait on mesh (and grow mesh's cache by one entry per name). Instead routeLoop rebuilds an immutable table
 // whenever mesh recalculates its routes or forgets a peer, and the
 // forwarding loops read it through an atomic pointer: no lock, no wait.
 
@@ -39,7 +38,7 @@ func buildRoutes(peers []mesh.PeerName, unicast func(mesh.PeerName) (mesh.PeerNa
 }
 
 // routesChanged asks routeLoop for a new table. It never blocks: mesh calls
-// it from its route goroutine, which routeLoop's own questions wait for.
+// it from its own goroutine.
 func (r *Router) routesChanged() {
 	select {
 	case r.routesDirty <- struct{}{}:
