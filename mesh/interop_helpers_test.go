@@ -150,11 +150,6 @@ type ourPeer struct {
 	rx   *received
 }
 
-func startOurs(t *testing.T, name PeerName, password []byte) *ourPeer {
-	t.Helper()
-	return startOursCfg(t, name, Config{Password: password, ConnLimit: 64, PeerDiscovery: true})
-}
-
 func startOursCfg(t *testing.T, name PeerName, cfg Config, tweaks ...func(*Router)) *ourPeer {
 	t.Helper()
 	r, err := NewRouter(cfg, name, "ours-"+name.String(), nil, quietLog{})
