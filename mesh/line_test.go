@@ -16,6 +16,7 @@ type node interface {
 	unicast(to PeerName, s string) error
 	inbox() *received
 	sees(PeerName) bool
+	broadcastHops(src PeerName) int
 }
 
 func (p *ourPeer) peerName() PeerName { return p.r.Ourself.Name }
@@ -95,6 +96,75 @@ func TestLine(t *testing.T) {
 				for j, x := range ns {
 					if n := x.inbox().count(msg); n > 1 {
 						t.Errorf("%s reached peer %d %d times", msg, j, n)
+					}
+				}
+			}
+			for _, x := range ns {
+				if o, ok := x.(*ourPeer); ok {
+					o.r.Close()
+				}
+			}
+			checkNoLeaks(t)
+		})
+	}
+}
+
+func (p *ourPeer) broadcastHops(src PeerName) int { return len(p.r.Routes.BroadcastAll(src)) }
+func (p *refPeer) broadcastHops(src PeerName) int {
+	return len(p.r.Routes.BroadcastAll(ref.PeerName(src)))
+}
+
+// TestFullMeshBroadcastOnce: four peers, ours and the reference
+// alternating, find each other by discovery; once their broadcast trees
+// agree (each source's tree has n-1 edges), a broadcast from each peer
+// reaches every other exactly once.
+func TestFullMeshBroadcastOnce(t *testing.T) {
+	for _, kinds := range []string{"oooo", "oror"} {
+		t.Run(kinds, func(t *testing.T) {
+			var ns []node
+			for i, k := range kinds {
+				name := PeerName(0x0f1000000000 + uint64(i+1))
+				if k == 'o' {
+					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64, PeerDiscovery: true}))
+				} else {
+					ns = append(ns, startRefCfg(t, name, nil, true))
+				}
+			}
+			for _, x := range ns[1:] {
+				x.connect(ns[0].address())
+			}
+			eventually(t, "agreed spanning trees", func() bool {
+				for _, src := range ns {
+					edges := 0
+					for _, x := range ns {
+						if !x.sees(src.peerName()) {
+							return false
+						}
+						edges += x.broadcastHops(src.peerName())
+					}
+					if edges != len(ns)-1 {
+						return false
+					}
+				}
+				return true
+			})
+			for i, src := range ns {
+				src.broadcast(fmt.Sprintf("from-%d", i))
+			}
+			eventually(t, "all broadcasts", func() bool {
+				for i := range ns {
+					for j, x := range ns {
+						if i != j && !x.inbox().has(fmt.Sprintf("from-%d", i)) {
+							return false
+						}
+					}
+				}
+				return true
+			})
+			for i := range ns {
+				for j, x := range ns {
+					if n := x.inbox().count(fmt.Sprintf("from-%d", i)); i != j && n != 1 {
+						t.Errorf("the broadcast from %d reached %d %d times", i, j, n)
 					}
 				}
 			}
