@@ -14,6 +14,7 @@ type node interface {
 	connect(addr string)
 	broadcast(s string)
 	unicast(to PeerName, s string) error
+	gossip(s string)
 	inbox() *received
 	sees(PeerName) bool
 	broadcastHops(src PeerName) int
@@ -25,6 +26,7 @@ func (p *ourPeer) connect(addr string) {
 	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
 }
 func (p *ourPeer) broadcast(s string) { p.g.GossipBroadcast(setData{s}) }
+func (p *ourPeer) gossip(s string)    { p.g.GossipNeighbourSubset(setData{s}) }
 func (p *ourPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(to, []byte(s))
 }
@@ -36,6 +38,7 @@ func (p *refPeer) connect(addr string) {
 	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
 }
 func (p *refPeer) broadcast(s string) { p.g.GossipBroadcast(refData{s}) }
+func (p *refPeer) gossip(s string)    { p.g.GossipNeighbourSubset(refData{s}) }
 func (p *refPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(ref.PeerName(to), []byte(s))
 }
@@ -53,7 +56,7 @@ func TestLine(t *testing.T) {
 				if k == 'o' {
 					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64}))
 				} else {
-					ns = append(ns, startRefCfg(t, name, nil, false))
+					ns = append(ns, startRefNode(t, name, nil, false))
 				}
 			}
 			a, b, c := ns[0], ns[1], ns[2]
@@ -127,7 +130,7 @@ func TestFullMeshBroadcastOnce(t *testing.T) {
 				if k == 'o' {
 					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64, PeerDiscovery: true}))
 				} else {
-					ns = append(ns, startRefCfg(t, name, nil, true))
+					ns = append(ns, startRefNode(t, name, nil, true))
 				}
 			}
 			for _, x := range ns[1:] {
