@@ -176,8 +176,10 @@ func (h *handshake) exchangeHeader() (byte, error) {
 	if _, err := h.conn.Write(ours); err != nil {
 		return 0, classify(err, failOther)
 	}
+	// Inbound, the header must come quickly: that is what tells a peer
+	// from a silent connection. Outbound, a busy remote may accept late.
 	hd := h.deadline
-	if d := time.Now().Add(headerTimeout); d.Before(hd) {
+	if d := time.Now().Add(headerTimeout); !h.outbound && d.Before(hd) {
 		hd = d
 	}
 	if err := h.conn.SetReadDeadline(hd); err != nil {
