@@ -37,6 +37,10 @@ const (
 	// ProtocolMaxVersion is the highest protocol version we speak.
 	ProtocolMaxVersion = 2
 
+	// weavenetVersion is version 2's wire format, offered only between
+	// weavenet peers (Config.AdvertiseWeavenet).
+	weavenetVersion = 3
+
 	headerTimeout     = 2500 * time.Millisecond
 	handshakeTimeout  = 10 * time.Second
 	maxHandshakeFrame = 64 << 10

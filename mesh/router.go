@@ -32,6 +32,14 @@ type Config struct {
 	ConnLimit int
 	// ProtocolMinVersion is the lowest version we accept (default 1).
 	ProtocolMinVersion byte
+	// AdvertiseWeavenet offers protocol version 3, a weavenet extension
+	// with version 2's wire format: a mesh or Weave Net peer settles on 2,
+	// two weavenet peers on 3. The version is agreed in clear before any
+	// key, so SessionPassword can tell (FieldProtocolVersion) whether the
+	// remote is a weavenet peer and pick the derivation. An attacker in
+	// the path can rewrite it to 2: a hook that wants weavenet's
+	// derivation only should refuse version 2.
+	AdvertiseWeavenet bool
 	// PeerDiscovery: connect to the peers our peers are connected to.
 	PeerDiscovery bool
 	// TrustedSubnets: connections with peers there leave the overlay
@@ -99,7 +107,8 @@ type Router struct {
 	topoSet  map[PeerName]struct{}
 
 	stats routerStats
-	// maxVersion is ProtocolMaxVersion; tests lower it to speak version 1.
+	// maxVersion is the highest version we offer: ProtocolMaxVersion, or
+	// 3 with AdvertiseWeavenet; tests lower it to speak version 1.
 	maxVersion byte
 }
 
@@ -152,6 +161,9 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 		topoKick:   make(chan struct{}, 1),
 		topoSet:    map[PeerName]struct{}{},
 		maxVersion: ProtocolMaxVersion,
+	}
+	if cfg.AdvertiseWeavenet {
+		r.maxVersion = weavenetVersion
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)
