@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -56,9 +57,9 @@ func TestClientOverUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var host string
+	var host atomic.Value // string
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host = r.Host
+		host.Store(r.Host)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"Version":"test"}`))
 	})}
@@ -70,8 +71,8 @@ func TestClientOverUnixSocket(t *testing.T) {
 	if err != nil || rep.Version != "test" {
 		t.Fatalf("Report over %s: %+v, %v", sock, rep, err)
 	}
-	if host != "localhost" {
-		t.Errorf("Host %q, want localhost", host)
+	if h, _ := host.Load().(string); h != "localhost" {
+		t.Errorf("Host %q, want localhost", h)
 	}
 	if _, err := NewClient("unix://" + sock + ".gone").Report(ctx); !errors.Is(err, ErrNoDaemon) {
 		t.Errorf("no socket: %v, want ErrNoDaemon", err)

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,11 +86,11 @@ type Node struct {
 	logLimit logLimiter
 }
 
-// weavenetVersion is the protocol version weavenet offers. It is version 2
-// on the wire; offering it tells a weavenet peer, in the clear header, that
-// we key with the stretched password, before either end derives a key.
-// Weave Net's mesh takes the highest version both offer, 2.
-const weavenetVersion = 3
+// weavenetVersion is the protocol version two weavenet peers settle on
+// (mesh.Config.AdvertiseWeavenet): version 2 on the wire, agreed in the
+// clear header before either end derives a key, so that both key with the
+// stretched password. Weave Net's mesh settles on 2.
+const weavenetVersion = "3"
 
 // ErrWeaveNetPeer refuses a Weave Net peer when PasswordKDF is KDFArgon2id.
 var ErrWeaveNetPeer = errors.New("the peer offers Weave Net's protocol, not weavenet's: it knows only Weave's password derivation, which this peer refuses (to connect with Weave Net 2.x peers, start weavenet with --password-kdf weave)")
@@ -135,7 +134,7 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 		Port:               cfg.Port,
 		ConnLimit:          connLimit,
 		ProtocolMinVersion: mesh.ProtocolMinVersion,
-		ProtocolMaxVersion: weavenetVersion,
+		AdvertiseWeavenet:  true,
 		PeerDiscovery:      cfg.Discovery,
 		TrustedSubnets:     trusted,
 		OnConnectionError:  n.connectionFailed,
@@ -163,10 +162,10 @@ func New(cfg Config, overlay mesh.Overlay) (*Node, error) {
 }
 
 // sessionPassword is the mesh's per-connection secret: the stretched
-// password with a peer that offers weavenet's version, the password as
-// Weave Net uses it with one that does not, if PasswordKDF allows.
+// password with a weavenet peer, the password as Weave Net uses it with
+// another, if PasswordKDF allows.
 func (n *Node) sessionPassword(remote map[string]string) ([]byte, error) {
-	if v, err := strconv.Atoi(remote[mesh.FieldRemoteMaxVersion]); err == nil && v >= weavenetVersion {
+	if remote[mesh.FieldProtocolVersion] == weavenetVersion {
 		return n.weavenetSecret, nil
 	}
 	if n.weaveSecret != nil {

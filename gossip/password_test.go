@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -104,8 +105,8 @@ func TestPasswordPerConnection(t *testing.T) {
 	waitUntil(t, "weavenet peers of different PasswordKDF connect", func() bool {
 		return sees(a.Mesh, b.Name) && sees(b.Mesh, a.Name)
 	})
-	if st := a.Status(); st.ProtocolMaxVersion != weavenetVersion {
-		t.Errorf("a offers protocol version %d, want %d", st.ProtocolMaxVersion, weavenetVersion)
+	if st := a.Status(); fmt.Sprint(st.ProtocolMaxVersion) != weavenetVersion {
+		t.Errorf("a offers protocol version %d, want %s", st.ProtocolMaxVersion, weavenetVersion)
 	}
 
 	w := weaveNetPeer(t, "02:00:00:00:0a:03")

@@ -185,7 +185,12 @@ func (a *Allocator) tick() {
 	now := a.now()
 	if a.wantRing && !a.ring.ready() {
 		if a.paxos != nil {
-			if now.Sub(a.proposed) >= retryAfter {
+			// Re-propose only once the consensus has stalled, not
+			// merely because our own proposal is old: with many peers
+			// asking at once, each outbidding the others every
+			// retryAfter kept any ballot from gathering its promises
+			// (50 peers never agreed within 3 minutes).
+			if now.Sub(a.proposed) >= retryAfter && now.Sub(a.moved) >= retryAfter {
 				a.propose(now)
 			} else if a.paxos.step(a.quorumOK()) {
 				a.paxosChanged()

@@ -95,6 +95,7 @@ type Allocator struct {
 	closed    bool
 	wantRing  bool // a local request waits for the ring
 	proposed  time.Time
+	moved     time.Time // gossip last changed the consensus state: a proposal progresses
 	askedRing time.Time
 	spaceReqs map[netip.Prefix]*spaceRequest
 	claimReqs map[netip.Addr]*claimRequest

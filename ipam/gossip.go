@@ -203,6 +203,7 @@ func (a *Allocator) mergeState(st *gossipState) (bool, error) {
 	if a.paxos != nil && !a.ring.ready() && len(st.paxos) > 0 {
 		if a.paxos.state.merge(st.paxos) {
 			learned = true
+			a.moved = a.now()
 		}
 		joined := a.paxos.join()
 		if a.paxos.step(a.quorumOK()) || joined {

@@ -37,6 +37,10 @@ const (
 	// ProtocolMaxVersion is the highest protocol version we speak.
 	ProtocolMaxVersion = 2
 
+	// weavenetVersion is version 2's wire format, offered only between
+	// weavenet peers (Config.AdvertiseWeavenet).
+	weavenetVersion = 3
+
 	headerTimeout     = 2500 * time.Millisecond
 	handshakeTimeout  = 10 * time.Second
 	maxHandshakeFrame = 64 << 10
@@ -176,8 +180,10 @@ func (h *handshake) exchangeHeader() (byte, error) {
 	if _, err := h.conn.Write(ours); err != nil {
 		return 0, classify(err, failOther)
 	}
+	// Inbound, the header must come quickly: that is what tells a peer
+	// from a silent connection. Outbound, a busy remote may accept late.
 	hd := h.deadline
-	if d := time.Now().Add(headerTimeout); d.Before(hd) {
+	if d := time.Now().Add(headerTimeout); !h.outbound && d.Before(hd) {
 		hd = d
 	}
 	if err := h.conn.SetReadDeadline(hd); err != nil {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -128,5 +130,63 @@ func TestCloseMidHandshake(t *testing.T) {
 	if !closedSoon(c, time.Second) {
 		t.Fatal("the connection in its handshake is still open")
 	}
+	checkNoLeaks(t)
+}
+
+// 200 connections announcing 10 MB handshake frames and sending 1 MB each
+// leave the heap about where it was: lengths are checked before anything
+// is allocated. (Issue 17 measured 3.76 GB for 400 such against mesh.)
+func TestHandshakeFloodMemory(t *testing.T) {
+	p := startOursCfg(t, 0x0f0000000006, Config{Password: []byte("x"), MaxPendingPerSource: 256, MaxPendingHandshakes: 512})
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	junk := make([]byte, 1<<20)
+	var wg sync.WaitGroup
+	conns := make([]net.Conn, 200)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				return
+			}
+			conns[i] = c
+			msg := []byte("weave\x01\x02\x01")
+			msg = append(msg, make([]byte, 32)...)
+			if i%2 == 1 {
+				msg = []byte("weave\x01\x01\xfc\x00\xa0\x00\x00") // v1: a gob length
+			} else {
+				msg = binary.BigEndian.AppendUint32(msg, 10<<20)
+			}
+			c.Write(msg)
+			c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			c.Write(junk)
+		}()
+	}
+	wg.Wait()
+	eventually(t, "all refused", func() bool {
+		s := p.r.HandshakeStats()
+		return s.Oversize+s.Failed+s.Evicted+s.NotMesh+s.Refused+s.Timeout >= 200
+	})
+	if s := p.r.HandshakeStats(); s.Oversize < 190 {
+		t.Errorf("few oversize refusals: %+v", s)
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("heap in use grew by %d KiB over 200 oversize handshakes; stats %+v", grew>>10, p.r.HandshakeStats())
+	if grew > 64<<20 {
+		t.Errorf("the heap grew by %d MiB", grew>>20)
+	}
+	p.r.Close()
 	checkNoLeaks(t)
 }

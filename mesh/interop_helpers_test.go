@@ -150,11 +150,6 @@ type ourPeer struct {
 	rx   *received
 }
 
-func startOurs(t *testing.T, name PeerName, password []byte) *ourPeer {
-	t.Helper()
-	return startOursCfg(t, name, Config{Password: password, ConnLimit: 64, PeerDiscovery: true})
-}
-
 func startOursCfg(t *testing.T, name PeerName, cfg Config, tweaks ...func(*Router)) *ourPeer {
 	t.Helper()
 	r, err := NewRouter(cfg, name, "ours-"+name.String(), nil, quietLog{})
@@ -197,34 +192,33 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startRef(t *testing.T, name PeerName, password []byte) *refPeer {
-	t.Helper()
-	return startRefCfg(t, name, password, true)
-}
-
-func needRef(t *testing.T) {
+// startRefNode starts a reference peer: in this process, or under the race
+// detector in a child process (refproc_test.go).
+func startRefNode(t *testing.T, name PeerName, password []byte, discovery bool) node {
 	t.Helper()
 	if raceEnabled {
-		t.Skip("the reference mesh has data races; run without -race")
+		return startRefProc(t, name, password, discovery)
 	}
+	rx := newReceived()
+	p := startRefIn(t, name, password, discovery, refGossiper{rx})
+	p.rx = rx
+	return p
 }
 
-func startRefCfg(t *testing.T, name PeerName, password []byte, discovery bool) *refPeer {
+func startRefIn(t *testing.T, name PeerName, password []byte, discovery bool, g ref.Gossiper) *refPeer {
 	t.Helper()
-	needRef(t)
 	port := freePort(t)
 	r, err := ref.NewRouter(ref.Config{Host: "127.0.0.1", Port: port, Password: password, ConnLimit: 64,
 		ProtocolMinVersion: ref.ProtocolMinVersion, PeerDiscovery: discovery}, ref.PeerName(name), "ref-"+name.String(), nil, quietLog{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rx := newReceived()
-	g, err := r.NewGossip("test", refGossiper{rx})
+	gs, err := r.NewGossip("test", g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Start()
-	return &refPeer{r: r, addr: fmt.Sprintf("127.0.0.1:%d", port), g: g, rx: rx}
+	return &refPeer{r: r, addr: fmt.Sprintf("127.0.0.1:%d", port), g: gs}
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -245,7 +239,8 @@ func ourGoroutines() []string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "weavenet/mesh.") && !strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "testing.(*F)") {
+		if strings.Contains(g, "weavenet/mesh.") && !strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "testing.(*F)") &&
+			!strings.Contains(g, "weavenet/mesh.startRefProc") {
 			out = append(out, g)
 		}
 	}

@@ -2,8 +2,6 @@ package mesh
 
 import (
 	"testing"
-
-	ref "github.com/weaveworks/mesh"
 )
 
 func TestInteropPair(t *testing.T) {
@@ -22,18 +20,16 @@ func TestInteropPair(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const on, rn = PeerName(0x0a0000000001), PeerName(0x0b0000000001)
-			rf := startRef(t, rn, tc.password)
+			rf := startRefNode(t, rn, tc.password, true)
 			o := startOursCfg(t, on, Config{Password: tc.password, ConnLimit: 64, PeerDiscovery: true}, func(r *Router) {
 				if tc.v1 {
 					r.maxVersion = 1
 				}
 			})
 			if tc.weDial {
-				if errs := o.r.ConnectionMaker.InitiateConnections([]string{rf.addr}, false); len(errs) > 0 {
-					t.Fatal(errs)
-				}
+				o.connect(rf.address())
 			} else {
-				rf.r.ConnectionMaker.InitiateConnections([]string{o.addr}, false)
+				rf.connect(o.addr)
 			}
 			eventually(t, "both see each other", func() bool { return o.sees(rn) && rf.sees(on) })
 			if p := o.r.Peers.Fetch(rn); p == nil || p.NickName != "ref-"+rn.String() {
@@ -43,20 +39,20 @@ func TestInteropPair(t *testing.T) {
 			if err := o.g.GossipUnicast(rn, []byte("u1")); err != nil {
 				t.Fatal(err)
 			}
-			if err := rf.g.GossipUnicast(ref.PeerName(on), []byte("u2")); err != nil {
+			if err := rf.unicast(on, "u2"); err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, "unicasts", func() bool {
-				return rf.rx.hasUnicast(on.String()+":u1") && o.rx.hasUnicast(rn.String()+":u2")
+				return rf.inbox().hasUnicast(on.String()+":u1") && o.rx.hasUnicast(rn.String()+":u2")
 			})
 
 			o.g.GossipBroadcast(setData{"b-ours"})
-			rf.g.GossipBroadcast(refData{"b-ref"})
-			eventually(t, "broadcasts", func() bool { return rf.rx.has("b-ours") && o.rx.has("b-ref") })
+			rf.broadcast("b-ref")
+			eventually(t, "broadcasts", func() bool { return rf.inbox().has("b-ours") && o.rx.has("b-ref") })
 
 			o.g.GossipNeighbourSubset(setData{"g-ours"})
-			rf.g.GossipNeighbourSubset(refData{"g-ref"})
-			eventually(t, "gossip", func() bool { return rf.rx.has("g-ours") && o.rx.has("g-ref") })
+			rf.gossip("g-ref")
+			eventually(t, "gossip", func() bool { return rf.inbox().has("g-ours") && o.rx.has("g-ref") })
 
 			if c := o.r.Ourself.connectionTo(rn); c == nil || tc.v1 != (c.version == 1) {
 				t.Fatalf("connection %+v: want version 1: %v", c, tc.v1)

@@ -14,8 +14,10 @@ type node interface {
 	connect(addr string)
 	broadcast(s string)
 	unicast(to PeerName, s string) error
+	gossip(s string)
 	inbox() *received
 	sees(PeerName) bool
+	broadcastHops(src PeerName) int
 }
 
 func (p *ourPeer) peerName() PeerName { return p.r.Ourself.Name }
@@ -24,6 +26,7 @@ func (p *ourPeer) connect(addr string) {
 	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
 }
 func (p *ourPeer) broadcast(s string) { p.g.GossipBroadcast(setData{s}) }
+func (p *ourPeer) gossip(s string)    { p.g.GossipNeighbourSubset(setData{s}) }
 func (p *ourPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(to, []byte(s))
 }
@@ -35,6 +38,7 @@ func (p *refPeer) connect(addr string) {
 	p.r.ConnectionMaker.InitiateConnections([]string{addr}, false)
 }
 func (p *refPeer) broadcast(s string) { p.g.GossipBroadcast(refData{s}) }
+func (p *refPeer) gossip(s string)    { p.g.GossipNeighbourSubset(refData{s}) }
 func (p *refPeer) unicast(to PeerName, s string) error {
 	return p.g.GossipUnicast(ref.PeerName(to), []byte(s))
 }
@@ -52,7 +56,7 @@ func TestLine(t *testing.T) {
 				if k == 'o' {
 					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64}))
 				} else {
-					ns = append(ns, startRefCfg(t, name, nil, false))
+					ns = append(ns, startRefNode(t, name, nil, false))
 				}
 			}
 			a, b, c := ns[0], ns[1], ns[2]
@@ -95,6 +99,75 @@ func TestLine(t *testing.T) {
 				for j, x := range ns {
 					if n := x.inbox().count(msg); n > 1 {
 						t.Errorf("%s reached peer %d %d times", msg, j, n)
+					}
+				}
+			}
+			for _, x := range ns {
+				if o, ok := x.(*ourPeer); ok {
+					o.r.Close()
+				}
+			}
+			checkNoLeaks(t)
+		})
+	}
+}
+
+func (p *ourPeer) broadcastHops(src PeerName) int { return len(p.r.Routes.BroadcastAll(src)) }
+func (p *refPeer) broadcastHops(src PeerName) int {
+	return len(p.r.Routes.BroadcastAll(ref.PeerName(src)))
+}
+
+// TestFullMeshBroadcastOnce: four peers, ours and the reference
+// alternating, find each other by discovery; once their broadcast trees
+// agree (each source's tree has n-1 edges), a broadcast from each peer
+// reaches every other exactly once.
+func TestFullMeshBroadcastOnce(t *testing.T) {
+	for _, kinds := range []string{"oooo", "oror"} {
+		t.Run(kinds, func(t *testing.T) {
+			var ns []node
+			for i, k := range kinds {
+				name := PeerName(0x0f1000000000 + uint64(i+1))
+				if k == 'o' {
+					ns = append(ns, startOursCfg(t, name, Config{ConnLimit: 64, PeerDiscovery: true}))
+				} else {
+					ns = append(ns, startRefNode(t, name, nil, true))
+				}
+			}
+			for _, x := range ns[1:] {
+				x.connect(ns[0].address())
+			}
+			eventually(t, "agreed spanning trees", func() bool {
+				for _, src := range ns {
+					edges := 0
+					for _, x := range ns {
+						if !x.sees(src.peerName()) {
+							return false
+						}
+						edges += x.broadcastHops(src.peerName())
+					}
+					if edges != len(ns)-1 {
+						return false
+					}
+				}
+				return true
+			})
+			for i, src := range ns {
+				src.broadcast(fmt.Sprintf("from-%d", i))
+			}
+			eventually(t, "all broadcasts", func() bool {
+				for i := range ns {
+					for j, x := range ns {
+						if i != j && !x.inbox().has(fmt.Sprintf("from-%d", i)) {
+							return false
+						}
+					}
+				}
+				return true
+			})
+			for i := range ns {
+				for j, x := range ns {
+					if n := x.inbox().count(fmt.Sprintf("from-%d", i)); i != j && n != 1 {
+						t.Errorf("the broadcast from %d reached %d %d times", i, j, n)
 					}
 				}
 			}

@@ -95,3 +95,35 @@ func TestSessionPassword(t *testing.T) {
 	}
 	checkNoLeaks(t)
 }
+
+// With AdvertiseWeavenet, two of ours agree on version 3 and the hook can
+// tell; a reference peer (or a router without it) settles on 2.
+func TestAdvertiseWeavenet(t *testing.T) {
+	seen := make(chan string, 16)
+	hook := func(remote map[string]string) ([]byte, error) {
+		seen <- remote[FieldProtocolVersion]
+		return []byte("k"), nil
+	}
+	cfg := Config{SessionPassword: hook, AdvertiseWeavenet: true}
+	a := startOursCfg(t, 0x501, cfg)
+	b := startOursCfg(t, 0x502, cfg)
+	a.connect(b.addr)
+	eventually(t, "connected", func() bool { return a.sees(0x502) && b.sees(0x501) })
+	if v := <-seen; v != "3" {
+		t.Errorf("between weavenet peers the hook saw version %s", v)
+	}
+	rf := startRefNode(t, 0x503, []byte("k"), false)
+	rf.connect(a.addr)
+	eventually(t, "the reference peer joined", func() bool { return a.sees(0x503) })
+	for len(seen) > 0 {
+		if v := <-seen; v != "3" && v != "2" {
+			t.Errorf("hook saw version %s", v)
+		}
+	}
+	if c := a.r.Ourself.connectionTo(0x503); c == nil || c.version != 2 {
+		t.Errorf("with the reference peer: %+v", c)
+	}
+	a.r.Close()
+	b.r.Close()
+	checkNoLeaks(t)
+}

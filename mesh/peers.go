@@ -26,6 +26,10 @@ type Peers struct {
 	onInvalidateShortIDs []func()
 }
 
+// maxKnownPeers bounds the topology (short IDs have 12 bits: a real mesh
+// is far smaller).
+const maxKnownPeers = 16384
+
 // Peer is one peer as the topology knew it at one moment. It is never
 // modified: fetch again for news.
 type Peer struct {
@@ -185,6 +189,22 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	// The table stays bounded whatever authenticated peers send: an
+	// update that would grow it past maxKnownPeers is refused whole.
+	adds := map[PeerName]bool{}
+	for _, r := range recs {
+		if n := PeerNameFromBin(r.peer.NameByte); ps.byName[n] == nil {
+			adds[n] = true
+		}
+		for _, c := range r.conns {
+			if n := PeerNameFromBin(c.NameByte); ps.byName[n] == nil {
+				adds[n] = true
+			}
+		}
+	}
+	if len(ps.byName)+len(adds) > maxKnownPeers {
+		return nil, nil, false, fmt.Errorf("topology update would make %d peers, over %d", len(ps.byName)+len(adds), maxKnownPeers)
+	}
 	received = make(map[PeerName]struct{}, len(recs))
 	learnt = map[PeerName]struct{}{}
 	fresh := map[PeerName]bool{}

@@ -32,14 +32,14 @@ type Config struct {
 	ConnLimit int
 	// ProtocolMinVersion is the lowest version we accept (default 1).
 	ProtocolMinVersion byte
-	// ProtocolMaxVersion is the highest version we offer (default
-	// ProtocolMaxVersion). A version above ProtocolMaxVersion is version 2
-	// on the wire: offering one only tells a remote that knows the number,
-	// in the clear header and so before any key is derived, something
-	// about us (SessionPassword sees it as FieldRemoteMaxVersion). Weave
-	// Net's mesh takes the highest version both offer, so it still speaks
-	// version 2 with us.
-	ProtocolMaxVersion byte
+	// AdvertiseWeavenet offers protocol version 3, a weavenet extension
+	// with version 2's wire format: a mesh or Weave Net peer settles on 2,
+	// two weavenet peers on 3. The version is agreed in clear before any
+	// key, so SessionPassword can tell (FieldProtocolVersion) whether the
+	// remote is a weavenet peer and pick the derivation. An attacker in
+	// the path can rewrite it to 2: a hook that wants weavenet's
+	// derivation only should refuse version 2.
+	AdvertiseWeavenet bool
 	// PeerDiscovery: connect to the peers our peers are connected to.
 	PeerDiscovery bool
 	// TrustedSubnets: connections with peers there leave the overlay
@@ -107,8 +107,8 @@ type Router struct {
 	topoSet  map[PeerName]struct{}
 
 	stats routerStats
-	// maxVersion is the version we offer; tests lower it to speak
-	// version 1.
+	// maxVersion is the highest version we offer: ProtocolMaxVersion, or
+	// 3 with AdvertiseWeavenet; tests lower it to speak version 1.
 	maxVersion byte
 }
 
@@ -160,10 +160,10 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 		gcNow:      make(chan struct{}, 1),
 		topoKick:   make(chan struct{}, 1),
 		topoSet:    map[PeerName]struct{}{},
-		maxVersion: cfg.ProtocolMaxVersion,
+		maxVersion: ProtocolMaxVersion,
 	}
-	if r.maxVersion == 0 {
-		r.maxVersion = ProtocolMaxVersion
+	if cfg.AdvertiseWeavenet {
+		r.maxVersion = weavenetVersion
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)

@@ -120,6 +120,10 @@ func (r *Routes) lookupBroadcast(name PeerName, strict bool) []PeerName {
 	if hops, ok := cache[name]; ok {
 		return hops
 	}
+	if _, known := r.g[name]; !known {
+		// Not cached: sources named on the wire are anyone's choice.
+		return []PeerName{}
+	}
 	hops := r.g.broadcastHops(name, r.ourName, strict)
 	cache[name] = hops
 	return hops

@@ -42,7 +42,9 @@ const (
 	maxTopologyPeers = 8192
 	// maxTopologyConns bounds the connections of one peer.
 	maxTopologyConns = 4096
-	maxAddrLen       = 256
+	// maxUpdateConns bounds the connections of all peers of one update.
+	maxUpdateConns = 1 << 16
+	maxAddrLen     = 256
 )
 
 func encodeTopology(recs []peerRecord) []byte {
@@ -69,6 +71,7 @@ var errTopology = errors.New("malformed topology update")
 func decodeTopology(buf []byte) ([]peerRecord, error) {
 	var recs []peerRecord
 	var pending *wirePeer
+	total := 0
 	err := gobValues(buf, func(body []byte) (bool, error) {
 		if pending == nil {
 			p, rest, err := decodeWirePeer(body)
@@ -87,6 +90,9 @@ func decodeTopology(buf []byte) ([]peerRecord, error) {
 		conns, err := decodeWireConns(body)
 		if err != nil {
 			return false, err
+		}
+		if total += len(conns); total > maxUpdateConns {
+			return false, fmt.Errorf("topology update names over %d connections", maxUpdateConns)
 		}
 		recs = append(recs, peerRecord{peer: *pending, conns: conns})
 		pending = nil

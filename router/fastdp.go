@@ -70,9 +70,17 @@ const featureFastDP = "WeavenetFastDP"
 // message (only peers that offered featureFastDP get one).
 const ctlFastProbeAck = 0x46
 
+// A link not (or no longer) on the fast datapath is probed with both size
+// classes every probeInterval, so that it gets there soon and the reason
+// when it does not is precise. A link on it is probed only with full-sized
+// probes every steadyProbeInterval: each probe costs both peers four wake-ups
+// (send, receive, acknowledgement out over TCP and in), and at 50 peers the
+// four probes a second per link were most of an idle daemon's CPU. Three
+// probes fit in fastTimeout, so a lost one or two do not fail the link.
 const (
-	probeInterval = 500 * time.Millisecond
-	fastTimeout   = 3 * time.Second
+	probeInterval       = 500 * time.Millisecond
+	steadyProbeInterval = time.Second
+	fastTimeout         = 3 * time.Second
 )
 
 // Datapath names, as status shows them.
@@ -188,7 +196,9 @@ type probeTimes struct {
 
 // choosePath decides whether a usable link is on the fast datapath: while
 // both ends' full-sized probes get through within fastTimeout. The reason
-// names the first thing that fails.
+// names the first thing that fails. A full-sized probe that got through
+// says the port is open as well as a small one would (links on the fast
+// datapath send only those).
 func choosePath(t probeTimes, port int) (fast bool, why string) {
 	recent := func(at time.Time) bool { return !at.IsZero() && t.now.Sub(at) < fastTimeout }
 	if recent(t.acked[probeFull]) && recent(t.seen[probeFull]) {
@@ -197,11 +207,11 @@ func choosePath(t probeTimes, port int) (fast bool, why string) {
 	switch {
 	case t.now.Sub(t.start) < fastTimeout && (t.acked[probeFull].IsZero() || t.seen[probeFull].IsZero()):
 		return false, fmt.Sprintf("probing VXLAN port %d", port)
-	case !recent(t.acked[probeSmall]):
+	case !recent(t.acked[probeSmall]) && !recent(t.acked[probeFull]):
 		return false, fmt.Sprintf("no answer to VXLAN probes on UDP port %d for %v (blocked on the way to the peer?)", port, fastTimeout)
 	case !recent(t.acked[probeFull]):
 		return false, "full-sized VXLAN frames do not reach the peer (underlay MTU too small for the overlay MTU + 50?)"
-	case !recent(t.seen[probeSmall]):
+	case !recent(t.seen[probeSmall]) && !recent(t.seen[probeFull]):
 		return false, fmt.Sprintf("the peer's VXLAN probes do not arrive here (UDP port %d blocked on this host?)", port)
 	default:
 		return false, "the peer's full-sized VXLAN frames do not arrive here (underlay MTU too small?)"
@@ -264,7 +274,8 @@ func (c *macCache) learnedSnapshot(out map[mac]mesh.PeerName) {
 // fastLoop probes every usable link, decides each link's path and keeps
 // the kernel's entries in line, until the router closes.
 func (r *Router) fastLoop() {
-	tick := time.NewTicker(probeInterval)
+	// Rounds on the wall clock's half seconds (see untilAligned).
+	tick := time.NewTimer(untilAligned(time.Now(), probeInterval))
 	defer tick.Stop()
 	installed := map[mac]fdbEntry{}
 	learned := map[mac]mesh.PeerName{}
@@ -278,6 +289,9 @@ func (r *Router) fastLoop() {
 		case <-tick.C:
 		}
 		now := time.Now()
+		tick.Reset(untilAligned(now, probeInterval))
+		// Links on the fast datapath are probed on whole seconds only.
+		steadyRound := now.Round(probeInterval).UnixNano()%int64(steadyProbeInterval) == 0
 		clear(stale)
 		if round%staleCheckRounds == 0 {
 			r.staleEntries(stale)
@@ -311,7 +325,9 @@ func (r *Router) fastLoop() {
 				f.fast.state.Store(&pathState{why: "the peer's address is IPv6; the fast datapath is IPv4 only"})
 				continue
 			}
-			r.sendProbes(f, peer, buf)
+			if onFast := f.fast.state.Load().fast; !onFast || steadyRound {
+				r.sendProbes(f, peer, buf, onFast)
+			}
 			t := probeTimes{now: now, start: f.fast.start}
 			for c := range numProbeClasses {
 				t.acked[c] = timeOf(f.fast.acked[c].Load())
@@ -371,10 +387,14 @@ func (r *Router) staleEntries(stale map[mac]bool) {
 	}
 }
 
-// sendProbes sends f's peer one probe of each size class.
-func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte) {
+// sendProbes sends f's peer one probe of each size class, or only a
+// full-sized one.
+func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte, fullOnly bool) {
 	seq := f.fast.seq.Add(1)
 	for c, n := range [numProbeClasses]int{probeSmallLen, ethHdrLen + r.mtu} {
+		if fullOnly && c != probeFull {
+			continue
+		}
 		eth := putProbe(buf, max(n, probeMinLen), probe{class: byte(c), from: r.name, to: f.remoteName, connUID: f.connUID, seq: seq})
 		// A probe too big for the underlay fails here (EMSGSIZE) or on
 		// the way: either way it goes unacknowledged.

@@ -303,7 +303,11 @@ func (f *forwarder) run() {
 			timeout.Reset(f.cadence.timeout)
 		case <-beat.C:
 			err = f.sendHeartbeat()
-			beat.Reset(interval)
+			if interval == f.cadence.slow {
+				beat.Reset(untilAligned(time.Now(), interval))
+			} else {
+				beat.Reset(interval) // unacknowledged: keep trying at once
+			}
 		case <-fragTest.C:
 			if fragLeft > 0 {
 				fragLeft--

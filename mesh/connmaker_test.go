@@ -1,0 +1,98 @@
+package mesh
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// A refused target shows in Status as failed and is reported once per
+// attempt through OnConnectionError.
+func TestConnectionMakerFailedTarget(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	var mu sync.Mutex
+	var reported []string
+	p := startOursCfg(t, 0x201, Config{OnConnectionError: func(addr string, outbound bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, addr)
+	}})
+	if errs := p.r.ConnectionMaker.InitiateConnections([]string{dead, "bad:port:x"}, false); len(errs) != 1 {
+		t.Fatalf("errors %v", errs)
+	}
+	eventually(t, "a failed target", func() bool {
+		for _, c := range NewStatus(p.r).Connections {
+			if c.Address == dead && c.State == "failed" && strings.Contains(c.Info, "refused") {
+				return true
+			}
+		}
+		return false
+	})
+	mu.Lock()
+	if len(reported) == 0 || reported[0] != dead {
+		t.Errorf("reported %v", reported)
+	}
+	mu.Unlock()
+	if ts := p.r.ConnectionMaker.Targets(false); len(ts) != 1 || ts[0] != dead {
+		t.Errorf("targets %v", ts)
+	}
+	p.r.ConnectionMaker.ForgetConnections([]string{dead})
+	eventually(t, "forgotten", func() bool { return len(p.r.ConnectionMaker.Targets(false)) == 0 })
+	p.r.Close()
+	checkNoLeaks(t)
+}
+
+// Two peers dialling each other at once keep one connection.
+func TestSimultaneousConnect(t *testing.T) {
+	a := startOursCfg(t, 0x301, Config{})
+	b := startOursCfg(t, 0x302, Config{})
+	a.connect(b.addr)
+	b.connect(a.addr)
+	eventually(t, "one established connection each", func() bool {
+		sa, sb := NewStatus(a.r), NewStatus(b.r)
+		est := func(st *Status) int {
+			n := 0
+			for _, c := range st.Connections {
+				if c.State == "established" {
+					n++
+				}
+			}
+			return n
+		}
+		return est(sa) == 1 && est(sb) == 1 && a.sees(0x302) && b.sees(0x301)
+	})
+	a.r.Close()
+	b.r.Close()
+	checkNoLeaks(t)
+}
+
+// A peer that restarts (same name, new UID) is taken back, and a peer
+// with our name is refused.
+func TestRestartAndCollision(t *testing.T) {
+	a := startOursCfg(t, 0x401, Config{})
+	b := startOursCfg(t, 0x402, Config{})
+	b.connect(a.addr)
+	eventually(t, "connected", func() bool { return a.sees(0x402) && b.sees(0x401) })
+	uid := b.r.Ourself.UID
+	b.r.Close()
+	eventually(t, "b gone", func() bool { return !a.sees(0x402) })
+	b2 := startOursCfg(t, 0x402, Config{})
+	b2.connect(a.addr)
+	eventually(t, "b back", func() bool {
+		p := a.r.Peers.Fetch(0x402)
+		return a.sees(0x402) && p != nil && p.UID != uid && p.UID == b2.r.Ourself.UID
+	})
+	twin := startOursCfg(t, 0x401, Config{})
+	twin.connect(a.addr)
+	eventually(t, "the twin refused", func() bool { return a.r.HandshakeStats().Refused > 0 })
+	for _, p := range []*ourPeer{a, b2, twin} {
+		p.r.Close()
+	}
+	checkNoLeaks(t)
+}
