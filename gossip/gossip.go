@@ -209,6 +209,10 @@ func (n *Node) HandshakeStats() mesh.HandshakeStats { return n.Mesh.HandshakeSta
 // for the mesh's goroutines to end.
 func (n *Node) Close() {
 	n.closed.Store(true)
+	if n.ln != nil {
+		// Serve may not have handed it to the mesh yet.
+		n.ln.Close()
+	}
 	n.Mesh.Close()
 	n.wg.Wait()
 }
