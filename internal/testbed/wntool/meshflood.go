@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-const usageMeshFlood = "mesh-flood [-frame B] [-silent] [-hold D] ADDR:PORT N"
+const usageMeshFlood = "mesh-flood [-frame B] [-silent] [-hold D] [-max-version V] ADDR:PORT N"
 
 func init() {
 	commands["mesh-flood"] = command{usageMeshFlood, runMeshFlood}
@@ -23,7 +23,8 @@ func init() {
 // protocol header, an encrypted-connection flag and a random public key,
 // then announces a handshake frame of -frame bytes and sends them (or, with
 // -silent, sends nothing at all); each stays open until the peer closes it
-// or -hold passes. It prints how many connected, how many the peer closed
+// or -hold passes. -max-version is the highest protocol version offered: 3
+// poses as a weavenet peer, 2 as a Weave Net one. It prints how many connected, how many the peer closed
 // and how many bytes were sent.
 func runMeshFlood(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mesh-flood", flag.ContinueOnError)
@@ -31,8 +32,12 @@ func runMeshFlood(args []string, stdout, stderr io.Writer) error {
 	frame := fs.Int("frame", 10<<20, "announced and sent handshake frame `bytes`")
 	silent := fs.Bool("silent", false, "send nothing")
 	hold := fs.Duration("hold", 30*time.Second, "keep each connection open this long at most")
+	maxVersion := fs.Int("max-version", 3, "highest protocol `version` offered (2 or 3)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *maxVersion < 2 || *maxVersion > 255 {
+		return fmt.Errorf("-max-version %d: want 2 or more", *maxVersion)
 	}
 	if fs.NArg() != 2 {
 		return fmt.Errorf("usage: %s", usageMeshFlood)
@@ -59,7 +64,7 @@ func runMeshFlood(args []string, stdout, stderr io.Writer) error {
 			defer c.Close()
 			_ = c.SetDeadline(deadline)
 			if !*silent {
-				msg := []byte("weave\x01\x02\x01")
+				msg := []byte{'w', 'e', 'a', 'v', 'e', 1, byte(*maxVersion), 1}
 				key := make([]byte, 32)
 				_, _ = rand.Read(key)
 				msg = append(msg, key...)
