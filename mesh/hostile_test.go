@@ -190,3 +190,57 @@ func TestHandshakeFloodMemory(t *testing.T) {
 	p.r.Close()
 	checkNoLeaks(t)
 }
+
+// errListener fails every Accept until closed.
+type errListener struct {
+	net.Listener
+	mu     sync.Mutex
+	calls  int
+	closed chan struct{}
+}
+
+func (l *errListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	l.calls++
+	l.mu.Unlock()
+	select {
+	case <-l.closed:
+		return nil, net.ErrClosed
+	default:
+		return nil, errors.New("accept: too many open files")
+	}
+}
+
+func (l *errListener) Close() error {
+	select {
+	case <-l.closed:
+	default:
+		close(l.closed)
+	}
+	return nil
+}
+
+// Serve backs off on accept errors instead of spinning, and returns once
+// the router is closed.
+func TestServeBacksOff(t *testing.T) {
+	r, err := NewRouter(Config{}, 0x801, "x", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &errListener{closed: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ln) }()
+	time.Sleep(300 * time.Millisecond)
+	r.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	ln.mu.Lock()
+	calls := ln.calls
+	ln.mu.Unlock()
+	t.Logf("%d accept calls in 300ms of errors", calls)
+	if calls > 20 {
+		t.Errorf("%d accept calls: no backoff", calls)
+	}
+	checkNoLeaks(t)
+}
