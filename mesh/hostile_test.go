@@ -79,17 +79,15 @@ func TestHandshakeGarbage(t *testing.T) {
 func TestHandshakeSilentFlood(t *testing.T) {
 	p := startOursCfg(t, 0x0f0000000003, Config{MaxPendingPerSource: 4, MaxPendingHandshakes: 8})
 	var silent []net.Conn
-	for range 20 {
+	for range 500 {
 		silent = append(silent, dialRaw(t, p.addr))
 	}
-	eventually(t, "evictions", func() bool { return p.r.HandshakeStats().Evicted >= 16 })
+	eventually(t, "evictions", func() bool { return p.r.HandshakeStats().Evicted >= 496 })
 	q := startOursCfg(t, 0x0f0000000004, Config{})
 	start := time.Now()
 	q.connect(p.addr)
 	eventually(t, "the real peer", func() bool { return p.sees(q.peerName()) })
-	if d := time.Since(start); d > headerTimeout {
-		t.Logf("the real peer took %v", d)
-	}
+	t.Logf("after 500 silent connections the real peer joined in %v", time.Since(start))
 	eventually(t, "silent ones time out", func() bool { return p.r.HandshakeStats().Silent >= 3 })
 	for _, c := range silent {
 		if !closedSoon(c, time.Second) {
