@@ -21,7 +21,7 @@ INTEGRATION_TIMEOUT ?= 25m
 TEST_TIMEOUT ?= 25m
 FUZZTIME ?= 10s
 
-.PHONY: all build deps staticcheck test unit integration lint demo demo-l3 bench fuzz clean setup-cni
+.PHONY: all build deps staticcheck test unit integration lint demo demo-l3 bench bench-scale fuzz clean setup-cni
 
 all: build
 
@@ -87,6 +87,12 @@ bench: deps build
 	@command -v wg >/dev/null || (apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null) || echo "bench: wg not installable; comparison skipped"
 	$(GO) build -o $(BIN)/wntool ./internal/testbed/wntool
 	BIN=$(BIN) WIREGUARD_GO=$(WIREGUARD_GO) WNTOOL=$(BIN)/wntool examples/bench.sh
+
+# PEERS (default 50) daemons on namespace hosts: time to a full mesh and to
+# every host's first address, then idle CPU, RSS and context switches.
+PEERS ?= 50
+bench-scale: deps build
+	BIN=$(BIN) PEERS=$(PEERS) examples/bench-scale.sh
 
 # Runs every Fuzz* target of every package for $(FUZZTIME).
 fuzz:

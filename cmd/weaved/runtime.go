@@ -3,16 +3,47 @@ package main
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 )
 
 // tuneRuntime fits the Go runtime to a daemon whose work is mostly the
-// kernel's and whose latency is mostly wake-ups. It may re-execute the
-// daemon, so it runs first in main.
+// kernel's and whose latency is mostly wake-ups. Unless --low-latency=false
+// it re-executes the daemon, so it runs first in main, before the flags are
+// parsed.
 func tuneRuntime() {
-	keepMonitorAwake()
+	if lowLatency(os.Args[1:], os.Getenv(lowLatencyEnv)) {
+		keepMonitorAwake()
+	}
 	smallMachineProcs()
+}
+
+// lowLatencyEnv sets --low-latency, as the flag's source.
+const lowLatencyEnv = "WEAVE_LOW_LATENCY"
+
+// lowLatency says whether --low-latency is on, as the command line will
+// parse it: the flag before any "--" (the last one wins), or else the
+// environment, or else on.
+func lowLatency(args []string, env string) bool {
+	on, err := strconv.ParseBool(env)
+	if err != nil {
+		on = true
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "low-latency" {
+			continue
+		}
+		on = true
+		if hasVal {
+			on, _ = strconv.ParseBool(val)
+		}
+	}
+	return on
 }
 
 // smallMachineProcs runs the daemon on one Go processor on a machine of one
@@ -29,15 +60,18 @@ func smallMachineProcs() {
 }
 
 // keepMonitorAwake re-executes the daemon with GODEBUG's schedtrace set to
-// its longest period (24.8 days), unless GODEBUG already sets it.
+// its longest period (24.8 days), unless GODEBUG already sets it. It
+// trades idle CPU for wake-up latency; --low-latency=false declines.
 //
 // When every Go processor is idle, the runtime's monitor thread sleeps
 // until one wakes again, and waking it is then part of every wake-up: a
 // futex call and a cross-CPU wake-up before the first frame is read. A
 // ping crosses three daemon wake-ups, each paying this. With schedtrace set
 // the monitor never sleeps that deep but polls every 10 ms. On a 2-CPU VM
-// the overlay's ping RTT went from 0.55 to 0.32 ms. The price: an idle
-// daemon uses 0.4% of a CPU instead of 0.15%, a line of scheduler
+// the overlay's ping RTT went from 0.55 to 0.32 ms. The price: 100
+// wake-ups a second: an idle daemon with one peer uses 0.18% of a CPU
+// instead of 0.05%; with 25 peers, which wake it every half second anyway,
+// no measurable difference (README, Scale). Also a line of scheduler
 // statistics goes to standard error every 24.8 days of the machine's
 // uptime, and a crash's stack traces come with a scheduler dump. There is
 // no API to change this from inside the process, hence the re-execution;

@@ -27,3 +27,31 @@ func TestMonitorEnv(t *testing.T) {
 		})
 	}
 }
+
+func TestLowLatency(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want bool
+	}{
+		{nil, "", true},
+		{nil, "false", false},
+		{nil, "0", false},
+		{nil, "bogus", true},
+		{[]string{"--low-latency"}, "false", true},
+		{[]string{"-low-latency"}, "", true},
+		{[]string{"--low-latency=false"}, "", false},
+		{[]string{"--low-latency=true", "10.0.0.1"}, "", true},
+		{nil, "true", true},
+		{nil, "1", true},
+		{[]string{"--low-latency=false"}, "true", false},
+		{[]string{"--", "--low-latency=false"}, "", true},
+		{[]string{"--low-latency-x=false"}, "", true},
+		{[]string{"low-latency=false"}, "", true},
+		{[]string{"-low-latency=0"}, "", false},
+	} {
+		if got := lowLatency(tc.args, tc.env); got != tc.want {
+			t.Errorf("lowLatency(%q, %q) = %v; want %v", tc.args, tc.env, got, tc.want)
+		}
+	}
+}
