@@ -47,6 +47,14 @@ const (
 	maxRetry     = 6 * time.Minute
 	resetAfter   = time.Minute
 	dialTimeout  = 10 * time.Second
+	// discoveryYield is how long a peer waits before dialling a peer it
+	// discovered whose name is lower than its own. Two peers usually learn
+	// of each other at the same moment; if both dialled, one of the two
+	// connections would be shut down as a duplicate after a whole
+	// handshake (at 50 peers forming a mesh, most links were made twice).
+	// The lower name dials at once, the higher one only if no connection
+	// has come by then, e.g. when the lower one cannot reach it.
+	discoveryYield = 2 * time.Second
 )
 
 func newConnectionMaker(r *Router) *ConnectionMaker {
@@ -250,7 +258,9 @@ func (cm *ConnectionMaker) check() time.Duration {
 	}
 	valid := map[string]bool{}
 	direct := map[string]bool{}
-	add := func(addr string) {
+	// add makes addr a target; yield delays the first dial (see
+	// discoveryYield).
+	add := func(addr string, yield bool) {
 		if connectedAddrs[addr] {
 			return
 		}
@@ -258,6 +268,9 @@ func (cm *ConnectionMaker) check() time.Duration {
 		if cm.targets[addr] == nil {
 			t := &target{state: targetWaiting}
 			t.retryNow()
+			if yield {
+				t.tryAfter = t.tryAfter.Add(discoveryYield)
+			}
 			cm.targets[addr] = t
 		}
 	}
@@ -269,11 +282,12 @@ func (cm *ConnectionMaker) check() time.Duration {
 		if a.Port == 0 && inboundIPs[a.IP.String()] {
 			continue
 		}
-		add(addr)
+		add(addr, false)
 	}
 	if cm.r.PeerDiscovery {
-		for _, addr := range cm.r.Peers.discoveryTargets(cm.r.Ourself.Name, connectedPeers, cm.r.Port) {
-			add(addr)
+		us := cm.r.Ourself.Name
+		for _, d := range cm.r.Peers.discoveryTargets(us, connectedPeers, cm.r.Port) {
+			add(d.addr, d.name < us)
 		}
 	}
 	now := time.Now()
@@ -359,13 +373,20 @@ func (t *target) retryLater() {
 	t.interval = min(t.interval*3/2, maxRetry)
 }
 
+// discovered is a peer one of our peers reports a connection to, and the
+// address to dial it at.
+type discovered struct {
+	addr string
+	name PeerName
+}
+
 // discoveryTargets are the addresses of connections our peers report to
 // peers we are not connected to: outbound ones as reported, inbound ones
 // at the mesh port.
-func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port int) []string {
+func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port int) []discovered {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	var out []string
+	var out []discovered
 	for n, s := range ps.byName {
 		if n == us {
 			continue
@@ -375,9 +396,9 @@ func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port
 				continue
 			}
 			if l.outbound {
-				out = append(out, l.addr)
+				out = append(out, discovered{l.addr, to})
 			} else if ip, _, err := net.SplitHostPort(l.addr); err == nil {
-				out = append(out, net.JoinHostPort(ip, strconv.Itoa(port)))
+				out = append(out, discovered{net.JoinHostPort(ip, strconv.Itoa(port)), to})
 			}
 		}
 	}

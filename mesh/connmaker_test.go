@@ -96,3 +96,43 @@ func TestRestartAndCollision(t *testing.T) {
 	}
 	checkNoLeaks(t)
 }
+
+// Two peers that discover each other through a third at the same moment
+// make one connection, not two: the lower name dials, the higher one
+// yields (discoveryYield) and sees the connection arrive.
+func TestDiscoveredPeersDialOnce(t *testing.T) {
+	hub := startOursCfg(t, 0x601, Config{PeerDiscovery: true})
+	lo := startOursCfg(t, 0x602, Config{PeerDiscovery: true})
+	hi := startOursCfg(t, 0x603, Config{PeerDiscovery: true})
+	hub.connect(lo.addr)
+	hub.connect(hi.addr)
+	link := func(p *ourPeer, to PeerName) *ConnectionStatus {
+		for _, peer := range NewStatus(p.r).Peers {
+			if peer.Name != p.r.Ourself.Name.String() {
+				continue
+			}
+			for _, c := range peer.Connections {
+				if c.Name == to.String() && c.Established {
+					return &c
+				}
+			}
+		}
+		return nil
+	}
+	eventually(t, "lo and hi connected", func() bool { return link(lo, 0x603) != nil && link(hi, 0x602) != nil })
+	if c := link(lo, 0x603); !c.Outbound {
+		t.Errorf("the lower name did not dial: %+v", c)
+	}
+	if c := link(hi, 0x602); c.Outbound {
+		t.Errorf("the higher name dialled: %+v", c)
+	}
+	for _, p := range []*ourPeer{lo, hi} {
+		if n := NewStatus(p.r).TerminationCount; n != 0 {
+			t.Errorf("%v: %d connections terminated, want 0 (a duplicate was made)", p.r.Ourself.Name, n)
+		}
+	}
+	for _, p := range []*ourPeer{hub, lo, hi} {
+		p.r.Close()
+	}
+	checkNoLeaks(t)
+}
