@@ -159,7 +159,9 @@ func TestDockerProxy(t *testing.T) {
 	// Calls that have nothing to do with networking answer as without the
 	// proxy.
 	for _, args := range [][]string{
-		{"ps", "--filter", "label=" + label, "--format", "{{.ID}} {{.Names}} {{.Status}}"},
+		// .State, not .Status: "Up 1 second" may turn "Up 2 seconds"
+		// between the two calls.
+		{"ps", "--filter", "label=" + label, "--format", "{{.ID}} {{.Names}} {{.State}}"},
 		{"logs", c1},
 		{"exec", "-t", c1, "sh", "-c", "echo via-tty; [ -t 1 ] && echo is-a-tty"},
 		{"inspect", "-f", "{{.Name}} {{.State.Running}}", c1},
