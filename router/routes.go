@@ -7,7 +7,7 @@ import (
 // The router's own copy of mesh's routes. mesh keeps its tables behind a
 // lock, and computes them, and a peer's broadcast tree, on first use after
 // a topology change; a datagram naming a made-up peer would thus make the
-// receive loop wait on mesh (and grow mesh's cache by one entry per name). Instead routeLoop rebuilds an immutable table
+// receive loop wait on mesh. Instead routeLoop rebuilds an immutable table
 // whenever mesh recalculates its routes or forgets a peer, and the
 // forwarding loops read it through an atomic pointer: no lock, no wait.
 
