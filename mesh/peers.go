@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -172,9 +174,13 @@ func (ps *Peers) encode(names map[PeerName]struct{}) []byte {
 		for to, l := range s.links {
 			r.conns = append(r.conns, wireConn{NameByte: to.bytes(), RemoteTCPAddr: l.addr, Outbound: l.outbound, Established: l.established})
 		}
+		// In name order, so that equal tables encode to equal bytes (see
+		// topologyGossiper.OnGossip).
+		slices.SortFunc(r.conns, func(a, b wireConn) int { return bytes.Compare(a.NameByte, b.NameByte) })
 		recs = append(recs, r)
 	}
 	ps.mu.RUnlock()
+	slices.SortFunc(recs, func(a, b peerRecord) int { return bytes.Compare(a.peer.NameByte, b.peer.NameByte) })
 	return encodeTopology(recs)
 }
 
