@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -57,6 +59,8 @@ type Device struct {
 	link  netlink.Link
 	probe *os.File // AF_PACKET, bound to the VXLAN device and ProbeEtherType
 	tx    *net.UDPConn
+	// probeRaw and txRaw reach their descriptors (see SendProbe).
+	probeRaw, txRaw syscall.RawConn
 	log   *slog.Logger
 	// allow guards the port (nil without nftables; allowOff says why).
 	allow    *AllowList
@@ -145,6 +149,12 @@ func Open(cfg Config) (_ *Device, err error) {
 	}
 	if d.tx, err = openProbeSender(); err != nil {
 		return nil, err
+	}
+	if d.probeRaw, err = d.probe.SyscallConn(); err != nil {
+		return nil, fmt.Errorf("fastdp: probe socket: %w", err)
+	}
+	if d.txRaw, err = d.tx.SyscallConn(); err != nil {
+		return nil, fmt.Errorf("fastdp: probe sender: %w", err)
 	}
 	return d, nil
 }
@@ -263,22 +273,75 @@ func ignoreMissing(err error) error {
 
 // SendProbe sends eth, an Ethernet frame, VXLAN-encapsulated to the VXLAN
 // port of the host at to. eth is not retained.
+//
+// Both probe sockets are used with raw system calls from the poller's
+// callbacks, as the router's sleeve socket is: a call made the usual way
+// lets the runtime hand the goroutine's processor to another thread when
+// it lasts over 20 µs, and with a probe to and from every peer each
+// second those hand-offs were most of an idle daemon's wake-ups.
 func (d *Device) SendProbe(to netip.Addr, eth []byte) error {
+	if !to.Is4() || len(eth) == 0 {
+		return fmt.Errorf("fastdp: probe to %v: want an IPv4 peer and a frame", to)
+	}
 	b := make([]byte, vxlanHdrLen+len(eth))
 	putVXLANHeader(b, d.cfg.VNI)
 	copy(b[vxlanHdrLen:], eth)
-	_, err := d.tx.WriteToUDPAddrPort(b, netip.AddrPortFrom(to, uint16(d.cfg.Port)))
-	return err
+	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(uint16(d.cfg.Port)), Addr: to.As4()}
+	var errno syscall.Errno
+	err := d.txRaw.Write(func(fd uintptr) bool {
+		for {
+			_, _, errno = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+				0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
+			switch errno {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait until writable
+			}
+			return true
+		}
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return fmt.Errorf("fastdp: probe to %v: %w", to, err)
+	}
+	return nil
 }
 
 // ReadProbe reads the next probe frame (Ethernet header first) that arrived
 // through the VXLAN device into b. It returns net.ErrClosed after Close.
 func (d *Device) ReadProbe(b []byte) (int, error) {
-	n, err := d.probe.Read(b)
+	if len(b) == 0 {
+		return 0, errors.New("fastdp: read probe: empty buffer")
+	}
+	var (
+		n     uintptr
+		errno syscall.Errno
+	)
+	err := d.probeRaw.Read(func(fd uintptr) bool {
+		for {
+			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			switch errno {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait until readable
+			}
+			return true
+		}
+	})
 	if errors.Is(err, os.ErrClosed) {
 		return 0, net.ErrClosed
 	}
-	return n, err
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fastdp: read probe: %w", err)
+	}
+	return int(n), nil
 }
 
 // Counters are the VXLAN device's own, from the kernel.

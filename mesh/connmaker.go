@@ -53,8 +53,12 @@ const (
 	// connections would be shut down as a duplicate after a whole
 	// handshake (at 50 peers forming a mesh, most links were made twice).
 	// The lower name dials at once, the higher one only if no connection
-	// has come by then, e.g. when the lower one cannot reach it.
-	discoveryYield = 2 * time.Second
+	// has come by then, e.g. when the lower one cannot reach it. They do
+	// not learn at the same moment when one is new: it hears of everyone
+	// in the first topology it gets, the others hear of it through gossip,
+	// which on a busy machine takes seconds; with a 2 s yield a third of
+	// the links of the last of 50 peers were still made twice.
+	discoveryYield = 5 * time.Second
 )
 
 func newConnectionMaker(r *Router) *ConnectionMaker {

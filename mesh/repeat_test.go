@@ -40,8 +40,8 @@ func TestRepeatFilter(t *testing.T) {
 		t.Fatal("a payload counted as a repeat after the window")
 	}
 	// The filter is bounded: old hashes make way for new ones.
-	for i := range 2 * len(f.recent) {
-		f.seen([]byte{byte(i)}, now)
+	for i := range 2 * repeatFilterSize {
+		f.seen([]byte{byte(i), byte(i >> 8)}, now)
 	}
 	if f.seen(b, now.Add(time.Second)) {
 		t.Fatal("the filter kept more than its bound")

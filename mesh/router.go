@@ -66,6 +66,7 @@ type Config struct {
 const (
 	defaultGossipInterval = 30 * time.Second
 	topologyDelay         = time.Second
+	routesMinGap          = 100 * time.Millisecond
 	gcDelay               = time.Second
 	maxSurrogates         = 64
 )
@@ -169,7 +170,7 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)
 	r.Ourself = &LocalPeer{Name: name, NickName: nickName, UID: us.UID, peers: r.Peers}
-	r.Routes = newRoutes(name, r.Peers)
+	r.Routes = newRoutes(name, r.Peers, routesMinGap)
 	r.connMaker = newConnectionMaker(r)
 	r.ConnectionMaker = r.connMaker
 	g, err := r.NewGossip("topology", &topologyGossiper{r: r, repeats: repeatFilter{seed: maphash.MakeSeed(), window: r.gossipInterval()}})
@@ -323,7 +324,10 @@ func (r *Router) loop() {
 	topoTimer := time.NewTimer(time.Hour)
 	topoTimer.Stop()
 	defer topoTimer.Stop()
-	gcPending, topoPending := false, false
+	refreshTimer := time.NewTimer(time.Hour)
+	refreshTimer.Stop()
+	defer refreshTimer.Stop()
+	gcPending, topoPending, refreshPending := false, false, false
 	collect := func() {
 		if gone := r.Peers.collect(); len(gone) > 0 {
 			for _, p := range gone {
@@ -338,9 +342,17 @@ func (r *Router) loop() {
 		case <-r.closing:
 			return
 		case <-r.changed:
-			if r.Routes.refresh() {
+			changed, again := r.Routes.refresh()
+			if changed {
 				r.Routes.notify()
 			}
+			if again > 0 && !refreshPending {
+				refreshPending = true
+				refreshTimer.Reset(again)
+			}
+		case <-refreshTimer.C:
+			refreshPending = false
+			signal(r.changed)
 		case <-r.gcNow:
 			collect()
 		case <-r.gcSoon:
@@ -513,9 +525,10 @@ func (t *topologyGossiper) Gossip() GossipData {
 }
 
 func (t *topologyGossiper) OnGossip(update []byte) (GossipData, error) {
-	// Once the mesh has settled every peer holds the same table, and the
-	// periodic gossip brings it back from each neighbour byte for byte
-	// (encode sorts it): applying a payload again teaches nothing, so a
+	// Peers that agree encode the same records to the same bytes (encode
+	// sorts them): a settled mesh's periodic gossip brings the same table
+	// back from every neighbour, and while a mesh forms each update comes
+	// relayed by several. Applying a payload again teaches nothing, so a
 	// repeat within the gossip interval is not decoded. At 50 peers those
 	// decodes were a tenth of an idle daemon's CPU.
 	if t.repeats.seen(update, time.Now()) {
@@ -544,30 +557,42 @@ func (t *topologyGossiper) apply(update []byte) (received, learnt map[PeerName]s
 	return received, learnt, nil
 }
 
-// repeatFilter remembers the hashes of the last few payloads for a window.
+// repeatFilter remembers the hashes of the last repeatFilterSize payloads
+// for a window.
 type repeatFilter struct {
 	seed   maphash.Seed
 	window time.Duration
 	mu     sync.Mutex
-	recent [16]struct {
-		hash uint64
-		at   time.Time
-	}
-	next int
+	at     map[uint64]time.Time
+	order  [repeatFilterSize]uint64 // a ring, oldest at next
+	next   int
 }
+
+// repeatFilterSize: while a mesh forms, each peer's update reaches every
+// other about 2·log2(n) times, relayed by different neighbours but in the
+// same bytes; the copies of one update arrive within a second or two,
+// among the updates of every other peer.
+const repeatFilterSize = 512
 
 // seen says whether b came within the window, and remembers it.
 func (f *repeatFilter) seen(b []byte, now time.Time) bool {
 	h := maphash.Bytes(f.seed, b)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, r := range f.recent {
-		if r.hash == h && !r.at.IsZero() && now.Sub(r.at) < f.window {
-			return true
-		}
+	if at, ok := f.at[h]; ok && now.Sub(at) < f.window {
+		return true
 	}
-	f.recent[f.next].hash, f.recent[f.next].at = h, now
-	f.next = (f.next + 1) % len(f.recent)
+	if f.at == nil {
+		f.at = make(map[uint64]time.Time, repeatFilterSize)
+	}
+	if _, ok := f.at[h]; !ok {
+		if old := f.order[f.next]; len(f.at) >= repeatFilterSize {
+			delete(f.at, old)
+		}
+		f.order[f.next] = h
+		f.next = (f.next + 1) % repeatFilterSize
+	}
+	f.at[h] = now
 	return false
 }
 

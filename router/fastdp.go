@@ -66,6 +66,13 @@ type FastDatapath interface {
 // featureFastDP offers the fast datapath: "vxlan <port> <vni>".
 const featureFastDP = "WeavenetFastDP"
 
+// featureProbeAcks ("1") says the sender acknowledges probes inside its
+// own probes rather than over the mesh connection, and takes our probes as
+// signs of life (forwarder.run). With 49 peers, the control message per
+// probe (a TCP write on one end, a read on the other, and both kernels'
+// TCP work) was a third of an idle daemon's CPU.
+const featureProbeAcks = "WeavenetProbeAcks"
+
 // ctlFastProbeAck acknowledges a probe, inside Weave Net's overlay control
 // message (only peers that offered featureFastDP get one).
 const ctlFastProbeAck = 0x46
@@ -77,10 +84,17 @@ const ctlFastProbeAck = 0x46
 // (send, receive, acknowledgement out over TCP and in), and at 50 peers the
 // four probes a second per link were most of an idle daemon's CPU. Three
 // probes fit in fastTimeout, so a lost one or two do not fail the link.
+//
+// An acknowledgement inside a probe says which of ours arrived last; it
+// counts only if that one was sent within maxAckLag, since a peer whose
+// probes still arrive but whose view of ours has stopped keeps repeating
+// an old number. Both ends probe at the same instants, so the number a
+// probe carries is usually of our previous round: one steady interval old.
 const (
 	probeInterval       = 500 * time.Millisecond
 	steadyProbeInterval = time.Second
 	fastTimeout         = 3 * time.Second
+	maxAckLag           = 2 * steadyProbeInterval
 )
 
 // Datapath names, as status shows them.
@@ -131,6 +145,13 @@ type fastLink struct {
 	why    string
 	start  time.Time
 	seq    atomic.Uint32
+	// peerAcks: the peer offers featureProbeAcks.
+	peerAcks bool
+	// sentAt holds the Unix nanoseconds each of our last rounds of probes
+	// went out, by seq; peerSeq the highest seq of the peer's probes
+	// seen, per size class, which our probes acknowledge.
+	sentAt  [16]atomic.Int64
+	peerSeq [numProbeClasses]atomic.Uint32
 	// Unix nanoseconds of the last acknowledgement of our probes, and of
 	// the last of the peer's probes to arrive, per size class.
 	acked [numProbeClasses]atomic.Int64
@@ -162,6 +183,7 @@ func (r *Router) newFastLink(f *forwarder, features map[string]string) *fastLink
 	default:
 		l.usable = true
 		l.why = "probing VXLAN port " + strconv.Itoa(r.fast.dev.Port())
+		l.peerAcks = features[featureProbeAcks] == "1"
 	}
 	l.state.Store(&pathState{why: l.why})
 	return l
@@ -174,6 +196,44 @@ func (f *forwarder) onProbeAck(msg []byte) {
 		return
 	}
 	f.fast.acked[class].Store(time.Now().UnixNano())
+}
+
+// onProbe records one of the peer's probes that arrived at now, and the
+// acknowledgements it carries if the peer sends them that way; otherwise
+// it acknowledges the probe over the mesh connection.
+func (f *forwarder) onProbe(p probe, now time.Time) {
+	l := f.fast
+	l.seen[p.class].Store(now.UnixNano())
+	if p.seq > l.peerSeq[p.class].Load() {
+		l.peerSeq[p.class].Store(p.seq) // only the probe reader stores it
+	}
+	if !l.peerAcks {
+		_ = f.sendControl(mesh.ProtocolOverlayControlMsg, append([]byte{0, ctlFastProbeAck}, putProbeAck(p.class, p.seq)...))
+		return
+	}
+	last := l.seq.Load()
+	for c, seq := range p.acks {
+		if seq == 0 || seq > last || last-seq >= uint32(len(l.sentAt)) {
+			continue // none, not ours, or too old to know when it went
+		}
+		if sent := timeOf(l.sentAt[seq%uint32(len(l.sentAt))].Load()); now.Sub(sent) <= maxAckLag {
+			l.acked[c].Store(now.UnixNano())
+		}
+	}
+}
+
+// aliveByProbes says whether the peer's probes, which a peer offering
+// featureProbeAcks sends instead of most of its heartbeats, arrived within d.
+func (f *forwarder) aliveByProbes(now time.Time, d time.Duration) bool {
+	if f.fast == nil || !f.fast.usable || !f.fast.peerAcks {
+		return false
+	}
+	for c := range numProbeClasses {
+		if at := timeOf(f.fast.seen[c].Load()); !at.IsZero() && now.Sub(at) < d {
+			return true
+		}
+	}
+	return false
 }
 
 // datapath is the path f's frames take now, and why.
@@ -192,6 +252,9 @@ func (f *forwarder) datapath() (name, why string) {
 type probeTimes struct {
 	now, start  time.Time
 	acked, seen [numProbeClasses]time.Time
+	// acksInProbes: the peer acknowledges inside its probes, so when
+	// none of them arrives we cannot know whether ours do.
+	acksInProbes bool
 }
 
 // choosePath decides whether a usable link is on the fast datapath: while
@@ -207,6 +270,8 @@ func choosePath(t probeTimes, port int) (fast bool, why string) {
 	switch {
 	case t.now.Sub(t.start) < fastTimeout && (t.acked[probeFull].IsZero() || t.seen[probeFull].IsZero()):
 		return false, fmt.Sprintf("probing VXLAN port %d", port)
+	case t.acksInProbes && !recent(t.seen[probeSmall]) && !recent(t.seen[probeFull]):
+		return false, fmt.Sprintf("the peer's VXLAN probes do not arrive here (UDP port %d blocked on this host?)", port)
 	case !recent(t.acked[probeSmall]) && !recent(t.acked[probeFull]):
 		return false, fmt.Sprintf("no answer to VXLAN probes on UDP port %d for %v (blocked on the way to the peer?)", port, fastTimeout)
 	case !recent(t.acked[probeFull]):
@@ -328,7 +393,7 @@ func (r *Router) fastLoop() {
 			if onFast := f.fast.state.Load().fast; !onFast || steadyRound {
 				r.sendProbes(f, peer, buf, onFast)
 			}
-			t := probeTimes{now: now, start: f.fast.start}
+			t := probeTimes{now: now, start: f.fast.start, acksInProbes: f.fast.peerAcks}
 			for c := range numProbeClasses {
 				t.acked[c] = timeOf(f.fast.acked[c].Load())
 				t.seen[c] = timeOf(f.fast.seen[c].Load())
@@ -390,12 +455,22 @@ func (r *Router) staleEntries(stale map[mac]bool) {
 // sendProbes sends f's peer one probe of each size class, or only a
 // full-sized one.
 func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte, fullOnly bool) {
-	seq := f.fast.seq.Add(1)
+	l := f.fast
+	seq := l.seq.Load() + 1
+	l.sentAt[seq%uint32(len(l.sentAt))].Store(time.Now().UnixNano())
+	l.seq.Store(seq) // after sentAt: the probe reader trusts seq's entry
+	p := probe{from: r.name, to: f.remoteName, connUID: f.connUID, seq: seq}
+	if l.peerAcks {
+		for c := range p.acks {
+			p.acks[c] = l.peerSeq[c].Load()
+		}
+	}
 	for c, n := range [numProbeClasses]int{probeSmallLen, ethHdrLen + r.mtu} {
 		if fullOnly && c != probeFull {
 			continue
 		}
-		eth := putProbe(buf, max(n, probeMinLen), probe{class: byte(c), from: r.name, to: f.remoteName, connUID: f.connUID, seq: seq})
+		p.class = byte(c)
+		eth := putProbe(buf, max(n, probeMinLen), p)
 		// A probe too big for the underlay fails here (EMSGSIZE) or on
 		// the way: either way it goes unacknowledged.
 		_ = r.fast.dev.SendProbe(to, eth)
@@ -424,8 +499,7 @@ func (r *Router) probeLoop() {
 		if f == nil || f.connUID != p.connUID || f.fast == nil || !f.fast.usable {
 			continue // an older connection's, or one that does not use it
 		}
-		f.fast.seen[p.class].Store(time.Now().UnixNano())
-		_ = f.sendControl(mesh.ProtocolOverlayControlMsg, append([]byte{0, ctlFastProbeAck}, putProbeAck(p.class, p.seq)...))
+		f.onProbe(p, time.Now())
 	}
 }
 

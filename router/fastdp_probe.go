@@ -14,12 +14,18 @@ import (
 //	Ethernet header (dst fastdp.ProbeDst, src probeSrc, type 0x88b5)
 //	magic "wnfp", version 1, size class (probeSmall, probeFull)
 //	sender peer name (8), receiver peer name (8), connection UID (8), seq (4)
+//	acks: the highest seq of the receiver's probes that reached the sender,
+//	  small class (4), full class (4); zero: none, or a sender that
+//	  acknowledges over the mesh connection instead (featureProbeAcks)
 //	zero padding up to the size class's length
+//
+// The acks came later within version 1: a release before them sends zeros
+// there (padding) and ignores what we put there.
 
 const (
 	probeEtherType = 0x88b5
 	probeVersion   = 1
-	probeBodyLen   = 4 + 1 + 1 + 8 + 8 + 8 + 4
+	probeBodyLen   = 4 + 1 + 1 + 8 + 8 + 8 + 4 + 4*numProbeClasses
 	probeMinLen    = ethHdrLen + probeBodyLen
 	// probeSmallLen is a minimum Ethernet frame: it gets through any
 	// underlay that passes VXLAN at all.
@@ -45,6 +51,7 @@ type probe struct {
 	from, to mesh.PeerName
 	connUID  uint64
 	seq      uint32
+	acks     [numProbeClasses]uint32
 }
 
 var errNotProbe = errors.New("not a fast datapath probe")
@@ -64,6 +71,9 @@ func putProbe(b []byte, n int, p probe) []byte {
 	binary.BigEndian.PutUint64(body[14:], uint64(p.to))
 	binary.BigEndian.PutUint64(body[22:], p.connUID)
 	binary.BigEndian.PutUint32(body[30:], p.seq)
+	for c, a := range p.acks {
+		binary.BigEndian.PutUint32(body[34+4*c:], a)
+	}
 	return b
 }
 
@@ -78,17 +88,22 @@ func decodeProbe(eth []byte) (probe, error) {
 	if [4]byte(body[0:4]) != probeMagic || body[4] != probeVersion || body[5] >= numProbeClasses {
 		return probe{}, errNotProbe
 	}
-	return probe{
+	p := probe{
 		class:   body[5],
 		from:    mesh.PeerName(binary.BigEndian.Uint64(body[6:])),
 		to:      mesh.PeerName(binary.BigEndian.Uint64(body[14:])),
 		connUID: binary.BigEndian.Uint64(body[22:]),
 		seq:     binary.BigEndian.Uint32(body[30:]),
-	}, nil
+	}
+	for c := range p.acks {
+		p.acks[c] = binary.BigEndian.Uint32(body[34+4*c:])
+	}
+	return p, nil
 }
 
-// An acknowledgement travels in a control message: the class and sequence
-// number of the probe that arrived.
+// Toward a peer that does not offer featureProbeAcks, an acknowledgement
+// travels in a control message: the class and sequence number of the probe
+// that arrived.
 const probeAckLen = 5
 
 func putProbeAck(class byte, seq uint32) []byte {

@@ -20,18 +20,23 @@ func TestChoosePath(t *testing.T) {
 		acked, seen [numProbeClasses]time.Time
 		fast        bool
 		why         string
+		inProbes    bool
 	}{
-		{"fresh link, nothing yet", 0.5, [2]time.Time{}, [2]time.Time{}, false, "probing"},
-		{"both ways proven", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{at(0.8), at(0.8)}, true, ""},
-		{"one way proven only, still early", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{}, false, "probing"},
-		{"port blocked towards the peer", 10, [2]time.Time{at(2), at(2)}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer"},
-		{"never answered", 10, [2]time.Time{never, never}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer"},
-		{"MTU too small towards the peer", 10, [2]time.Time{at(9.9), at(1)}, [2]time.Time{at(9.9), at(9.9)}, false, "MTU"},
-		{"port blocked here", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(1), at(1)}, false, "blocked on this host"},
-		{"MTU too small from the peer", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(9.9), never}, false, "full-sized"},
-		{"just within the timeout", 10, [2]time.Time{at(7.1), at(7.1)}, [2]time.Time{at(7.1), at(7.1)}, true, ""},
+		{"fresh link, nothing yet", 0.5, [2]time.Time{}, [2]time.Time{}, false, "probing", false},
+		{"both ways proven", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{at(0.8), at(0.8)}, true, "", false},
+		{"one way proven only, still early", 1, [2]time.Time{at(0.9), at(0.9)}, [2]time.Time{}, false, "probing", false},
+		{"port blocked towards the peer", 10, [2]time.Time{at(2), at(2)}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer", false},
+		{"never answered", 10, [2]time.Time{never, never}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer", false},
+		{"MTU too small towards the peer", 10, [2]time.Time{at(9.9), at(1)}, [2]time.Time{at(9.9), at(9.9)}, false, "MTU", false},
+		{"port blocked here", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(1), at(1)}, false, "blocked on this host", false},
+		{"MTU too small from the peer", 10, [2]time.Time{at(9.9), at(9.9)}, [2]time.Time{at(9.9), never}, false, "full-sized", false},
+		{"just within the timeout", 10, [2]time.Time{at(7.1), at(7.1)}, [2]time.Time{at(7.1), at(7.1)}, true, "", false},
+		// Acknowledged inside the peer's probes: with none arriving, ours
+		// are unanswered too, and the reason is the one we know.
+		{"port blocked here, acks in probes", 10, [2]time.Time{at(2), at(2)}, [2]time.Time{at(2), at(2)}, false, "blocked on this host", true},
+		{"port blocked towards the peer, acks in probes", 10, [2]time.Time{at(2), at(2)}, [2]time.Time{at(9.9), at(9.9)}, false, "no answer", true},
 	} {
-		fast, why := choosePath(probeTimes{now: at(c.now), start: start, acked: c.acked, seen: c.seen}, 4789)
+		fast, why := choosePath(probeTimes{now: at(c.now), start: start, acked: c.acked, seen: c.seen, acksInProbes: c.inProbes}, 4789)
 		if fast != c.fast || !strings.Contains(why, c.why) {
 			t.Errorf("%s: got %v %q, want %v and a reason with %q", c.name, fast, why, c.fast, c.why)
 		}
@@ -109,7 +114,7 @@ func TestParseFastFeature(t *testing.T) {
 }
 
 func TestProbeRoundTrip(t *testing.T) {
-	p := probe{class: probeFull, from: 0x0211_2233_4455, to: 0x0266_7788_99aa, connUID: 1<<63 | 5, seq: 77}
+	p := probe{class: probeFull, from: 0x0211_2233_4455, to: 0x0266_7788_99aa, connUID: 1<<63 | 5, seq: 77, acks: [numProbeClasses]uint32{75, 76}}
 	b := putProbe(make([]byte, 1400), 1390, p)
 	got, err := decodeProbe(b)
 	if err != nil || got != p {
@@ -146,4 +151,50 @@ func FuzzDecodeProbeAck(f *testing.F) {
 			t.Fatalf("class %d accepted", class)
 		}
 	})
+}
+
+// A peer offering featureProbeAcks acknowledges our probes inside its own:
+// an acknowledgement counts only for a probe of ours sent within maxAckLag,
+// and nothing goes over the mesh connection. A peer without it gets a
+// control message per probe.
+func TestProbeAcksInProbes(t *testing.T) {
+	now := time.Now()
+	var controls int
+	f := &forwarder{fast: &fastLink{usable: true, peerAcks: true}, sendControl: func(byte, []byte) error { controls++; return nil }}
+	l := f.fast
+	for seq := uint32(1); seq <= 5; seq++ {
+		l.sentAt[seq%uint32(len(l.sentAt))].Store(now.Add(-time.Duration(5-seq) * time.Second).UnixNano())
+		l.seq.Store(seq)
+	}
+	// Probe 5 went 0 s ago, 4 one second ago, 2 three seconds ago.
+	f.onProbe(probe{class: probeSmall, seq: 9, acks: [numProbeClasses]uint32{2, 4}}, now)
+	if got := l.acked[probeSmall].Load(); got != 0 {
+		t.Errorf("an acknowledgement of a probe sent 3s ago counted")
+	}
+	if got := l.acked[probeFull].Load(); got != now.UnixNano() {
+		t.Errorf("an acknowledgement of a probe sent 1s ago did not count")
+	}
+	if got := l.peerSeq[probeSmall].Load(); got != 9 {
+		t.Errorf("peer's small seq = %d, want 9", got)
+	}
+	if !f.aliveByProbes(now, time.Second) || f.aliveByProbes(now.Add(2*time.Second), time.Second) {
+		t.Error("aliveByProbes does not follow the peer's last probe")
+	}
+	// A number we never sent, and an older probe of the peer's.
+	l.acked[probeSmall].Store(0)
+	f.onProbe(probe{class: probeSmall, seq: 3, acks: [numProbeClasses]uint32{6, 0}}, now)
+	if l.acked[probeSmall].Load() != 0 || l.peerSeq[probeSmall].Load() != 9 {
+		t.Error("an acknowledgement of an unsent probe counted, or the peer's seq went back")
+	}
+	if controls != 0 {
+		t.Errorf("%d control messages to a peer that acknowledges in probes", controls)
+	}
+	f.fast.peerAcks = false
+	f.onProbe(probe{class: probeFull, seq: 10}, now)
+	if controls != 1 {
+		t.Errorf("%d control messages to a peer without probe acks, want 1", controls)
+	}
+	if f.aliveByProbes(now, time.Second) {
+		t.Error("the probes of a peer without probe acks count as heartbeats")
+	}
 }

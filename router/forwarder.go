@@ -29,6 +29,17 @@ const (
 	fragTestInterval = time.Second
 )
 
+// On a link on the fast datapath to a peer that offers featureProbeAcks,
+// the peer's probes (one a second) are its signs of life, so heartbeats go
+// only every fastLinkBeats slow intervals: they still prove that the
+// sleeve, which carries the link's broadcasts, is open. Its heartbeats may then be
+// missing for cadence.timeout while its probes arrive, but not for
+// sleeveSilence.
+const (
+	fastLinkBeats = 3
+	sleeveSilence = 15 * time.Second
+)
+
 // Control message tags on the mesh TCP connection, as Weave Net's sleeve uses
 // them.
 const (
@@ -110,6 +121,7 @@ func (r *Router) AddFeaturesTo(features map[string]string) {
 	}
 	if v := r.fastFeature(); v != "" {
 		features[featureFastDP] = v
+		features[featureProbeAcks] = "1"
 	}
 }
 
@@ -276,6 +288,7 @@ func (f *forwarder) run() {
 		fragTest = stoppedTimer()
 		fragLeft = 0  // fragmentation tests still to send until one is answered
 		acked    bool // we told the peer its heartbeats arrive
+		lastBeat time.Time
 		err      error
 	)
 	defer func() {
@@ -304,7 +317,11 @@ func (f *forwarder) run() {
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			if interval == f.cadence.slow {
-				beat.Reset(untilAligned(time.Now(), interval))
+				every := interval
+				if f.probesBeat() {
+					every *= fastLinkBeats
+				}
+				beat.Reset(untilAligned(time.Now(), every))
 			} else {
 				beat.Reset(interval) // unacknowledged: keep trying at once
 			}
@@ -315,6 +332,10 @@ func (f *forwarder) run() {
 				fragTest.Reset(fragTestInterval)
 			}
 		case <-timeout.C:
+			if now := time.Now(); now.Sub(lastBeat) < sleeveSilence && f.aliveByProbes(now, f.cadence.timeout) {
+				timeout.Reset(time.Second)
+				continue
+			}
 			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, f.cadence.timeout)
 		case s := <-f.specials:
 			switch {
@@ -329,6 +350,7 @@ func (f *forwarder) run() {
 				if old == nil && interval != 0 {
 					err = f.sendHeartbeat() // answer now rather than at the next tick
 				}
+				lastBeat = time.Now()
 				timeout.Reset(f.cadence.timeout)
 				if !acked && err == nil {
 					acked = true
@@ -365,6 +387,13 @@ func (f *forwarder) run() {
 			}
 		}
 	}
+}
+
+// probesBeat says whether the peer takes our probes as heartbeats now:
+// it offers featureProbeAcks and the link is on the fast datapath, where
+// probes go every second.
+func (f *forwarder) probesBeat() bool {
+	return f.fast != nil && f.fast.usable && f.fast.peerAcks && f.fast.state.Load().fast
 }
 
 func (f *forwarder) sendHeartbeat() error {

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"time"
+
 	"weavenet/mesh"
 )
 
@@ -37,6 +39,8 @@ func buildRoutes(peers []mesh.PeerName, unicast func(mesh.PeerName) (mesh.PeerNa
 	return t
 }
 
+const routeRebuildGap = 100 * time.Millisecond
+
 // routesChanged asks routeLoop for a new table. It never blocks: mesh calls
 // it from its own goroutine.
 func (r *Router) routesChanged() {
@@ -46,14 +50,25 @@ func (r *Router) routesChanged() {
 	}
 }
 
-// routeLoop rebuilds the route table each time routesChanged asks.
+// routeLoop rebuilds the route table each time routesChanged asks, at most
+// once per routeRebuildGap: a burst of changes (a mesh forming) is one
+// rebuild at its start and one per gap after, not one per change; every
+// rebuild computes every peer's broadcast hops.
 func (r *Router) routeLoop() {
+	gap := time.NewTimer(0)
+	defer gap.Stop()
 	for {
+		select {
+		case <-r.closing:
+			return
+		case <-gap.C:
+		}
 		select {
 		case <-r.closing:
 			return
 		case <-r.routesDirty:
 		}
+		gap.Reset(routeRebuildGap)
 		descs := r.mesh.Peers.Descriptions()
 		names := make([]mesh.PeerName, len(descs))
 		for i, d := range descs {

@@ -37,6 +37,9 @@ func main() {
 			if err != nil {
 				return err
 			}
+			if lowLatency(cmd.IsSet("low-latency"), cmd.Bool("low-latency"), fastdpOff(cfg)) {
+				keepMonitorAwake()
+			}
 			return run(ctx, cfg)
 		},
 	}
@@ -79,7 +82,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "migrate-from", Usage: "take this host over from Weave Net 2.x: its data `FILE` (e.g. /var/lib/weave/weave-netdata.db), read-only, gives the peer name and the containers' addresses"},
 		&cli.StringFlag{Name: "migrate-names", Usage: "with --migrate-from: Weave Net's report saved as JSON before it stopped (`FILE`), for its containers' DNS names"},
 		&cli.StringFlag{Name: "docker-api", Value: docker.DefaultHost, Usage: "the Docker Engine whose containers weave run, attach, ps and rm may name, and whose events keep them plugged in; empty: none"},
-		&cli.BoolFlag{Name: "low-latency", Value: true, Usage: "keep the Go runtime's monitor polling so that waking for a frame is quicker (overlay ping RTT 0.32 instead of 0.55 ms on a 2-CPU VM), at the price of 100 wake-ups a second when idle (--low-latency=false: 0.05% of a CPU idle instead of 0.18% with one peer)", Sources: cli.EnvVars(lowLatencyEnv)},
+		&cli.BoolFlag{Name: "low-latency", Usage: "keep the Go runtime's monitor polling so that waking for a frame is quicker (sleeve ping RTT 0.32 instead of 0.55 ms on a 2-CPU VM), at the price of 100 wake-ups a second when idle (0.18% of a CPU instead of 0.05% with one peer); default: on only when this peer can have no fast datapath (a password, --datapath sleeve, L3 mode, --weave-compat)", Sources: cli.EnvVars(lowLatencyEnv)},
 		&cli.BoolFlag{Name: "no-offload", Usage: "read single frames from the bridge (L3 mode: packets from the TUN) instead of 64 KiB offloaded super-frames"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},

@@ -3,47 +3,33 @@ package main
 import (
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 )
 
 // tuneRuntime fits the Go runtime to a daemon whose work is mostly the
-// kernel's and whose latency is mostly wake-ups. Unless --low-latency=false
-// it re-executes the daemon, so it runs first in main, before the flags are
-// parsed.
+// kernel's and whose latency is mostly wake-ups. It runs first in main,
+// before the flags are parsed; --low-latency is applied once they are
+// (lowLatency).
 func tuneRuntime() {
-	if lowLatency(os.Args[1:], os.Getenv(lowLatencyEnv)) {
-		keepMonitorAwake()
-	}
 	smallMachineProcs()
 }
 
 // lowLatencyEnv sets --low-latency, as the flag's source.
 const lowLatencyEnv = "WEAVE_LOW_LATENCY"
 
-// lowLatency says whether --low-latency is on, as the command line will
-// parse it: the flag before any "--" (the last one wins), or else the
-// environment, or else on.
-func lowLatency(args []string, env string) bool {
-	on, err := strconv.ParseBool(env)
-	if err != nil {
-		on = true
+// lowLatency says whether to keep the runtime's monitor awake (see
+// keepMonitorAwake): as --low-latency says if given, otherwise only when
+// this peer's unicast frames cross the sleeve, i.e. when it can have no fast
+// datapath (sleeveWhy, from fastdpOff). With the fast datapath the kernel
+// carries them without waking the daemon, and the monitor's 100 wake-ups a
+// second would buy nothing: at 50 peers they were a third of an idle
+// daemon's CPU.
+func lowLatency(set, on bool, sleeveWhy string) bool {
+	if set {
+		return on
 	}
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "low-latency" {
-			continue
-		}
-		on = true
-		if hasVal {
-			on, _ = strconv.ParseBool(val)
-		}
-	}
-	return on
+	return sleeveWhy != ""
 }
 
 // smallMachineProcs runs the daemon on one Go processor on a machine of one
@@ -61,7 +47,9 @@ func smallMachineProcs() {
 
 // keepMonitorAwake re-executes the daemon with GODEBUG's schedtrace set to
 // its longest period (24.8 days), unless GODEBUG already sets it. It
-// trades idle CPU for wake-up latency; --low-latency=false declines.
+// trades idle CPU for wake-up latency. It runs once the configuration is
+// known to be valid and before anything is opened or logged, so the new
+// process starts from the same point.
 //
 // When every Go processor is idle, the runtime's monitor thread sleeps
 // until one wakes again, and waking it is then part of every wake-up: a

@@ -30,28 +30,17 @@ func TestMonitorEnv(t *testing.T) {
 
 func TestLowLatency(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		env  string
-		want bool
+		set, on   bool
+		sleeveWhy string
+		want      bool
 	}{
-		{nil, "", true},
-		{nil, "false", false},
-		{nil, "0", false},
-		{nil, "bogus", true},
-		{[]string{"--low-latency"}, "false", true},
-		{[]string{"-low-latency"}, "", true},
-		{[]string{"--low-latency=false"}, "", false},
-		{[]string{"--low-latency=true", "10.0.0.1"}, "", true},
-		{nil, "true", true},
-		{nil, "1", true},
-		{[]string{"--low-latency=false"}, "true", false},
-		{[]string{"--", "--low-latency=false"}, "", true},
-		{[]string{"--low-latency-x=false"}, "", true},
-		{[]string{"low-latency=false"}, "", true},
-		{[]string{"-low-latency=0"}, "", false},
+		{false, false, "", false},
+		{false, false, "a password without --trusted-subnets: every link is encrypted", true},
+		{true, true, "", true},
+		{true, false, "--datapath sleeve on this peer", false},
 	} {
-		if got := lowLatency(tc.args, tc.env); got != tc.want {
-			t.Errorf("lowLatency(%q, %q) = %v; want %v", tc.args, tc.env, got, tc.want)
+		if got := lowLatency(tc.set, tc.on, tc.sleeveWhy); got != tc.want {
+			t.Errorf("lowLatency(%v, %v, %q) = %v; want %v", tc.set, tc.on, tc.sleeveWhy, got, tc.want)
 		}
 	}
 }
