@@ -66,7 +66,7 @@ type Config struct {
 const (
 	defaultGossipInterval = 30 * time.Second
 	topologyDelay         = time.Second
-	routesMinGap          = 100 * time.Millisecond
+	routesMinGap          = 250 * time.Millisecond
 	gcDelay               = time.Second
 	maxSurrogates         = 64
 )

@@ -239,16 +239,17 @@ func TestLineRelaysAndFloodsOnce(t *testing.T) {
 	b.expectNone(t, "a-to-c") // relayed, not delivered, at b
 }
 
-// routed waits until every peer has unicast and broadcast routes to all others.
+// routed waits until every peer's data path has unicast and broadcast
+// routes to all others.
 func routed(t *testing.T, peers ...*testPeer) {
 	t.Helper()
 	waitFor(t, "routes", func() bool {
 		for _, p := range peers {
-			if len(p.node.Mesh.Routes.Broadcast(p.node.Name)) == 0 {
+			if _, bc, _ := p.r.RouteTo(p.node.Name); len(bc) == 0 {
 				return false
 			}
 			for _, q := range peers {
-				if _, ok := p.node.Mesh.Routes.Unicast(q.node.Name); !ok && p != q {
+				if _, _, ok := p.r.RouteTo(q.node.Name); !ok && p != q {
 					return false
 				}
 			}

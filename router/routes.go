@@ -1,6 +1,7 @@
 package router
 
 import (
+	"slices"
 	"time"
 
 	"weavenet/mesh"
@@ -39,7 +40,10 @@ func buildRoutes(peers []mesh.PeerName, unicast func(mesh.PeerName) (mesh.PeerNa
 	return t
 }
 
-const routeRebuildGap = 100 * time.Millisecond
+// routeRebuildGap bounds how stale the table may be during a burst. A new
+// direct neighbour needs no entry (knownPeer falls back to its forwarder);
+// a peer reached through others waits at most this long.
+const routeRebuildGap = 250 * time.Millisecond
 
 // routesChanged asks routeLoop for a new table. It never blocks: mesh calls
 // it from its own goroutine.
@@ -77,6 +81,15 @@ func (r *Router) routeLoop() {
 		t := buildRoutes(names, r.mesh.Routes.Unicast, r.mesh.Routes.Broadcast)
 		r.routes.Store(&t)
 	}
+}
+
+// RouteTo is what the data path's route table says now about frames to
+// and from peer: the next hop towards it (ok false if none), and the
+// neighbours a frame flooded from it goes to. The table follows mesh's
+// routes within routeRebuildGap.
+func (r *Router) RouteTo(peer mesh.PeerName) (hop mesh.PeerName, broadcast []mesh.PeerName, ok bool) {
+	pr, known := r.route(peer)
+	return pr.hop, slices.Clone(pr.broadcast), known && pr.hasHop
 }
 
 // route returns what the route table says about peer.
