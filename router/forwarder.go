@@ -223,6 +223,10 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 // Attrs implements mesh.OverlayConnection.
 func (f *forwarder) Attrs() map[string]interface{} {
 	datapath, why := f.datapath()
+	heartbeat := f.cadence.slow
+	if f.probesBeat() {
+		heartbeat *= fastLinkBeats
+	}
 	return map[string]interface{}{
 		"name":         overlayName,
 		"mtu":          f.r.mtu,
@@ -239,9 +243,10 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"peer":         f.remoteName.String(),
 		"peer_kind":    f.kind,
 		"peer_version": f.release,
-		// heartbeat: the interval once acknowledged; heartbeat_timeout:
-		// how long without one fails the connection.
-		"heartbeat":         f.cadence.slow,
+		// heartbeat: the interval once acknowledged (longer while the
+		// peer's probes stand in for them); heartbeat_timeout: how long
+		// without one fails the connection.
+		"heartbeat":         heartbeat,
 		"heartbeat_timeout": f.cadence.timeout,
 		// datapath: fastdp (kernel VXLAN) or sleeve, and why not fastdp.
 		"datapath":        datapath,
