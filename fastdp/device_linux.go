@@ -61,7 +61,7 @@ type Device struct {
 	tx    *net.UDPConn
 	// probeRaw and txRaw reach their descriptors (see SendProbe).
 	probeRaw, txRaw syscall.RawConn
-	log   *slog.Logger
+	log             *slog.Logger
 	// allow guards the port (nil without nftables; allowOff says why).
 	allow    *AllowList
 	allowOff string
