@@ -76,27 +76,41 @@ func TestLaunchStopReset(t *testing.T) {
 	}
 }
 
+// Where the sleeve carries the peer's unicast (here --datapath sleeve),
 // weaved re-executes itself once so that the Go runtime's monitor never
 // sleeps deep (cmd/weaved/runtime.go): the running daemon must keep its
-// name for ps and pgrep, and carry the setting.
+// name for ps and pgrep, and carry the setting. With the fast datapath it
+// runs as started, unless --low-latency asks.
 func TestDaemonKeepsRuntimeMonitorAwake(t *testing.T) {
-	b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
-	h := b.Hosts[0]
-	d := h.StartWeaved(t)
-	h.WaitReady(t)
-	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(environ), "GODEBUG=schedtrace=2147483647\x00") {
-		t.Errorf("weaved runs without GODEBUG=schedtrace; its environment:\n%s", strings.ReplaceAll(string(environ), "\x00", "\n"))
-	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", d.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.TrimSpace(string(comm)); got != "weaved" {
-		t.Errorf("after re-executing, the daemon is named %q, want weaved", got)
+	for _, tc := range []struct {
+		args  []string
+		awake bool
+	}{
+		{[]string{"--datapath", "sleeve"}, true},
+		{nil, false},
+		{[]string{"--low-latency"}, true},
+		{[]string{"--datapath", "sleeve", "--low-latency=false"}, false},
+	} {
+		t.Run(strings.Join(append([]string{"args"}, tc.args...), " "), func(t *testing.T) {
+			b := testbed.New(t, testbed.Options{Hosts: 1, Topology: testbed.FullMesh})
+			h := b.Hosts[0]
+			d := h.StartWeaved(t, tc.args...)
+			h.WaitReady(t)
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Pid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(environ), "GODEBUG=schedtrace=2147483647\x00"); got != tc.awake {
+				t.Errorf("monitor kept awake: %v, want %v; weaved's environment:\n%s", got, tc.awake, strings.ReplaceAll(string(environ), "\x00", "\n"))
+			}
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", d.Pid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(comm)); got != "weaved" {
+				t.Errorf("the daemon is named %q, want weaved", got)
+			}
+		})
 	}
 }
 

@@ -66,7 +66,6 @@ type Config struct {
 const (
 	defaultGossipInterval = 30 * time.Second
 	topologyDelay         = time.Second
-	routesMinGap          = 250 * time.Millisecond
 	gcDelay               = time.Second
 	maxSurrogates         = 64
 )
@@ -170,7 +169,7 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.Peers = newPeers(us)
 	r.Ourself = &LocalPeer{Name: name, NickName: nickName, UID: us.UID, peers: r.Peers}
-	r.Routes = newRoutes(name, r.Peers, routesMinGap)
+	r.Routes = newRoutes(name, r.Peers)
 	r.connMaker = newConnectionMaker(r)
 	r.ConnectionMaker = r.connMaker
 	g, err := r.NewGossip("topology", &topologyGossiper{r: r, repeats: repeatFilter{seed: maphash.MakeSeed(), window: r.gossipInterval()}})
@@ -324,10 +323,7 @@ func (r *Router) loop() {
 	topoTimer := time.NewTimer(time.Hour)
 	topoTimer.Stop()
 	defer topoTimer.Stop()
-	refreshTimer := time.NewTimer(time.Hour)
-	refreshTimer.Stop()
-	defer refreshTimer.Stop()
-	gcPending, topoPending, refreshPending := false, false, false
+	gcPending, topoPending := false, false
 	collect := func() {
 		if gone := r.Peers.collect(); len(gone) > 0 {
 			for _, p := range gone {
@@ -342,17 +338,9 @@ func (r *Router) loop() {
 		case <-r.closing:
 			return
 		case <-r.changed:
-			changed, again := r.Routes.refresh()
-			if changed {
+			if r.Routes.refresh() {
 				r.Routes.notify()
 			}
-			if again > 0 && !refreshPending {
-				refreshPending = true
-				refreshTimer.Reset(again)
-			}
-		case <-refreshTimer.C:
-			refreshPending = false
-			signal(r.changed)
 		case <-r.gcNow:
 			collect()
 		case <-r.gcSoon:

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
-	"time"
 )
 
 // Routes are computed from a snapshot of the topology whenever it has
@@ -21,16 +20,9 @@ type Routes struct {
 	peers   *Peers
 	ourName PeerName
 
-	// minGap: while the topology changes faster than this, readers get
-	// routes up to minGap old rather than a new computation per change.
-	// While a 50-peer mesh forms, updates arrive by the hundred a second,
-	// and computing the routes for each was a third of a daemon's CPU.
-	minGap time.Duration
-
-	mu         sync.Mutex
-	gen        uint64
-	valid      bool
-	computedAt time.Time
+	mu    sync.Mutex
+	gen   uint64
+	valid bool
 	// notified is the generation OnChange callbacks last heard of: a
 	// reader may have recomputed since, which is still news to them.
 	notified     uint64
@@ -44,8 +36,8 @@ type Routes struct {
 	onChange []func()
 }
 
-func newRoutes(ourName PeerName, peers *Peers, minGap time.Duration) *Routes {
-	return &Routes{peers: peers, ourName: ourName, minGap: minGap}
+func newRoutes(ourName PeerName, peers *Peers) *Routes {
+	return &Routes{peers: peers, ourName: ourName}
 }
 
 // OnChange registers f to run after the routes change. f runs on the
@@ -65,14 +57,13 @@ func (r *Routes) notify() {
 	}
 }
 
-// current brings the tables up to date, unless they are less than minGap
-// old; callers hold mu.
+// current brings the tables up to date; callers hold mu.
 func (r *Routes) currentLocked() {
-	if r.valid && (r.gen == r.peers.generation() || time.Since(r.computedAt) < r.minGap) {
+	if r.valid && r.gen == r.peers.generation() {
 		return
 	}
 	r.g, r.gen = r.peers.snapshot()
-	r.valid, r.computedAt = true, time.Now()
+	r.valid = true
 	_, r.unicast = r.g.routes(r.ourName, UnknownPeerName, true)
 	_, r.unicastAll = r.g.routes(r.ourName, UnknownPeerName, false)
 	r.broadcast = map[PeerName][]PeerName{}
@@ -80,20 +71,16 @@ func (r *Routes) currentLocked() {
 }
 
 // refresh recomputes if needed and says whether the routes changed since
-// the last refresh, and when to refresh again (0: not needed) because
-// they are behind the topology by less than minGap.
-func (r *Routes) refresh() (changed bool, again time.Duration) {
+// the last refresh.
+func (r *Routes) refresh() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.currentLocked()
-	if r.gen != r.peers.generation() {
-		again = max(r.minGap-time.Since(r.computedAt), time.Millisecond)
-	}
 	if r.notified == r.gen {
-		return false, again
+		return false
 	}
 	r.notified = r.gen
-	return true, again
+	return true
 }
 
 // Unicast returns the neighbour to send to for name, over established

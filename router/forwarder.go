@@ -293,7 +293,8 @@ func (f *forwarder) run() {
 		fragTest = stoppedTimer()
 		fragLeft = 0  // fragmentation tests still to send until one is answered
 		acked    bool // we told the peer its heartbeats arrive
-		lastBeat time.Time
+		lastBeat time.Time // the peer's last heartbeat
+		waitFrom time.Time // confirmation: the timeout counts from here until a heartbeat
 		err      error
 	)
 	defer func() {
@@ -318,6 +319,7 @@ func (f *forwarder) run() {
 			interval = f.cadence.fast
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
+			waitFrom = time.Now()
 			timeout.Reset(f.cadence.timeout)
 		case <-beat.C:
 			err = f.sendHeartbeat()
@@ -337,8 +339,23 @@ func (f *forwarder) run() {
 				fragTest.Reset(fragTestInterval)
 			}
 		case <-timeout.C:
-			if now := time.Now(); now.Sub(lastBeat) < sleeveSilence && f.aliveByProbes(now, f.cadence.timeout) {
-				timeout.Reset(time.Second)
+			// A heartbeat does not push the timer back: a timer reset
+			// before it fires still wakes the runtime at its old time, so
+			// 49 links' timers, pushed back at every heartbeat, woke an
+			// idle daemon at scattered moments all second long. It fires
+			// on whole seconds, with the other periodic work, and is set
+			// again from the last heartbeat.
+			now := time.Now()
+			deadline := waitFrom.Add(f.cadence.timeout)
+			if lastBeat.After(waitFrom) {
+				deadline = lastBeat.Add(f.cadence.timeout)
+			}
+			if now.Before(deadline) {
+				timeout.Reset(deadline.Sub(now) + untilAligned(deadline, time.Second))
+				continue
+			}
+			if now.Sub(lastBeat) < sleeveSilence && f.aliveByProbes(now, f.cadence.timeout) {
+				timeout.Reset(untilAligned(now, time.Second))
 				continue
 			}
 			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, f.cadence.timeout)
@@ -356,7 +373,6 @@ func (f *forwarder) run() {
 					err = f.sendHeartbeat() // answer now rather than at the next tick
 				}
 				lastBeat = time.Now()
-				timeout.Reset(f.cadence.timeout)
 				if !acked && err == nil {
 					acked = true
 					err = f.control(ctlConnectionEstablished, nil)
