@@ -291,8 +291,8 @@ func (f *forwarder) run() {
 		beat     = stoppedTimer()
 		timeout  = stoppedTimer()
 		fragTest = stoppedTimer()
-		fragLeft = 0  // fragmentation tests still to send until one is answered
-		acked    bool // we told the peer its heartbeats arrive
+		fragLeft = 0       // fragmentation tests still to send until one is answered
+		acked    bool      // we told the peer its heartbeats arrive
 		lastBeat time.Time // the peer's last heartbeat
 		waitFrom time.Time // confirmation: the timeout counts from here until a heartbeat
 		err      error
