@@ -164,13 +164,20 @@ func startOursCfg(t *testing.T, name PeerName, cfg Config, tweaks ...func(*Route
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &ourPeer{r: r, addr: serveLocal(t, r), g: g, rx: rx}
+}
+
+// serveLocal serves r on a free port of 127.0.0.1 until the test ends and
+// returns the address.
+func serveLocal(t *testing.T, r *Router) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = r.Serve(ln) }()
 	t.Cleanup(func() { r.Close() })
-	return &ourPeer{r: r, addr: ln.Addr().String(), g: g, rx: rx}
+	return ln.Addr().String()
 }
 
 // refPeer is a reference mesh router; it cannot be stopped, so each

@@ -75,11 +75,5 @@ func startWithOverlay(t *testing.T, name PeerName, cfg Config, o Overlay) *ourPe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = r.Serve(ln) }()
-	t.Cleanup(func() { r.Close() })
-	return &ourPeer{r: r, addr: ln.Addr().String(), rx: newReceived()}
+	return &ourPeer{r: r, addr: serveLocal(t, r), rx: newReceived()}
 }

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"bytes"
-	"hash/maphash"
 	"testing"
 	"time"
 )
@@ -24,7 +23,7 @@ func TestTopologyEncodesDeterministically(t *testing.T) {
 }
 
 func TestRepeatFilter(t *testing.T) {
-	f := repeatFilter{seed: maphash.MakeSeed(), window: 30 * time.Second}
+	f := newRepeatFilter(30 * time.Second)
 	now := time.Now()
 	a, b := []byte("table a"), []byte("table b")
 	if f.seen(a, now) {

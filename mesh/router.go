@@ -172,7 +172,7 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 	r.Routes = newRoutes(name, r.Peers)
 	r.connMaker = newConnectionMaker(r)
 	r.ConnectionMaker = r.connMaker
-	g, err := r.NewGossip("topology", &topologyGossiper{r: r, repeats: repeatFilter{seed: maphash.MakeSeed(), window: r.gossipInterval()}})
+	g, err := r.NewGossip("topology", &topologyGossiper{r: r, repeats: newRepeatFilter(r.gossipInterval())})
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +493,7 @@ func (r *Router) sendAllGossipDown(conn *LocalConnection) {
 // topologyGossiper is the "topology" channel's end.
 type topologyGossiper struct {
 	r       *Router
-	repeats repeatFilter
+	repeats *repeatFilter
 }
 
 func (t *topologyGossiper) OnGossipUnicast(PeerName, []byte) error {
@@ -562,20 +562,22 @@ type repeatFilter struct {
 // among the updates of every other peer.
 const repeatFilterSize = 512
 
+func newRepeatFilter(window time.Duration) *repeatFilter {
+	return &repeatFilter{seed: maphash.MakeSeed(), window: window, at: make(map[uint64]time.Time, repeatFilterSize)}
+}
+
 // seen says whether b came within the window, and remembers it.
 func (f *repeatFilter) seen(b []byte, now time.Time) bool {
 	h := maphash.Bytes(f.seed, b)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if at, ok := f.at[h]; ok && now.Sub(at) < f.window {
+	at, known := f.at[h]
+	if known && now.Sub(at) < f.window {
 		return true
 	}
-	if f.at == nil {
-		f.at = make(map[uint64]time.Time, repeatFilterSize)
-	}
-	if _, ok := f.at[h]; !ok {
-		if old := f.order[f.next]; len(f.at) >= repeatFilterSize {
-			delete(f.at, old)
+	if !known {
+		if len(f.at) >= repeatFilterSize {
+			delete(f.at, f.order[f.next])
 		}
 		f.order[f.next] = h
 		f.next = (f.next + 1) % repeatFilterSize
