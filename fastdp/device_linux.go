@@ -8,10 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -51,17 +48,13 @@ const (
 )
 
 // Device is the fast datapath's kernel side: the VXLAN device on the
-// bridge, its forwarding entries, a packet socket that reads probes
-// arriving through it, and a UDP socket that sends them. Its methods are
-// safe for concurrent use.
+// bridge, its forwarding entries, and the sockets that send probes and read
+// those arriving through it. Its methods are safe for concurrent use.
 type Device struct {
-	cfg   Config
-	link  netlink.Link
-	probe *os.File // AF_PACKET, bound to the VXLAN device and ProbeEtherType
-	tx    *net.UDPConn
-	// probeRaw and txRaw reach their descriptors (see SendProbe).
-	probeRaw, txRaw syscall.RawConn
-	log             *slog.Logger
+	cfg    Config
+	link   netlink.Link
+	probes *probeIO
+	log    *slog.Logger
 	// allow guards the port (nil without nftables; allowOff says why).
 	allow    *AllowList
 	allowOff string
@@ -144,17 +137,8 @@ func Open(cfg Config) (_ *Device, err error) {
 	if err := netlink.LinkSetUp(d.link); err != nil {
 		return nil, fmt.Errorf("fastdp: set %q up: %w", cfg.Name, err)
 	}
-	if d.probe, err = openProbeSocket(d.link.Attrs().Index); err != nil {
+	if d.probes, err = openProbeIO(d.link.Attrs().Index, cfg.Port, cfg.VNI, cfg.MTU); err != nil {
 		return nil, err
-	}
-	if d.tx, err = openProbeSender(); err != nil {
-		return nil, err
-	}
-	if d.probeRaw, err = d.probe.SyscallConn(); err != nil {
-		return nil, fmt.Errorf("fastdp: probe socket: %w", err)
-	}
-	if d.txRaw, err = d.tx.SyscallConn(); err != nil {
-		return nil, fmt.Errorf("fastdp: probe sender: %w", err)
 	}
 	return d, nil
 }
@@ -174,44 +158,6 @@ func setPortFlag(link netlink.Link, attr int, on bool) error {
 	req.AddData(br)
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
-}
-
-func openProbeSocket(ifindex int) (*os.File, error) {
-	proto := htons(ProbeEtherType)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(proto))
-	if err != nil {
-		return nil, fmt.Errorf("fastdp: probe socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("fastdp: bind probe socket: %w", err)
-	}
-	// Our own probes never go out through the device, but say so.
-	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	return os.NewFile(uintptr(fd), "fastdp-probe"), nil
-}
-
-// openProbeSender opens the UDP socket probes leave from. Probes carry the
-// don't-fragment bit and ignore the cached path MTU, so that one too big for
-// the path is lost (or refused here) rather than fragmented: the VXLAN
-// device's own frames would be.
-func openProbeSender() (*net.UDPConn, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
-	if err != nil {
-		return nil, fmt.Errorf("fastdp: probe sender: %w", err)
-	}
-	rc, err := c.SyscallConn()
-	if err == nil {
-		cerr := rc.Control(func(fd uintptr) {
-			err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
-		})
-		err = errors.Join(err, cerr)
-	}
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("fastdp: probe sender: don't-fragment: %w", err)
-	}
-	return c, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -271,78 +217,17 @@ func ignoreMissing(err error) error {
 	return err
 }
 
-// SendProbe sends eth, an Ethernet frame, VXLAN-encapsulated to the VXLAN
-// port of the host at to. eth is not retained.
-//
-// Both probe sockets are used with raw system calls from the poller's
-// callbacks, as the router's sleeve socket is: a call made the usual way
-// lets the runtime hand the goroutine's processor to another thread when
-// it lasts over 20 µs, and with a probe to and from every peer each
-// second those hand-offs were most of an idle daemon's wake-ups.
-func (d *Device) SendProbe(to netip.Addr, eth []byte) error {
-	if !to.Is4() || len(eth) == 0 {
-		return fmt.Errorf("fastdp: probe to %v: want an IPv4 peer and a frame", to)
-	}
-	b := make([]byte, vxlanHdrLen+len(eth))
-	putVXLANHeader(b, d.cfg.VNI)
-	copy(b[vxlanHdrLen:], eth)
-	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(uint16(d.cfg.Port)), Addr: to.As4()}
-	var errno syscall.Errno
-	err := d.txRaw.Write(func(fd uintptr) bool {
-		for {
-			_, _, errno = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-				0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
-			switch errno {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until writable
-			}
-			return true
-		}
-	})
-	if err == nil && errno != 0 {
-		err = errno
-	}
-	if err != nil {
-		return fmt.Errorf("fastdp: probe to %v: %w", to, err)
-	}
-	return nil
-}
+// SendProbes sends eth[i], an Ethernet frame, VXLAN-encapsulated to the
+// VXLAN port of the host at to[i], for every i, in as few system calls as
+// it can (see probes_linux.go). A probe refused on the way (EMSGSIZE for
+// one too big for the path) does not keep the others; the first error is
+// returned. The frames are not retained.
+func (d *Device) SendProbes(to []netip.Addr, eth [][]byte) error { return d.probes.send(to, eth) }
 
-// ReadProbe reads the next probe frame (Ethernet header first) that arrived
-// through the VXLAN device into b. It returns net.ErrClosed after Close.
-func (d *Device) ReadProbe(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, errors.New("fastdp: read probe: empty buffer")
-	}
-	var (
-		n     uintptr
-		errno syscall.Errno
-	)
-	err := d.probeRaw.Read(func(fd uintptr) bool {
-		for {
-			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch errno {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until readable
-			}
-			return true
-		}
-	})
-	if errors.Is(err, os.ErrClosed) {
-		return 0, net.ErrClosed
-	}
-	if err == nil && errno != 0 {
-		err = errno
-	}
-	if err != nil {
-		return 0, fmt.Errorf("fastdp: read probe: %w", err)
-	}
-	return int(n), nil
-}
+// ReadProbes calls fn with each probe frame (Ethernet header first) that
+// arrived through the device since the last call, without waiting, and
+// returns how many. fn must not keep the frame.
+func (d *Device) ReadProbes(fn func(eth []byte)) (int, error) { return d.probes.read(fn) }
 
 // Counters are the VXLAN device's own, from the kernel.
 type Counters struct {
@@ -386,14 +271,11 @@ func (d *Device) AllowList() (table string, peers int, dropped uint64, off strin
 }
 
 // Close deletes the VXLAN device (and with it every entry) and its
-// allow-list, and closes the probe sockets; a blocked ReadProbe returns.
+// allow-list, and closes the probe sockets.
 func (d *Device) Close() error {
 	var errs []error
-	if d.probe != nil {
-		errs = append(errs, d.probe.Close())
-	}
-	if d.tx != nil {
-		errs = append(errs, d.tx.Close())
+	if d.probes != nil {
+		errs = append(errs, d.probes.close())
 	}
 	if d.link != nil {
 		if err := netlink.LinkDel(d.link); err != nil && !errors.Is(err, unix.ENODEV) {

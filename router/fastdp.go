@@ -1,9 +1,7 @@
 package router
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -20,11 +18,13 @@ import (
 //
 //  1. Both ends offer it in the mesh handshake (featureFastDP: the VXLAN
 //     port and VNI, which must match), and the link needs no encryption.
-//  2. Every probeInterval the fast manager sends the peer a small and a
-//     full-sized probe through VXLAN; the peer acknowledges each over the
-//     mesh connection. A link is on the fast datapath while its full-sized
-//     probes are acknowledged and the peer's arrive here, both within
-//     fastTimeout (choosePath); otherwise on the sleeve, with the reason.
+//  2. Every probeInterval the fast manager takes the probes that arrived
+//     since its last round, then sends each peer a small and a full-sized
+//     probe through VXLAN, all in one batch; the peer acknowledges them in
+//     its own probes (or, if older, over the mesh connection). A link is
+//     on the fast datapath while its full-sized probes are acknowledged
+//     and the peer's arrive here, both within fastTimeout (choosePath);
+//     otherwise on the sleeve, with the reason.
 //  3. After each round the manager syncs the kernel's forwarding entries:
 //     every MAC learned behind a peer on the fast datapath gets one, and
 //     entries of peers that left it are removed (fdbChanges), which sends
@@ -34,7 +34,7 @@ import (
 // unicast, the sleeve everything else.
 
 // FastDatapath is the kernel side of the fast datapath (package fastdp's
-// Device). Its methods are called from the router's fast manager and probe
+// Device). Its methods are called from the router's fast manager and
 // reader goroutines.
 type FastDatapath interface {
 	// Port is VXLAN's UDP port, VNI its network identifier; both must be
@@ -44,11 +44,12 @@ type FastDatapath interface {
 	// Install sends frames for m to the VXLAN port of peer; Remove undoes it.
 	Install(m [6]byte, peer netip.Addr) error
 	Remove(m [6]byte, peer netip.Addr) error
-	// SendProbe sends an Ethernet frame VXLAN-encapsulated to peer's VXLAN
-	// port; ReadProbe reads the next probe frame that arrived through the
-	// device, and returns net.ErrClosed after Close.
-	SendProbe(peer netip.Addr, eth []byte) error
-	ReadProbe(b []byte) (int, error)
+	// SendProbes sends eth[i], an Ethernet frame, VXLAN-encapsulated to
+	// the VXLAN port of to[i], for every i, in one go. ReadProbes calls fn
+	// with each probe frame that arrived through the device since the last
+	// call, without waiting. Neither keeps the frames.
+	SendProbes(to []netip.Addr, eth [][]byte) error
+	ReadProbes(fn func(eth []byte)) (int, error)
 	// ByteCounters are the VXLAN device's received and sent bytes.
 	ByteCounters() (rx, tx uint64, err error)
 	// Idle says, for each installed MAC, how long since the kernel last
@@ -88,13 +89,14 @@ const ctlFastProbeAck = 0x46
 // An acknowledgement inside a probe says which of ours arrived last; it
 // counts only if that one was sent within maxAckLag, since a peer whose
 // probes still arrive but whose view of ours has stopped keeps repeating
-// an old number. Both ends probe at the same instants, so the number a
-// probe carries is usually of our previous round: one steady interval old.
+// an old number. Both ends probe on the wall clock's whole seconds and read
+// what arrived half a second later, so the number a probe carries is of our
+// previous round, read 1.5 s after it went; a loaded machine adds to that.
 const (
 	probeInterval       = 500 * time.Millisecond
 	steadyProbeInterval = time.Second
 	fastTimeout         = 3 * time.Second
-	maxAckLag           = 2 * steadyProbeInterval
+	maxAckLag           = fastTimeout
 )
 
 // Datapath names, as status shows them.
@@ -346,7 +348,7 @@ func (r *Router) fastLoop() {
 	learned := map[mac]mesh.PeerName{}
 	stale := map[mac]bool{}
 	var allowed []netip.Addr
-	buf := make([]byte, ethHdrLen+r.mtu)
+	var out probeBatch
 	for round := 1; ; round++ {
 		select {
 		case <-r.closing:
@@ -355,6 +357,9 @@ func (r *Router) fastLoop() {
 		}
 		now := time.Now()
 		tick.Reset(untilAligned(now, probeInterval))
+		// What the peers sent since the last round, before deciding.
+		r.readProbes(now)
+		out.reset()
 		// Links on the fast datapath are probed on whole seconds only.
 		steadyRound := now.Round(probeInterval).UnixNano()%int64(steadyProbeInterval) == 0
 		clear(stale)
@@ -391,7 +396,7 @@ func (r *Router) fastLoop() {
 				continue
 			}
 			if onFast := f.fast.state.Load().fast; !onFast || steadyRound {
-				r.sendProbes(f, peer, buf, onFast)
+				r.addProbes(&out, f, peer, onFast)
 			}
 			t := probeTimes{now: now, start: f.fast.start, acksInProbes: f.fast.peerAcks}
 			for c := range numProbeClasses {
@@ -412,6 +417,10 @@ func (r *Router) fastLoop() {
 			if fast {
 				fastPeers[name] = peer
 			}
+		}
+		if err := r.fast.dev.SendProbes(out.to, out.eth); err != nil {
+			// Expected where the path is too small for full-sized probes.
+			r.log.Debug("fastdp: probes", "err", err)
 		}
 		r.macs.learnedSnapshot(learned)
 		add, del := fdbChanges(learned, installed, fastPeers, stale)
@@ -452,13 +461,37 @@ func (r *Router) staleEntries(stale map[mac]bool) {
 	}
 }
 
-// sendProbes sends f's peer one probe of each size class, or only a
-// full-sized one.
-func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte, fullOnly bool) {
+// probeBatch is a round's probes, sent together; its buffers are kept
+// from round to round.
+type probeBatch struct {
+	to   []netip.Addr
+	eth  [][]byte
+	bufs [][]byte
+}
+
+func (b *probeBatch) reset() { b.to, b.eth = b.to[:0], b.eth[:0] }
+
+// add returns a buffer of n bytes for the next probe to to.
+func (b *probeBatch) add(to netip.Addr, n int) []byte {
+	i := len(b.eth)
+	if i == len(b.bufs) {
+		b.bufs = append(b.bufs, nil)
+	}
+	if cap(b.bufs[i]) < n {
+		b.bufs[i] = make([]byte, n)
+	}
+	b.to = append(b.to, to)
+	b.eth = append(b.eth, b.bufs[i][:n])
+	return b.bufs[i][:n]
+}
+
+// addProbes adds to out one probe of each size class for f's peer, or only
+// a full-sized one.
+func (r *Router) addProbes(out *probeBatch, f *forwarder, to netip.Addr, fullOnly bool) {
 	l := f.fast
 	seq := l.seq.Load() + 1
 	l.sentAt[seq%uint32(len(l.sentAt))].Store(time.Now().UnixNano())
-	l.seq.Store(seq) // after sentAt: the probe reader trusts seq's entry
+	l.seq.Store(seq)
 	p := probe{from: r.name, to: f.remoteName, connUID: f.connUID, seq: seq}
 	if l.peerAcks {
 		for c := range p.acks {
@@ -470,36 +503,31 @@ func (r *Router) sendProbes(f *forwarder, to netip.Addr, buf []byte, fullOnly bo
 			continue
 		}
 		p.class = byte(c)
-		eth := putProbe(buf, max(n, probeMinLen), p)
-		// A probe too big for the underlay fails here (EMSGSIZE) or on
+		// A probe too big for the underlay fails when sent (EMSGSIZE) or on
 		// the way: either way it goes unacknowledged.
-		_ = r.fast.dev.SendProbe(to, eth)
+		n = max(n, probeMinLen)
+		putProbe(out.add(to, n), n, p)
 	}
 }
 
-// probeLoop reads the peers' probes from the VXLAN device and acknowledges
-// those of our connections.
-func (r *Router) probeLoop() {
-	buf := make([]byte, 65536)
-	for {
-		n, err := r.fast.dev.ReadProbe(buf)
-		if err != nil {
-			if r.isClosing() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			r.pause()
-			continue
-		}
-		p, err := decodeProbe(buf[:n])
+// readProbes takes the probes that arrived since the last round and
+// records those of our connections (acknowledging them, for peers that
+// want it over the mesh connection).
+func (r *Router) readProbes(now time.Time) {
+	_, err := r.fast.dev.ReadProbes(func(eth []byte) {
+		p, err := decodeProbe(eth)
 		if err != nil || p.to != r.name {
 			r.stats.drop(DropMalformed)
-			continue
+			return
 		}
 		f := r.forwarder(p.from)
 		if f == nil || f.connUID != p.connUID || f.fast == nil || !f.fast.usable {
-			continue // an older connection's, or one that does not use it
+			return // an older connection's, or one that does not use it
 		}
-		f.onProbe(p, time.Now())
+		f.onProbe(p, now)
+	})
+	if err != nil && !r.isClosing() {
+		r.log.Warn("fastdp: read probes", "err", err)
 	}
 }
 

@@ -166,10 +166,10 @@ func TestProbeAcksInProbes(t *testing.T) {
 		l.sentAt[seq%uint32(len(l.sentAt))].Store(now.Add(-time.Duration(5-seq) * time.Second).UnixNano())
 		l.seq.Store(seq)
 	}
-	// Probe 5 went 0 s ago, 4 one second ago, 2 three seconds ago.
-	f.onProbe(probe{class: probeSmall, seq: 9, acks: [numProbeClasses]uint32{2, 4}}, now)
+	// Probe 5 went 0 s ago, 4 one second ago, 1 four seconds ago.
+	f.onProbe(probe{class: probeSmall, seq: 9, acks: [numProbeClasses]uint32{1, 4}}, now)
 	if got := l.acked[probeSmall].Load(); got != 0 {
-		t.Errorf("an acknowledgement of a probe sent 3s ago counted")
+		t.Errorf("an acknowledgement of a probe sent 4s ago counted")
 	}
 	if got := l.acked[probeFull].Load(); got != now.UnixNano() {
 		t.Errorf("an acknowledgement of a probe sent 1s ago did not count")

@@ -208,9 +208,8 @@ func (r *Router) Start(m *mesh.Router) {
 	go func() { defer r.wg.Done(); r.receiveLoop() }()
 	go func() { defer r.wg.Done(); r.macs.expireLoop(r.closing) }()
 	if r.fast.dev != nil {
-		r.wg.Add(2)
+		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.fastLoop() }()
-		go func() { defer r.wg.Done(); r.probeLoop() }()
 	}
 }
 
