@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"weavenet/internal/wallclock"
 	"weavenet/mesh"
 )
 
@@ -161,7 +162,7 @@ func (a *Allocator) Close() error {
 
 func (a *Allocator) ticker(d time.Duration) {
 	defer a.wg.Done()
-	t := time.NewTicker(d)
+	t := wallclock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weavenet/internal/wallclock"
 )
 
 // A connection to a peer. Three goroutines serve it:
@@ -365,7 +367,7 @@ func (c *LocalConnection) pickGossip() (ch *gossipChannel, src PeerName, d Gossi
 // leaves the runtime a timer to wake for at its old time: with 49
 // connections those wake-ups came all minute long.
 func (c *LocalConnection) writeLoop() {
-	hb := time.NewTimer(untilMultiple(time.Now(), heartbeatInterval))
+	hb := time.NewTimer(wallclock.Until(time.Now(), heartbeatInterval))
 	defer hb.Stop()
 	us := c.router.Ourself.Name
 	for {
@@ -376,7 +378,7 @@ func (c *LocalConnection) writeLoop() {
 		case msg := <-c.ctl:
 			err = c.write(msg)
 		case now := <-hb.C:
-			hb.Reset(untilMultiple(now, heartbeatInterval))
+			hb.Reset(wallclock.Until(now, heartbeatInterval))
 			if quiet := now.Sub(time.Unix(0, c.lastRead.Load())); quiet > readTimeout {
 				err = fmt.Errorf("nothing read from %s for %v", c.remote, quiet.Round(time.Second))
 				break
@@ -410,12 +412,6 @@ func (c *LocalConnection) writeLoop() {
 			return
 		}
 	}
-}
-
-// untilMultiple is how long from now until the next multiple of d on the
-// wall clock.
-func untilMultiple(now time.Time, d time.Duration) time.Duration {
-	return d - time.Duration(now.UnixNano()%int64(d))
 }
 
 func (c *LocalConnection) write(msg []byte) error {

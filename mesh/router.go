@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"weavenet/internal/wallclock"
 )
 
 // Config configures a Router.
@@ -315,7 +317,9 @@ func signal(ch chan struct{}) {
 // loop is the router's own goroutine: route-change callbacks, garbage
 // collection of peers, batched topology broadcasts, periodic gossip.
 func (r *Router) loop() {
-	gossipTick := time.NewTicker(r.gossipInterval())
+	// On the wall clock's multiples: every peer's periodic gossip arrives
+	// in one burst.
+	gossipTick := wallclock.NewTicker(r.gossipInterval())
 	defer gossipTick.Stop()
 	gcTimer := time.NewTimer(time.Hour)
 	gcTimer.Stop()

@@ -20,20 +20,30 @@ type Routes struct {
 	peers   *Peers
 	ourName PeerName
 
-	mu    sync.Mutex
-	gen   uint64
-	valid bool
+	mu  sync.Mutex
+	cur *RouteSnapshot // nil until first computed
 	// notified is the generation OnChange callbacks last heard of: a
 	// reader may have recomputed since, which is still news to them.
-	notified     uint64
-	g            graph
-	unicast      map[PeerName]PeerName
-	unicastAll   map[PeerName]PeerName
-	broadcast    map[PeerName][]PeerName
-	broadcastAll map[PeerName][]PeerName
+	notified uint64
 
 	cbMu     sync.Mutex
 	onChange []func()
+}
+
+// A RouteSnapshot is the routes of one state of the topology. It never
+// changes; its methods are safe for concurrent use. The zero value knows
+// no peers.
+type RouteSnapshot struct {
+	us         PeerName
+	gen        uint64
+	g          graph
+	unicast    map[PeerName]PeerName
+	unicastAll map[PeerName]PeerName
+
+	// Broadcast trees, computed on first use: few sources ever flood.
+	mu           sync.Mutex
+	broadcast    map[PeerName][]PeerName
+	broadcastAll map[PeerName][]PeerName
 }
 
 func newRoutes(ourName PeerName, peers *Peers) *Routes {
@@ -57,17 +67,25 @@ func (r *Routes) notify() {
 	}
 }
 
-// current brings the tables up to date; callers hold mu.
-func (r *Routes) currentLocked() {
-	if r.valid && r.gen == r.peers.generation() {
-		return
+// currentLocked brings the snapshot up to date and returns it; callers
+// hold mu.
+func (r *Routes) currentLocked() *RouteSnapshot {
+	if r.cur != nil && r.cur.gen == r.peers.generation() {
+		return r.cur
 	}
-	r.g, r.gen = r.peers.snapshot()
-	r.valid = true
-	_, r.unicast = r.g.routes(r.ourName, UnknownPeerName, true)
-	_, r.unicastAll = r.g.routes(r.ourName, UnknownPeerName, false)
-	r.broadcast = map[PeerName][]PeerName{}
-	r.broadcastAll = map[PeerName][]PeerName{}
+	s := &RouteSnapshot{us: r.ourName}
+	s.g, s.gen = r.peers.snapshot()
+	_, s.unicast = s.g.routes(r.ourName, UnknownPeerName, true)
+	_, s.unicastAll = s.g.routes(r.ourName, UnknownPeerName, false)
+	r.cur = s
+	return s
+}
+
+// Snapshot returns the routes of the topology as it stands.
+func (r *Routes) Snapshot() *RouteSnapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.currentLocked()
 }
 
 // refresh recomputes if needed and says whether the routes changed since
@@ -75,57 +93,67 @@ func (r *Routes) currentLocked() {
 func (r *Routes) refresh() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.currentLocked()
-	if r.notified == r.gen {
+	gen := r.currentLocked().gen
+	if r.notified == gen {
 		return false
 	}
-	r.notified = r.gen
+	r.notified = gen
 	return true
 }
 
 // Unicast returns the neighbour to send to for name, over established
 // connections that both ends report.
-func (r *Routes) Unicast(name PeerName) (PeerName, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.currentLocked()
-	hop, ok := r.unicast[name]
-	return hop, ok
-}
+func (r *Routes) Unicast(name PeerName) (PeerName, bool) { return r.Snapshot().Unicast(name) }
 
 // UnicastAll is Unicast over all connections.
 func (r *Routes) UnicastAll(name PeerName) (PeerName, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.currentLocked()
-	hop, ok := r.unicastAll[name]
+	hop, ok := r.Snapshot().unicastAll[name]
 	return hop, ok
 }
 
 // Broadcast returns the neighbours to relay a broadcast from name to, over
 // established symmetric connections.
-func (r *Routes) Broadcast(name PeerName) []PeerName { return r.lookupBroadcast(name, true) }
+func (r *Routes) Broadcast(name PeerName) []PeerName { return r.Snapshot().Broadcast(name) }
 
 // BroadcastAll is Broadcast over all connections.
-func (r *Routes) BroadcastAll(name PeerName) []PeerName { return r.lookupBroadcast(name, false) }
+func (r *Routes) BroadcastAll(name PeerName) []PeerName { return r.Snapshot().lookupBroadcast(name, false) }
 
-func (r *Routes) lookupBroadcast(name PeerName, strict bool) []PeerName {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.currentLocked()
-	cache := r.broadcastAll
-	if strict {
-		cache = r.broadcast
-	}
-	if hops, ok := cache[name]; ok {
-		return hops
-	}
-	if _, known := r.g[name]; !known {
+// Known says whether name is a peer of the topology.
+func (s *RouteSnapshot) Known(name PeerName) bool {
+	_, ok := s.g[name]
+	return ok
+}
+
+// Unicast returns the neighbour to send to for name, over established
+// connections that both ends report.
+func (s *RouteSnapshot) Unicast(name PeerName) (PeerName, bool) {
+	hop, ok := s.unicast[name]
+	return hop, ok
+}
+
+// Broadcast returns the neighbours to relay a broadcast from name to, over
+// established symmetric connections. The slice is shared: read only.
+func (s *RouteSnapshot) Broadcast(name PeerName) []PeerName { return s.lookupBroadcast(name, true) }
+
+func (s *RouteSnapshot) lookupBroadcast(name PeerName, strict bool) []PeerName {
+	if !s.Known(name) {
 		// Not cached: sources named on the wire are anyone's choice.
 		return []PeerName{}
 	}
-	hops := r.g.broadcastHops(name, r.ourName, strict)
-	cache[name] = hops
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cache := &s.broadcastAll
+	if strict {
+		cache = &s.broadcast
+	}
+	if hops, ok := (*cache)[name]; ok {
+		return hops
+	}
+	if *cache == nil {
+		*cache = map[PeerName][]PeerName{}
+	}
+	hops := s.g.broadcastHops(name, s.us, strict)
+	(*cache)[name] = hops
 	return hops
 }
 
@@ -136,18 +164,16 @@ func (r *Routes) PeerNames() map[PeerName]struct{} { return r.peers.names() }
 // many peers each is the unicast next hop for, so that gossip crosses
 // bottleneck links.
 func (r *Routes) randomNeighbours(except PeerName) []PeerName {
-	r.mu.Lock()
-	r.currentLocked()
+	unicastAll := r.Snapshot().unicastAll
 	weights := map[PeerName]int64{}
 	var total int64
-	for _, hop := range r.unicastAll {
+	for _, hop := range unicastAll {
 		if hop != UnknownPeerName && hop != except {
 			weights[hop]++
 			total++
 		}
 	}
-	n := len(r.unicastAll)
-	r.mu.Unlock()
+	n := len(unicastAll)
 	want := int(math.Min(2*math.Log2(float64(n)), float64(len(weights))))
 	names := make([]PeerName, 0, len(weights))
 	for h := range weights {
@@ -177,6 +203,9 @@ func (g graph) neighbours(from PeerName, strict bool, exclude map[PeerName]PeerN
 	for to, l := range g[from] {
 		if strict && !l.established {
 			continue
+		}
+		if _, ok := g[to]; !ok {
+			continue // a link to a peer the topology does not hold
 		}
 		if _, seen := exclude[to]; seen {
 			continue

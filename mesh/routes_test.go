@@ -63,3 +63,44 @@ func TestRoutesBroadcastTree(t *testing.T) {
 		t.Errorf("unknown source: %v", hops)
 	}
 }
+
+// A snapshot shares the peers' link maps with Peers: a change to our own
+// links afterwards makes a new map, and the snapshot, and routes computed
+// from it, keep the topology they were taken of. The zero snapshot knows
+// nobody.
+func TestSnapshotKeepsItsTopology(t *testing.T) {
+	ps := newPeers(&Peer{Name: 1})
+	ps.mu.Lock()
+	ps.byName[2] = &peerState{p: &Peer{Name: 2}, links: map[PeerName]link{1: {established: true}, 9: {established: true}}}
+	ps.setOwnLinkLocked(2, link{established: true}, true)
+	ps.gen++
+	ps.mu.Unlock()
+	r := newRoutes(1, ps)
+	before := r.Snapshot()
+	if hop, ok := before.Unicast(2); !ok || hop != 2 || !before.Known(2) || before.Known(9) {
+		t.Fatalf("before: route to 2 %v %v, known 2 %v, known 9 (not a peer) %v", hop, ok, before.Known(2), before.Known(9))
+	}
+	if got := before.Broadcast(1); !reflect.DeepEqual(got, []PeerName{2}) {
+		t.Errorf("broadcast from us: %v, want [2]", got)
+	}
+
+	ps.mu.Lock()
+	ps.setOwnLinkLocked(2, link{}, false)
+	ps.gen++
+	ps.mu.Unlock()
+	after := r.Snapshot()
+	if _, ok := after.Unicast(2); ok {
+		t.Error("after removing the link: still a route to 2")
+	}
+	if _, ok := before.Unicast(2); !ok || len(before.g[1]) != 1 {
+		t.Errorf("the earlier snapshot changed: our links %v", before.g[1])
+	}
+	if got := before.Broadcast(2); len(got) != 0 {
+		t.Errorf("broadcast from 2 relayed to %v; we are its only neighbour", got)
+	}
+
+	var zero RouteSnapshot
+	if _, ok := zero.Unicast(1); ok || zero.Known(1) || len(zero.Broadcast(1)) != 0 {
+		t.Error("the zero snapshot knows a peer")
+	}
+}

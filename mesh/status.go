@@ -83,13 +83,11 @@ func NewStatus(r *Router) *Status {
 	for _, n := range r.TrustedSubnets {
 		st.TrustedSubnets = append(st.TrustedSubnets, n.String())
 	}
-	r.Routes.mu.Lock()
-	r.Routes.currentLocked()
-	for d, v := range r.Routes.unicast {
+	routes := r.Routes.Snapshot()
+	for d, v := range routes.unicast {
 		st.UnicastRoutes = append(st.UnicastRoutes, UnicastRouteStatus{d.String(), v.String()})
 	}
-	r.Routes.mu.Unlock()
-	hops := r.Routes.Broadcast(us.Name)
+	hops := routes.Broadcast(us.Name)
 	b := BroadcastRouteStatus{Source: us.Name.String()}
 	for _, h := range hops {
 		b.Via = append(b.Via, h.String())

@@ -46,16 +46,12 @@ const (
 	weaveTimeout       = 60 * time.Second
 )
 
-// untilAligned is how long from now until the next multiple of d on the
-// wall clock. Periodic datagrams (acknowledged heartbeats, fast datapath
-// probes) go out on these instants: every peer, its clock kept by NTP,
-// then sends at the same moments, so a daemon wakes once a period for the
-// whole burst (its peers' datagrams arrive together and are read in one
-// batch) instead of once per peer. With 50 peers, timers firing at 49
-// moments of each second were most of an idle daemon's wake-ups.
-func untilAligned(now time.Time, d time.Duration) time.Duration {
-	return d - time.Duration(now.UnixNano()%int64(d))
-}
+// Periodic datagrams (acknowledged heartbeats, fast datapath probes) go
+// out on the wall clock's multiples of their period (package wallclock):
+// every peer, its clock kept by NTP, then sends at the same moments, so a
+// daemon wakes once a period for the whole burst instead of once per peer.
+// With 50 peers, timers firing at 49 moments of each second were most of
+// an idle daemon's wake-ups.
 
 func weavenetCadence() cadence {
 	return cadence{fast: fastHeartbeat, slow: weavenetSlowHeartbeat, timeout: weavenetTimeout}

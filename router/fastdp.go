@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"weavenet/internal/wallclock"
 	"weavenet/mesh"
 )
 
@@ -89,9 +90,10 @@ const ctlFastProbeAck = 0x46
 // An acknowledgement inside a probe says which of ours arrived last; it
 // counts only if that one was sent within maxAckLag, since a peer whose
 // probes still arrive but whose view of ours has stopped keeps repeating
-// an old number. Both ends probe on the wall clock's whole seconds and read
-// what arrived half a second later, so the number a probe carries is of our
-// previous round, read 1.5 s after it went; a loaded machine adds to that.
+// an old number. Both ends probe on the wall clock's whole seconds and,
+// once all their links are on the fast datapath, read what arrived only at
+// the next one, so the number a probe carries is of our previous round,
+// read 2 s after it went; a loaded machine adds to that.
 const (
 	probeInterval       = 500 * time.Millisecond
 	steadyProbeInterval = time.Second
@@ -341,29 +343,34 @@ func (c *macCache) learnedSnapshot(out map[mac]mesh.PeerName) {
 // fastLoop probes every usable link, decides each link's path and keeps
 // the kernel's entries in line, until the router closes.
 func (r *Router) fastLoop() {
-	// Rounds on the wall clock's half seconds (see untilAligned).
-	tick := time.NewTimer(untilAligned(time.Now(), probeInterval))
+	// Rounds on the wall clock's half seconds, or only its whole seconds
+	// once every link is on the fast datapath (see cadence.go).
+	tick := time.NewTimer(wallclock.Until(time.Now(), probeInterval))
 	defer tick.Stop()
 	installed := map[mac]fdbEntry{}
 	learned := map[mac]mesh.PeerName{}
 	stale := map[mac]bool{}
+	lastStale := time.Now()
+	settled := false // every link on the fast datapath at the last round
 	var allowed []netip.Addr
 	var out probeBatch
-	for round := 1; ; round++ {
+	for {
 		select {
 		case <-r.closing:
 			return
 		case <-tick.C:
 		}
 		now := time.Now()
-		tick.Reset(untilAligned(now, probeInterval))
 		// What the peers sent since the last round, before deciding.
 		r.readProbes(now)
 		out.reset()
-		// Links on the fast datapath are probed on whole seconds only.
-		steadyRound := now.Round(probeInterval).UnixNano()%int64(steadyProbeInterval) == 0
+		// Links on the fast datapath are probed on whole seconds only (the
+		// only rounds there are once settled, however late they come).
+		steadyRound := settled || now.Round(probeInterval).UnixNano()%int64(steadyProbeInterval) == 0
+		settled = true
 		clear(stale)
-		if round%staleCheckRounds == 0 {
+		if now.Sub(lastStale) >= staleCheckEvery {
+			lastStale = now
 			r.staleEntries(stale)
 		}
 		fastPeers := map[mesh.PeerName]netip.Addr{}
@@ -416,6 +423,8 @@ func (r *Router) fastLoop() {
 			}
 			if fast {
 				fastPeers[name] = peer
+			} else {
+				settled = false
 			}
 		}
 		if err := r.fast.dev.SendProbes(out.to, out.eth); err != nil {
@@ -439,12 +448,17 @@ func (r *Router) fastLoop() {
 			installed[m] = e
 		}
 		r.fast.entries.Store(int64(len(installed)))
+		next := probeInterval
+		if settled {
+			next = steadyProbeInterval
+		}
+		tick.Reset(wallclock.Until(time.Now(), next))
 	}
 }
 
-// staleCheckRounds: how often (in probe rounds) to ask the kernel which
-// entries it has not used for macMaxAge.
-const staleCheckRounds = int(30 * time.Second / probeInterval)
+// staleCheckEvery: how often to ask the kernel which entries it has not
+// used for macMaxAge.
+const staleCheckEvery = 30 * time.Second
 
 // staleEntries adds to stale the MACs whose kernel entries have not carried
 // a frame for macMaxAge.

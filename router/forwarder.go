@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"weavenet/internal/wallclock"
 	"weavenet/mesh"
 
 	"weavenet/crypto"
@@ -328,7 +329,7 @@ func (f *forwarder) run() {
 				if f.probesBeat() {
 					every *= fastLinkBeats
 				}
-				beat.Reset(untilAligned(time.Now(), every))
+				beat.Reset(wallclock.Until(time.Now(), every))
 			} else {
 				beat.Reset(interval) // unacknowledged: keep trying at once
 			}
@@ -351,11 +352,11 @@ func (f *forwarder) run() {
 				deadline = lastBeat.Add(f.cadence.timeout)
 			}
 			if now.Before(deadline) {
-				timeout.Reset(deadline.Sub(now) + untilAligned(deadline, time.Second))
+				timeout.Reset(deadline.Sub(now) + wallclock.Until(deadline, time.Second))
 				continue
 			}
 			if now.Sub(lastBeat) < sleeveSilence && f.aliveByProbes(now, f.cadence.timeout) {
-				timeout.Reset(untilAligned(now, time.Second))
+				timeout.Reset(wallclock.Until(now, time.Second))
 				continue
 			}
 			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, f.cadence.timeout)

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"weavenet/internal/wallclock"
 	"weavenet/mesh"
 )
 
@@ -129,7 +130,7 @@ func (c *macCache) expire(now int64) {
 }
 
 func (c *macCache) expireLoop(done <-chan struct{}) {
-	t := time.NewTicker(time.Second)
+	t := wallclock.NewTicker(time.Second)
 	defer t.Stop()
 	for i := 0; ; i++ {
 		select {

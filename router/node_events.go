@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"weavenet/internal/wallclock"
 	"weavenet/mesh"
 )
 
@@ -173,7 +174,7 @@ func (n *Node) signalPeers() {
 
 func (n *Node) eventLoop() {
 	up := map[mesh.PeerName]string{} // reachable peers and their nicknames
-	tick := time.NewTicker(peerPoll)
+	tick := wallclock.NewTicker(peerPoll)
 	defer tick.Stop()
 	for {
 		select {

@@ -111,9 +111,9 @@ type Router struct {
 	// so it is an immutable map swapped under fwdMu.
 	fwds  atomic.Pointer[map[mesh.PeerName]*forwarder]
 	fwdMu sync.Mutex
-	// routes is the forwarding loops' copy of mesh's routes (routes.go),
-	// rebuilt by routeLoop when routesDirty says so.
-	routes      atomic.Pointer[routeTable]
+	// routes is the forwarding loops' view of mesh's routes (routes.go),
+	// taken again by routeLoop when routesDirty says so.
+	routes      atomic.Pointer[routeView]
 	routesDirty chan struct{}
 
 	closing chan struct{}
@@ -189,8 +189,7 @@ func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
 	r.rx.stats = &r.stats
 	empty := map[mesh.PeerName]*forwarder{}
 	r.fwds.Store(&empty)
-	noRoutes := routeTable{}
-	r.routes.Store(&noRoutes)
+	r.routes.Store(&routeView{&mesh.RouteSnapshot{}})
 	return r
 }
 

@@ -92,16 +92,16 @@ func (r *Router) sendLoop() {
 // relay sends the frame at buf[off:off+n] towards peer dst, through the next
 // hop of the unicast route; via q if not nil (see sendFrame).
 func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQueue) {
-	route, known := r.route(dst)
-	hop := route.hop
-	if !route.hasHop {
+	rt := r.routes.Load()
+	hop, ok := rt.Unicast(dst)
+	if !ok {
 		// Routes lag a moment behind a new connection; a direct
 		// neighbour needs none.
 		hop = dst
 	}
 	f := r.forwarder(hop)
 	if f == nil {
-		if known {
+		if rt.Known(dst) {
 			r.stats.drop(DropNoRoute)
 		} else {
 			r.stats.drop(DropUnknownPeer)
@@ -115,8 +115,7 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQ
 // broadcast tree. Every receiver floods it on along the same tree, so each
 // peer gets it exactly once, whether or not it is directly connected to src.
 func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
-	route, _ := r.route(src)
-	hops := route.broadcast
+	hops := r.routes.Load().Broadcast(src)
 	if len(hops) == 0 && src == r.name {
 		// Right after a connection comes up, mesh has not yet computed the
 		// broadcast tree: send our own frame to every neighbour rather than

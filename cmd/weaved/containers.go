@@ -18,6 +18,7 @@ import (
 	"weavenet/api"
 	"weavenet/dns"
 	"weavenet/docker"
+	"weavenet/internal/wallclock"
 	"weavenet/ipam"
 	"weavenet/netdev"
 )
@@ -272,7 +273,7 @@ func (d *daemon) reapLoop(quit <-chan struct{}) {
 	if err != nil {
 		d.log.Warn("not watching for containers that go; a sweep every 30s finds them", "err", err)
 	}
-	sweep := time.NewTicker(30 * time.Second)
+	sweep := wallclock.NewTicker(30 * time.Second)
 	defer sweep.Stop()
 	for {
 		select {
