@@ -116,7 +116,9 @@ func (r *Routes) UnicastAll(name PeerName) (PeerName, bool) {
 func (r *Routes) Broadcast(name PeerName) []PeerName { return r.Snapshot().Broadcast(name) }
 
 // BroadcastAll is Broadcast over all connections.
-func (r *Routes) BroadcastAll(name PeerName) []PeerName { return r.Snapshot().lookupBroadcast(name, false) }
+func (r *Routes) BroadcastAll(name PeerName) []PeerName {
+	return r.Snapshot().lookupBroadcast(name, false)
+}
 
 // Known says whether name is a peer of the topology.
 func (s *RouteSnapshot) Known(name PeerName) bool {
