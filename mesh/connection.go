@@ -392,9 +392,9 @@ func (c *LocalConnection) writeLoop() {
 				}
 				for _, part := range d.Encode() {
 					if bc {
-						err = c.write(append([]byte{ProtocolGossipBroadcast}, encodeGossip(ch.name, src, part)...))
+						err = c.write(gossipFrame(ProtocolGossipBroadcast, ch.name, part, src))
 					} else {
-						err = c.write(append([]byte{ProtocolGossip}, encodeGossip(ch.name, us, part)...))
+						err = c.write(gossipFrame(ProtocolGossip, ch.name, part, us))
 					}
 					if err != nil {
 						break

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"bytes"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -41,17 +40,6 @@ type GossipData interface {
 // Gossip messages, after the tag byte, are gob values in sequence: the
 // channel name, the source peer, for unicast the destination peer, and
 // the payload bytes.
-
-func encodeGossip(items ...interface{}) []byte {
-	var buf bytes.Buffer
-	enc := gob.NewEncoder(&buf)
-	for _, it := range items {
-		if err := enc.Encode(it); err != nil {
-			panic(err) // strings, names and bytes always encode
-		}
-	}
-	return buf.Bytes()
-}
 
 type gossipMsg struct {
 	channel string
@@ -122,7 +110,7 @@ type gossipChannel struct {
 }
 
 func (c *gossipChannel) GossipUnicast(dst PeerName, msg []byte) error {
-	return c.relayUnicast(dst, encodeGossip(c.name, c.router.Ourself.Name, dst, msg))
+	return c.relayUnicast(dst, gossipBody(c.name, msg, c.router.Ourself.Name, dst))
 }
 
 func (c *gossipChannel) GossipBroadcast(update GossipData) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
@@ -46,17 +47,26 @@ func (lw *lengthWriter) writeFrame(msg []byte) error {
 	if len(msg) > maxFrame {
 		return fmt.Errorf("outgoing message of %d bytes exceeds %d", len(msg), maxFrame)
 	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(msg)))
+	if len(msg) > copiedFrame {
+		// A large frame (a topology) goes out from where it is, behind
+		// its length, in one writev, rather than copied into a buffer
+		// that would be garbage or held for good.
+		bufs := net.Buffers{hdr[:], msg}
+		_, err := bufs.WriteTo(lw.w)
+		return err
+	}
 	// One Write per frame, so a frame is never interleaved or split by
 	// a short write we would have to resume.
-	lw.buf = append(lw.buf[:0], 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(lw.buf, uint32(len(msg)))
-	lw.buf = append(lw.buf, msg...)
+	lw.buf = append(append(lw.buf[:0], hdr[:]...), msg...)
 	_, err := lw.w.Write(lw.buf)
-	if cap(lw.buf) > 64<<10 {
-		lw.buf = nil
-	}
 	return err
 }
+
+// copiedFrame: frames up to this size are copied behind their length into
+// the writer's buffer, which is kept.
+const copiedFrame = 16 << 10
 
 // lengthReader reads frames with a 4-byte length prefix (version 2).
 type lengthReader struct {
