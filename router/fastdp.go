@@ -35,8 +35,8 @@ import (
 // unicast, the sleeve everything else.
 
 // FastDatapath is the kernel side of the fast datapath (package fastdp's
-// Device). Its methods are called from the router's fast manager and
-// reader goroutines.
+// Device). Its methods are called from the router's fast manager
+// goroutine, and the counters' from status too.
 type FastDatapath interface {
 	// Port is VXLAN's UDP port, VNI its network identifier; both must be
 	// the same on every peer.
