@@ -306,7 +306,11 @@ func await[T any](n *testNet, f func() T) T {
 			n.t.Fatal("blocked call made no progress:" + n.dump())
 		}
 		n.idle()
-		runtime.Gosched()
+		// Let f's goroutine run before time moves on again: with a mere
+		// Gosched, a loaded machine (CI) could advance the fake clock by
+		// many seconds before f asked anything, and peers it had not yet
+		// waited on looked silent.
+		time.Sleep(time.Millisecond)
 	}
 	for {
 		n.Flush()
