@@ -24,18 +24,7 @@ func TestDeviceEntries(t *testing.T) {
 	}
 	ns := nstest.New(t)
 	nstest.In(t, ns, func() {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: 1376}}
-		tap := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tap0", MTU: 1376}, PeerName: "tap0p"}
-		for _, l := range []netlink.Link{br, tap} {
-			if err := netlink.LinkAdd(l); err != nil {
-				t.Fatal(err)
-			}
-		}
-		brl, _ := netlink.LinkByName("br0")
-		tapl, _ := netlink.LinkByName("tap0")
-		if err := netlink.LinkSetMaster(tapl, brl); err != nil {
-			t.Fatal(err)
-		}
+		brl, tapl := bridgeAndTAP(t)
 		d, err := Open(Config{Name: "vx0", Bridge: "br0", TAP: "tap0", MTU: 1376})
 		if err != nil {
 			t.Fatal(err)
@@ -104,4 +93,24 @@ func TestDeviceEntries(t *testing.T) {
 			}
 		}
 	})
+}
+
+// bridgeAndTAP makes, in the current namespace, the bridge br0 and the
+// router's port on it, tap0 (a veth), as the daemon would.
+func bridgeAndTAP(t *testing.T) (br, tap netlink.Link) {
+	t.Helper()
+	for _, l := range []netlink.Link{
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: 1376}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tap0", MTU: 1376}, PeerName: "tap0p"},
+	} {
+		if err := netlink.LinkAdd(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br, _ = netlink.LinkByName("br0")
+	tap, _ = netlink.LinkByName("tap0")
+	if err := netlink.LinkSetMaster(tap, br); err != nil {
+		t.Fatal(err)
+	}
+	return br, tap
 }

@@ -25,16 +25,8 @@ func TestProbesBatched(t *testing.T) {
 	ns := nstest.New(t)
 	nstest.In(t, ns, func() {
 		lo, _ := netlink.LinkByName("lo")
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", MTU: 1376}}
-		tap := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tap0", MTU: 1376}, PeerName: "tap0p"}
-		for _, l := range []netlink.Link{br, tap} {
-			if err := netlink.LinkAdd(l); err != nil {
-				t.Fatal(err)
-			}
-		}
-		brl, _ := netlink.LinkByName("br0")
-		tapl, _ := netlink.LinkByName("tap0")
-		for _, err := range []error{netlink.LinkSetMaster(tapl, brl), netlink.LinkSetUp(lo), netlink.LinkSetUp(brl)} {
+		br, _ := bridgeAndTAP(t)
+		for _, err := range []error{netlink.LinkSetUp(lo), netlink.LinkSetUp(br)} {
 			if err != nil {
 				t.Fatal(err)
 			}
