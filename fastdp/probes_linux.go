@@ -46,7 +46,6 @@ const (
 type probeIO struct {
 	mu       sync.Mutex
 	rx, tx   int // -1 once closed
-	vni      uint32
 	port     uint16
 	frameLen int // the largest frame read; longer ones are cut and dropped
 	rxBufs   [][]byte
@@ -62,7 +61,7 @@ type probeIO struct {
 // the VXLAN device at ifindex (bound to ProbeEtherType only, so other
 // frames cost nothing), and the UDP socket that sends them.
 func openProbeIO(ifindex int, port int, vni uint32, mtu int) (_ *probeIO, err error) {
-	p := &probeIO{rx: -1, tx: -1, vni: vni, port: uint16(port), frameLen: 14 + max(mtu, 1500) + 4}
+	p := &probeIO{rx: -1, tx: -1, port: uint16(port), frameLen: 14 + max(mtu, 1500) + 4}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -158,10 +157,8 @@ func (p *probeIO) send(to []netip.Addr, eth [][]byte) error {
 			continue
 		}
 		sent, errno := p.mmsg(unix.SYS_SENDMMSG, p.tx, p.txMsgs[:n], 0)
-		for i := range p.txIov[:2*n] {
-			if i%2 == 1 {
-				p.txIov[i].Base = nil // not keep the caller's frames alive
-			}
+		for i := 1; i < 2*n; i += 2 {
+			p.txIov[i].Base = nil // not keep the caller's frames alive
 		}
 		switch {
 		case errno == unix.EAGAIN:
@@ -235,7 +232,7 @@ func (p *probeIO) close() error {
 	return errors.Join(errs...)
 }
 
-// cmp keeps the first error.
+// firstErr keeps the first error.
 func firstErr(first, err error) error {
 	if first != nil {
 		return first

@@ -367,7 +367,7 @@ func (c *LocalConnection) pickGossip() (ch *gossipChannel, src PeerName, d Gossi
 // leaves the runtime a timer to wake for at its old time: with 49
 // connections those wake-ups came all minute long.
 func (c *LocalConnection) writeLoop() {
-	hb := time.NewTimer(wallclock.Until(time.Now(), heartbeatInterval))
+	hb := wallclock.NewTicker(heartbeatInterval)
 	defer hb.Stop()
 	us := c.router.Ourself.Name
 	for {
@@ -378,7 +378,6 @@ func (c *LocalConnection) writeLoop() {
 		case msg := <-c.ctl:
 			err = c.write(msg)
 		case now := <-hb.C:
-			hb.Reset(wallclock.Until(now, heartbeatInterval))
 			if quiet := now.Sub(time.Unix(0, c.lastRead.Load())); quiet > readTimeout {
 				err = fmt.Errorf("nothing read from %s for %v", c.remote, quiet.Round(time.Second))
 				break

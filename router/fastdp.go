@@ -209,7 +209,7 @@ func (f *forwarder) onProbe(p probe, now time.Time) {
 	l := f.fast
 	l.seen[p.class].Store(now.UnixNano())
 	if p.seq > l.peerSeq[p.class].Load() {
-		l.peerSeq[p.class].Store(p.seq) // only the probe reader stores it
+		l.peerSeq[p.class].Store(p.seq) // only the fast loop stores it
 	}
 	if !l.peerAcks {
 		_ = f.sendControl(mesh.ProtocolOverlayControlMsg, append([]byte{0, ctlFastProbeAck}, putProbeAck(p.class, p.seq)...))

@@ -32,10 +32,10 @@ const (
 
 // On a link on the fast datapath to a peer that offers featureProbeAcks,
 // the peer's probes (one a second) are its signs of life, so heartbeats go
-// only every fastLinkBeats slow intervals: they still prove that the
-// sleeve, which carries the link's broadcasts, is open. Its heartbeats may then be
-// missing for cadence.timeout while its probes arrive, but not for
-// sleeveSilence.
+// only every fastLinkBeats slow intervals (slowBeat): they still prove
+// that the sleeve, which carries the link's broadcasts, is open. Its
+// heartbeats may then be missing for cadence.timeout while its probes
+// arrive, but not for sleeveSilence.
 const (
 	fastLinkBeats = 3
 	sleeveSilence = 15 * time.Second
@@ -224,10 +224,6 @@ func (f *forwarder) ControlMessage(tag byte, msg []byte) {
 // Attrs implements mesh.OverlayConnection.
 func (f *forwarder) Attrs() map[string]interface{} {
 	datapath, why := f.datapath()
-	heartbeat := f.cadence.slow
-	if f.probesBeat() {
-		heartbeat *= fastLinkBeats
-	}
 	return map[string]interface{}{
 		"name":         overlayName,
 		"mtu":          f.r.mtu,
@@ -247,7 +243,7 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		// heartbeat: the interval once acknowledged (longer while the
 		// peer's probes stand in for them); heartbeat_timeout: how long
 		// without one fails the connection.
-		"heartbeat":         heartbeat,
+		"heartbeat":         f.slowBeat(),
 		"heartbeat_timeout": f.cadence.timeout,
 		// datapath: fastdp (kernel VXLAN) or sleeve, and why not fastdp.
 		"datapath":        datapath,
@@ -325,11 +321,7 @@ func (f *forwarder) run() {
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			if interval == f.cadence.slow {
-				every := interval
-				if f.probesBeat() {
-					every *= fastLinkBeats
-				}
-				beat.Reset(wallclock.Until(time.Now(), every))
+				beat.Reset(wallclock.Until(time.Now(), f.slowBeat()))
 			} else {
 				beat.Reset(interval) // unacknowledged: keep trying at once
 			}
@@ -416,6 +408,15 @@ func (f *forwarder) run() {
 // probes go every second.
 func (f *forwarder) probesBeat() bool {
 	return f.fast != nil && f.fast.usable && f.fast.peerAcks && f.fast.state.Load().fast
+}
+
+// slowBeat is the interval of acknowledged heartbeats: longer while the
+// peer's probes stand in for them.
+func (f *forwarder) slowBeat() time.Duration {
+	if f.probesBeat() {
+		return fastLinkBeats * f.cadence.slow
+	}
+	return f.cadence.slow
 }
 
 func (f *forwarder) sendHeartbeat() error {
