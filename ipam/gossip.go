@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"weavenet/mesh"
 )
@@ -15,6 +16,9 @@ import (
 type gossipState struct {
 	ring  *ring
 	paxos paxosState
+	// The connections it is queued to share one encoding.
+	once sync.Once
+	enc  [][]byte
 }
 
 var _ mesh.GossipData = (*gossipState)(nil)
@@ -22,7 +26,8 @@ var _ mesh.Gossiper = (*Allocator)(nil)
 
 // Encode returns one message in the versioned format of codec.go.
 func (g *gossipState) Encode() [][]byte {
-	return [][]byte{encodeMessage(&message{kind: kindState, state: g})}
+	g.once.Do(func() { g.enc = [][]byte{encodeMessage(&message{kind: kindState, state: g})} })
+	return g.enc
 }
 
 // Merge returns the join of g and other, changing neither.
@@ -350,7 +355,7 @@ func (a *Allocator) unlock() {
 			g.GossipBroadcast(st)
 		}
 		if st != nil && wg != nil {
-			wg.GossipBroadcast(weaveData{a})
+			wg.GossipBroadcast(&weaveData{a: a})
 		}
 		if len(failed) == 0 {
 			return

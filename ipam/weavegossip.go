@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"weavenet/mesh"
@@ -70,15 +71,23 @@ func (a *Allocator) SetWeaveGossip(g mesh.Gossip) {
 type weaveGossiper struct{ a *Allocator }
 
 // weaveData is the GossipData of "IPallocation": like Weave Net's, it
-// encodes our state as it is when mesh sends it, so merging is a no-op.
-type weaveData struct{ a *Allocator }
+// encodes our state as it is when mesh first sends it, so merging is a
+// no-op. The connections it is queued to share that encoding.
+type weaveData struct {
+	a    *Allocator
+	once sync.Once
+	enc  [][]byte
+}
 
-func (d weaveData) Merge(mesh.GossipData) mesh.GossipData { return d }
+func (d *weaveData) Merge(mesh.GossipData) mesh.GossipData { return d }
 
-func (d weaveData) Encode() [][]byte {
-	d.a.mu.Lock()
-	defer d.a.mu.Unlock()
-	return [][]byte{gobEncode(d.a.weaveState(true))}
+func (d *weaveData) Encode() [][]byte {
+	d.once.Do(func() {
+		d.a.mu.Lock()
+		defer d.a.mu.Unlock()
+		d.enc = [][]byte{gobEncode(d.a.weaveState(true))}
+	})
+	return d.enc
 }
 
 // Gossip implements mesh.Gossiper.
@@ -89,7 +98,7 @@ func (g weaveGossiper) Gossip() mesh.GossipData {
 	if a.closed || (!a.ring.ready() && (a.paxos == nil || len(a.paxos.state) == 0)) {
 		return nil
 	}
-	return weaveData{a}
+	return &weaveData{a: a}
 }
 
 // OnGossip implements mesh.Gossiper: periodic state from a peer we can't
@@ -103,7 +112,7 @@ func (g weaveGossiper) OnGossip(msg []byte) (mesh.GossipData, error) {
 // state, which includes what we just merged.
 func (g weaveGossiper) OnGossipBroadcast(src mesh.PeerName, msg []byte) (mesh.GossipData, error) {
 	g.a.onWeaveMessage(src, msg)
-	return weaveData(g), nil
+	return &weaveData{a: g.a}, nil
 }
 
 // OnGossipUnicast implements mesh.Gossiper.

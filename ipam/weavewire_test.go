@@ -336,7 +336,7 @@ func TestWeaveOutgoing(t *testing.T) {
 	a, weave := newSeeded(t)
 	out := &captureGossip{}
 	a.SetWeaveGossip(out)
-	enc := weaveData{a}.Encode()
+	enc := (&weaveData{a: a}).Encode()
 	st, err := decodeWeaveState(enc[0])
 	if err != nil {
 		t.Fatal(err)

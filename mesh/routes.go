@@ -162,10 +162,10 @@ func (s *RouteSnapshot) lookupBroadcast(name PeerName, strict bool) []PeerName {
 // PeerNames are the peers in the topology.
 func (r *Routes) PeerNames() map[PeerName]struct{} { return r.peers.names() }
 
-// randomNeighbours picks about 2·log2(peers) neighbours, weighted by how
-// many peers each is the unicast next hop for, so that gossip crosses
-// bottleneck links.
-func (r *Routes) randomNeighbours(except PeerName) []PeerName {
+// randomNeighbours picks up to limit neighbours (0: about 2·log2(peers)),
+// weighted by how many peers each is the unicast next hop for, so that
+// gossip crosses bottleneck links.
+func (r *Routes) randomNeighbours(except PeerName, limit int) []PeerName {
 	unicastAll := r.Snapshot().unicastAll
 	weights := map[PeerName]int64{}
 	var total int64
@@ -177,6 +177,9 @@ func (r *Routes) randomNeighbours(except PeerName) []PeerName {
 	}
 	n := len(unicastAll)
 	want := int(math.Min(2*math.Log2(float64(n)), float64(len(weights))))
+	if limit > 0 {
+		want = min(want, limit)
+	}
 	names := make([]PeerName, 0, len(weights))
 	for h := range weights {
 		names = append(names, h)

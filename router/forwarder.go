@@ -41,6 +41,13 @@ const (
 	sleeveSilence = 15 * time.Second
 )
 
+// confirmTimeout is how long a weavenet connection waits for the peer's
+// first heartbeat before it fails. Until then nothing depends on the
+// link, and a slow start is not a dead path: at 50 peers on two cores,
+// connections made while the mesh formed failed after 5 s without a first
+// heartbeat by the dozen, each one to be made again after a back-off.
+const confirmTimeout = 15 * time.Second
+
 // Control message tags on the mesh TCP connection, as Weave Net's sleeve uses
 // them.
 const (
@@ -317,7 +324,7 @@ func (f *forwarder) run() {
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
 			waitFrom = time.Now()
-			timeout.Reset(f.cadence.timeout)
+			timeout.Reset(max(f.cadence.timeout, confirmTimeout))
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			if interval == f.cadence.slow {
@@ -339,10 +346,11 @@ func (f *forwarder) run() {
 			// on whole seconds, with the other periodic work, and is set
 			// again from the last heartbeat.
 			now := time.Now()
-			deadline := waitFrom.Add(f.cadence.timeout)
+			limit, from := max(f.cadence.timeout, confirmTimeout), waitFrom
 			if lastBeat.After(waitFrom) {
-				deadline = lastBeat.Add(f.cadence.timeout)
+				limit, from = f.cadence.timeout, lastBeat
 			}
+			deadline := from.Add(limit)
 			if now.Before(deadline) {
 				timeout.Reset(deadline.Sub(now) + wallclock.Until(deadline, time.Second))
 				continue
@@ -351,7 +359,7 @@ func (f *forwarder) run() {
 				timeout.Reset(wallclock.Until(now, time.Second))
 				continue
 			}
-			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, f.cadence.timeout)
+			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, limit)
 		case s := <-f.specials:
 			switch {
 			case s.length == heartbeatLen:
