@@ -154,7 +154,7 @@ while :; do
 	fi
 	addrs=$(ls "$WORK" | grep -c '^addr\.' || true)
 	[ -n "$mesh_at" ] && [ "$addrs" = "$N" ] && break
-	full=$(tail -n 1 "$WORK/progress" 2>/dev/null | cut -d' ' -f3)
+	full=$(tail -n 1 "$WORK/progress" 2>/dev/null | cut -d' ' -f3 || true)
 	if [ "$(elapsed "$tl" "$now" | cut -d. -f1)" -ge "$TIMEOUT" ]; then
 		log "gave up after ${TIMEOUT}s: ${full:-?}/$N peers fully connected, $addrs/$N hosts with an address"
 		exit 1

@@ -48,16 +48,11 @@ const (
 	resetAfter   = time.Minute
 	dialTimeout  = 10 * time.Second
 	// discoveryYield is how long a peer waits before dialling a peer it
-	// discovered whose name is lower than its own. Two peers usually learn
-	// of each other at the same moment; if both dialled, one of the two
-	// connections would be shut down as a duplicate after a whole
-	// handshake (at 50 peers forming a mesh, most links were made twice).
-	// The lower name dials at once, the higher one only if no connection
-	// has come by then, e.g. when the lower one cannot reach it. They do
-	// not learn at the same moment when one is new: it hears of everyone
-	// in the first topology it gets, the others hear of it through gossip,
-	// which on a busy machine takes seconds; with a 2 s yield a third of
-	// the links of the last of 50 peers were still made twice.
+	// discovered, when the other should dial (yields). If both dialled,
+	// one of the two connections would be shut down as a duplicate after
+	// a whole handshake (at 50 peers forming a mesh, most links were made
+	// twice); the one that waits dials only if no connection has come by
+	// then, e.g. when the other cannot reach it.
 	discoveryYield = 5 * time.Second
 )
 
@@ -290,8 +285,9 @@ func (cm *ConnectionMaker) check() time.Duration {
 	}
 	if cm.r.PeerDiscovery {
 		us := cm.r.Ourself.Name
-		for _, d := range cm.r.Peers.discoveryTargets(us, connectedPeers, cm.r.Port) {
-			add(d.addr, d.name < us)
+		found, degree := cm.r.Peers.discoveryTargets(us, connectedPeers, cm.r.Port)
+		for _, d := range found {
+			add(d.addr, yields(us, degree, d))
 		}
 	}
 	now := time.Now()
@@ -382,15 +378,49 @@ func (t *target) retryLater() {
 type discovered struct {
 	addr string
 	name PeerName
+	// degree: the peer's established connections, as the topology has
+	// them.
+	degree int
+}
+
+// yields says whether we (us, with degree established connections) wait
+// discoveryYield before dialling d, for d to dial us. The peer with fewer
+// connections dials: a new peer hears of everyone in the first topology
+// it gets, while the others hear of it through gossip, which on a busy
+// machine takes seconds; at 50 peers, with the lower name dialling, the
+// last peer's links to the lower-named half waited on that gossip or on
+// the yield. Peers as connected as each other (two that started
+// together, or two parts of a mesh that find each other) go by name: the
+// lower one dials.
+func yields(us PeerName, degree int, d discovered) bool {
+	if degree != d.degree {
+		return degree > d.degree
+	}
+	return d.name < us
 }
 
 // discoveryTargets are the addresses of connections our peers report to
 // peers we are not connected to: outbound ones as reported, inbound ones
 // at the mesh port.
-func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port int) []discovered {
+func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port int) (out []discovered, degree int) {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	var out []discovered
+	degrees := map[PeerName]int{}
+	degreeOf := func(n PeerName) int {
+		if k, ok := degrees[n]; ok {
+			return k
+		}
+		k := 0
+		if s := ps.byName[n]; s != nil {
+			for _, l := range s.links {
+				if l.established {
+					k++
+				}
+			}
+		}
+		degrees[n] = k
+		return k
+	}
 	for n, s := range ps.byName {
 		if n == us {
 			continue
@@ -400,11 +430,11 @@ func (ps *Peers) discoveryTargets(us PeerName, connected map[PeerName]bool, port
 				continue
 			}
 			if l.outbound {
-				out = append(out, discovered{l.addr, to})
+				out = append(out, discovered{l.addr, to, degreeOf(to)})
 			} else if ip, _, err := net.SplitHostPort(l.addr); err == nil {
-				out = append(out, discovered{net.JoinHostPort(ip, strconv.Itoa(port)), to})
+				out = append(out, discovered{net.JoinHostPort(ip, strconv.Itoa(port)), to, degreeOf(to)})
 			}
 		}
 	}
-	return out
+	return out, degreeOf(us)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A refused target shows in Status as failed and is reported once per
@@ -97,6 +98,22 @@ func TestRestartAndCollision(t *testing.T) {
 	checkNoLeaks(t)
 }
 
+// establishedLink is p's established connection to to, as p's status
+// shows it, or nil.
+func establishedLink(p *ourPeer, to PeerName) *ConnectionStatus {
+	for _, peer := range NewStatus(p.r).Peers {
+		if peer.Name != p.r.Ourself.Name.String() {
+			continue
+		}
+		for _, c := range peer.Connections {
+			if c.Name == to.String() && c.Established {
+				return &c
+			}
+		}
+	}
+	return nil
+}
+
 // Two peers that discover each other through a third at the same moment
 // make one connection, not two: the lower name dials, the higher one
 // yields (discoveryYield) and sees the connection arrive.
@@ -106,19 +123,7 @@ func TestDiscoveredPeersDialOnce(t *testing.T) {
 	hi := startOursCfg(t, 0x603, Config{PeerDiscovery: true})
 	hub.connect(lo.addr)
 	hub.connect(hi.addr)
-	link := func(p *ourPeer, to PeerName) *ConnectionStatus {
-		for _, peer := range NewStatus(p.r).Peers {
-			if peer.Name != p.r.Ourself.Name.String() {
-				continue
-			}
-			for _, c := range peer.Connections {
-				if c.Name == to.String() && c.Established {
-					return &c
-				}
-			}
-		}
-		return nil
-	}
+	link := establishedLink
 	eventually(t, "lo and hi connected", func() bool { return link(lo, 0x603) != nil && link(hi, 0x602) != nil })
 	if c := link(lo, 0x603); !c.Outbound {
 		t.Errorf("the lower name did not dial: %+v", c)
@@ -132,6 +137,60 @@ func TestDiscoveredPeersDialOnce(t *testing.T) {
 		}
 	}
 	for _, p := range []*ourPeer{hub, lo, hi} {
+		p.r.Close()
+	}
+	checkNoLeaks(t)
+}
+
+// A peer joining a formed mesh dials the peers it hears of at once,
+// whatever their names: it is the one with fewer connections, and the
+// others, which hear of it later, wait for it rather than dial a second
+// connection. The newcomer has the highest name, so by name alone the
+// others would dial it, and it would wait discoveryYield first.
+func TestNewcomerDials(t *testing.T) {
+	var old []*ourPeer
+	for _, n := range []PeerName{0x701, 0x702, 0x703} {
+		old = append(old, startOursCfg(t, n, Config{PeerDiscovery: true}))
+	}
+	old[0].connect(old[1].addr)
+	old[0].connect(old[2].addr)
+	// The newcomer learns from old[0]: wait until old[0] knows each peer
+	// has its two connections.
+	degree := func(in *ourPeer, of PeerName) int {
+		for _, peer := range NewStatus(in.r).Peers {
+			if peer.Name == of.String() {
+				k := 0
+				for _, c := range peer.Connections {
+					if c.Established {
+						k++
+					}
+				}
+				return k
+			}
+		}
+		return 0
+	}
+	eventually(t, "a full mesh of three", func() bool {
+		return degree(old[0], 0x701) == 2 && degree(old[0], 0x702) == 2 && degree(old[0], 0x703) == 2
+	})
+	t0 := time.Now()
+	nc := startOursCfg(t, 0x7ff, Config{PeerDiscovery: true})
+	nc.connect(old[0].addr)
+	eventually(t, "the newcomer connected to all three", func() bool {
+		return establishedLink(nc, 0x702) != nil && establishedLink(nc, 0x703) != nil
+	})
+	if d := time.Since(t0); d >= discoveryYield {
+		t.Errorf("the newcomer took %v to connect, at least discoveryYield", d)
+	}
+	for _, to := range []PeerName{0x702, 0x703} {
+		if c := establishedLink(nc, to); !c.Outbound {
+			t.Errorf("the newcomer did not dial %v: %+v", to, c)
+		}
+	}
+	if n := NewStatus(nc.r).TerminationCount; n != 0 {
+		t.Errorf("%d connections terminated, want 0 (a duplicate was made)", n)
+	}
+	for _, p := range append(old, nc) {
 		p.r.Close()
 	}
 	checkNoLeaks(t)

@@ -82,22 +82,23 @@ const ctlFastProbeAck = 0x46
 // A link not (or no longer) on the fast datapath is probed with both size
 // classes every probeInterval, so that it gets there soon and the reason
 // when it does not is precise. A link on it is probed only with full-sized
-// probes every steadyProbeInterval: each probe costs both peers four wake-ups
-// (send, receive, acknowledgement out over TCP and in), and at 50 peers the
-// four probes a second per link were most of an idle daemon's CPU. Three
-// probes fit in fastTimeout, so a lost one or two do not fail the link.
+// probes every steadyProbeInterval: at 50 peers the probes were most of
+// an idle daemon's CPU, a second apart a quarter of it even batched, most
+// of that the kernel carrying them. Every 2 s, as Tailscale's path
+// heartbeats go every 3 s and trust a path for 6.5 s.
 //
 // An acknowledgement inside a probe says which of ours arrived last; it
 // counts only if that one was sent within maxAckLag, since a peer whose
 // probes still arrive but whose view of ours has stopped keeps repeating
-// an old number. Both ends probe on the wall clock's whole seconds and,
-// once all their links are on the fast datapath, read what arrived only at
-// the next one, so the number a probe carries is of our previous round,
-// read 2 s after it went; a loaded machine adds to that.
+// an old number. Both ends probe on the wall clock's multiples of the
+// interval and, once all their links are on the fast datapath, read what
+// arrived only at the next round, so the number a probe carries is of our
+// previous round, read two intervals after it went; a loaded machine adds
+// to that. fastTimeout leaves room for that and one lost probe.
 const (
 	probeInterval       = 500 * time.Millisecond
-	steadyProbeInterval = time.Second
-	fastTimeout         = 3 * time.Second
+	steadyProbeInterval = 2 * time.Second
+	fastTimeout         = 6 * time.Second
 	maxAckLag           = fastTimeout
 )
 
@@ -343,8 +344,9 @@ func (c *macCache) learnedSnapshot(out map[mac]mesh.PeerName) {
 // fastLoop probes every usable link, decides each link's path and keeps
 // the kernel's entries in line, until the router closes.
 func (r *Router) fastLoop() {
-	// Rounds on the wall clock's half seconds, or only its whole seconds
-	// once every link is on the fast datapath (see cadence.go).
+	// Rounds on the wall clock's half seconds, or only on multiples of
+	// steadyProbeInterval once every link is on the fast datapath (see
+	// cadence.go).
 	tick := time.NewTimer(wallclock.Until(time.Now(), probeInterval))
 	defer tick.Stop()
 	installed := map[mac]fdbEntry{}
@@ -364,8 +366,9 @@ func (r *Router) fastLoop() {
 		// What the peers sent since the last round, before deciding.
 		r.readProbes(now)
 		out.reset()
-		// Links on the fast datapath are probed on whole seconds only (the
-		// only rounds there are once settled, however late they come).
+		// Links on the fast datapath are probed only on multiples of
+		// steadyProbeInterval (the only rounds there are once settled,
+		// however late they come).
 		steadyRound := settled || now.Round(probeInterval).UnixNano()%int64(steadyProbeInterval) == 0
 		settled = true
 		clear(stale)

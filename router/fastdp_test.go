@@ -163,16 +163,16 @@ func TestProbeAcksInProbes(t *testing.T) {
 	f := &forwarder{fast: &fastLink{usable: true, peerAcks: true}, sendControl: func(byte, []byte) error { controls++; return nil }}
 	l := f.fast
 	for seq := uint32(1); seq <= 5; seq++ {
-		l.sentAt[seq%uint32(len(l.sentAt))].Store(now.Add(-time.Duration(5-seq) * time.Second).UnixNano())
+		l.sentAt[seq%uint32(len(l.sentAt))].Store(now.Add(-time.Duration(5-seq) * steadyProbeInterval).UnixNano())
 		l.seq.Store(seq)
 	}
-	// Probe 5 went 0 s ago, 4 one second ago, 1 four seconds ago.
+	// Probe 5 went now, 4 one round ago, 1 four rounds ago (past maxAckLag).
 	f.onProbe(probe{class: probeSmall, seq: 9, acks: [numProbeClasses]uint32{1, 4}}, now)
 	if got := l.acked[probeSmall].Load(); got != 0 {
-		t.Errorf("an acknowledgement of a probe sent 4s ago counted")
+		t.Errorf("an acknowledgement of a probe sent four rounds ago counted")
 	}
 	if got := l.acked[probeFull].Load(); got != now.UnixNano() {
-		t.Errorf("an acknowledgement of a probe sent 1s ago did not count")
+		t.Errorf("an acknowledgement of a probe sent a round ago did not count")
 	}
 	if got := l.peerSeq[probeSmall].Load(); got != 9 {
 		t.Errorf("peer's small seq = %d, want 9", got)

@@ -31,7 +31,7 @@ const (
 )
 
 // On a link on the fast datapath to a peer that offers featureProbeAcks,
-// the peer's probes (one a second) are its signs of life, so heartbeats go
+// the peer's probes (every steadyProbeInterval) are its signs of life, so heartbeats go
 // only every fastLinkBeats slow intervals (slowBeat): they still prove
 // that the sleeve, which carries the link's broadcasts, is open. Its
 // heartbeats may then be missing for cadence.timeout while its probes
