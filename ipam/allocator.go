@@ -105,6 +105,7 @@ type Allocator struct {
 
 	// The Weave Net channel (weavegossip.go).
 	weaveGossip mesh.Gossip
+	weaveWhen   func() bool // see SendWeaveWhen
 	kinds       map[mesh.PeerName]peerKind
 	weaveUIDs   map[mesh.PeerName]mesh.PeerUID // consensus UIDs of Weave Net peers
 	weaveErrs   map[mesh.PeerName]error        // why we can't agree with a Weave Net peer

@@ -35,6 +35,7 @@
 //	func OpenStore(path string) (*Store, error)
 //	func New(cfg Config) (*Allocator, error)
 //	func (a *Allocator) SetGossip(g mesh.Gossip)
+//	func (a *Allocator) SendWeaveWhen(weaveNet func() bool)
 //	func (a *Allocator) Allocate(ctx context.Context, owner string, subnet netip.Prefix) (netip.Prefix, error)
 //	func (a *Allocator) Claim(ctx context.Context, owner string, addr netip.Prefix) error
 //	func (a *Allocator) Release(owner string, addr netip.Prefix) error

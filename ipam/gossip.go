@@ -330,7 +330,7 @@ func (a *Allocator) unlock() {
 			a.bcast = false
 			st = a.snapshot()
 		}
-		g, wg := a.gossip, a.weaveGossip
+		g, wg, weaveWhen := a.gossip, a.weaveGossip, a.weaveWhen
 		a.mu.Unlock()
 		var failed []func()
 		for _, m := range out {
@@ -354,7 +354,7 @@ func (a *Allocator) unlock() {
 		if st != nil && g != nil {
 			g.GossipBroadcast(st)
 		}
-		if st != nil && wg != nil {
+		if st != nil && wg != nil && (weaveWhen == nil || weaveWhen()) {
 			wg.GossipBroadcast(&weaveData{a: a})
 		}
 		if len(failed) == 0 {

@@ -68,6 +68,20 @@ func (a *Allocator) SetWeaveGossip(g mesh.Gossip) {
 	a.mu.Unlock()
 }
 
+// SendWeaveWhen makes the Allocator broadcast its changes on
+// "IPallocation" only while weaveNet says a Weave Net router is among our
+// direct peers (nil, the default: always). Its state still goes to each
+// new connection and in the periodic gossip, and it still hears and relays
+// the channel. Between weavenet peers the channel says nothing "ipam"
+// does not, and decoding it (gob, types and all, per message) was the
+// largest part of every daemon's work while 50 peers agreed on their
+// first ring.
+func (a *Allocator) SendWeaveWhen(weaveNet func() bool) {
+	a.mu.Lock()
+	a.weaveWhen = weaveNet
+	a.mu.Unlock()
+}
+
 type weaveGossiper struct{ a *Allocator }
 
 // weaveData is the GossipData of "IPallocation": like Weave Net's, it

@@ -380,13 +380,16 @@ func TestWeaveOutgoing(t *testing.T) {
 	}
 }
 
-type captureGossip struct{ unicasts [][]byte }
+type captureGossip struct {
+	unicasts   [][]byte
+	broadcasts int
+}
 
 func (c *captureGossip) GossipUnicast(_ mesh.PeerName, msg []byte) error {
 	c.unicasts = append(c.unicasts, msg)
 	return nil
 }
-func (c *captureGossip) GossipBroadcast(mesh.GossipData)       {}
+func (c *captureGossip) GossipBroadcast(mesh.GossipData)       { c.broadcasts++ }
 func (c *captureGossip) GossipNeighbourSubset(mesh.GossipData) {}
 
 // The decoders never panic, and what they accept translates and comes
@@ -440,4 +443,31 @@ func FuzzWeaveUnicast(f *testing.F) {
 			t.Fatal("lost the owner of an address in use")
 		}
 	})
+}
+
+// A change goes out on IPallocation only while SendWeaveWhen says a Weave
+// Net router is connected; on "ipam" always.
+func TestWeaveBroadcastOnlyWithWeaveNet(t *testing.T) {
+	for _, connected := range []bool{false, true} {
+		a, err := New(Config{Ourself: 1, Range: mustPrefix("10.2.0.0/24"),
+			Init: Init{Mode: Seed, Seeds: []mesh.PeerName{1, 2, 3}}, Peers: fixedPeers{2},
+			Logger: quietLogger(), tickInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		native, weave := &captureGossip{}, &captureGossip{}
+		a.SetGossip(native)
+		a.SetWeaveGossip(weave)
+		a.SendWeaveWhen(func() bool { return connected })
+		if n, err := a.RemovePeer(3); err != nil || n == 0 {
+			t.Fatalf("rmpeer: %d addresses, %v", n, err)
+		}
+		if native.broadcasts == 0 {
+			t.Errorf("connected=%v: no broadcast on ipam", connected)
+		}
+		if got := weave.broadcasts > 0; got != connected {
+			t.Errorf("connected=%v: %d broadcasts on IPallocation", connected, weave.broadcasts)
+		}
+		a.Close()
+	}
 }

@@ -87,19 +87,18 @@ const ctlFastProbeAck = 0x46
 // of that the kernel carrying them. Every 2 s, as Tailscale's path
 // heartbeats go every 3 s and trust a path for 6.5 s.
 //
-// An acknowledgement inside a probe says which of ours arrived last; it
-// counts only if that one was sent within maxAckLag, since a peer whose
-// probes still arrive but whose view of ours has stopped keeps repeating
-// an old number. Both ends probe on the wall clock's multiples of the
-// interval and, once all their links are on the fast datapath, read what
-// arrived only at the next round, so the number a probe carries is of our
-// previous round, read two intervals after it went; a loaded machine adds
-// to that. fastTimeout leaves room for that and one lost probe.
+// An acknowledgement inside a probe says which of ours arrived last, and
+// what counts is when that one was sent: a peer whose probes still arrive
+// but whose view of ours has stopped keeps repeating an old number. Both
+// ends probe on the wall clock's multiples of the interval and, once all
+// their links are on the fast datapath, read what arrived only at the next
+// round, so the number a probe carries is of our previous round, read two
+// intervals after it went; a loaded machine adds to that. fastTimeout
+// leaves room for that and one lost probe.
 const (
 	probeInterval       = 500 * time.Millisecond
 	steadyProbeInterval = 2 * time.Second
-	fastTimeout         = 6 * time.Second
-	maxAckLag           = fastTimeout
+	fastTimeout         = 8 * time.Second
 )
 
 // Datapath names, as status shows them.
@@ -157,8 +156,9 @@ type fastLink struct {
 	// seen, per size class, which our probes acknowledge.
 	sentAt  [16]atomic.Int64
 	peerSeq [numProbeClasses]atomic.Uint32
-	// Unix nanoseconds of the last acknowledgement of our probes, and of
-	// the last of the peer's probes to arrive, per size class.
+	// Unix nanoseconds at which the last of our probes to be acknowledged
+	// went out, and at which the last of the peer's probes arrived, per
+	// size class.
 	acked [numProbeClasses]atomic.Int64
 	seen  [numProbeClasses]atomic.Int64
 	state atomic.Pointer[pathState]
@@ -221,24 +221,10 @@ func (f *forwarder) onProbe(p probe, now time.Time) {
 		if seq == 0 || seq > last || last-seq >= uint32(len(l.sentAt)) {
 			continue // none, not ours, or too old to know when it went
 		}
-		if sent := timeOf(l.sentAt[seq%uint32(len(l.sentAt))].Load()); now.Sub(sent) <= maxAckLag {
-			l.acked[c].Store(now.UnixNano())
+		if sent := l.sentAt[seq%uint32(len(l.sentAt))].Load(); sent > l.acked[c].Load() {
+			l.acked[c].Store(sent) // only the fast loop stores it
 		}
 	}
-}
-
-// aliveByProbes says whether the peer's probes, which a peer offering
-// featureProbeAcks sends instead of most of its heartbeats, arrived within d.
-func (f *forwarder) aliveByProbes(now time.Time, d time.Duration) bool {
-	if f.fast == nil || !f.fast.usable || !f.fast.peerAcks {
-		return false
-	}
-	for c := range numProbeClasses {
-		if at := timeOf(f.fast.seen[c].Load()); !at.IsZero() && now.Sub(at) < d {
-			return true
-		}
-	}
-	return false
 }
 
 // datapath is the path f's frames take now, and why.
@@ -417,6 +403,7 @@ func (r *Router) fastLoop() {
 			if old := f.fast.state.Load(); old.fast != fast || (!fast && old.why != why) {
 				f.fast.state.Store(&pathState{fast: fast, why: why})
 				if old.fast != fast {
+					f.notePathChange()
 					if fast {
 						r.log.Info("fastdp: link uses the kernel VXLAN path", "peer", name.String())
 					} else {

@@ -154,36 +154,46 @@ func FuzzDecodeProbeAck(f *testing.F) {
 }
 
 // A peer offering featureProbeAcks acknowledges our probes inside its own:
-// an acknowledgement counts only for a probe of ours sent within maxAckLag,
-// and nothing goes over the mesh connection. A peer without it gets a
-// control message per probe.
+// what counts is when the acknowledged probe went (a peer that stopped
+// hearing ours repeats an old number), an older acknowledgement never
+// takes that back, and nothing goes over the mesh connection. A peer
+// without it gets a control message per probe.
 func TestProbeAcksInProbes(t *testing.T) {
 	now := time.Now()
 	var controls int
 	f := &forwarder{fast: &fastLink{usable: true, peerAcks: true}, sendControl: func(byte, []byte) error { controls++; return nil }}
 	l := f.fast
+	sent := func(seq uint32) int64 { return now.Add(-time.Duration(5-seq) * steadyProbeInterval).UnixNano() }
 	for seq := uint32(1); seq <= 5; seq++ {
-		l.sentAt[seq%uint32(len(l.sentAt))].Store(now.Add(-time.Duration(5-seq) * steadyProbeInterval).UnixNano())
+		l.sentAt[seq%uint32(len(l.sentAt))].Store(sent(seq))
 		l.seq.Store(seq)
 	}
-	// Probe 5 went now, 4 one round ago, 1 four rounds ago (past maxAckLag).
+	// Probe 5 went now, 4 one round ago, 1 four rounds ago.
 	f.onProbe(probe{class: probeSmall, seq: 9, acks: [numProbeClasses]uint32{1, 4}}, now)
-	if got := l.acked[probeSmall].Load(); got != 0 {
-		t.Errorf("an acknowledgement of a probe sent four rounds ago counted")
+	if got := l.acked[probeSmall].Load(); got != sent(1) {
+		t.Errorf("small: acknowledged probe sent at %v, want probe 1's", timeOf(got))
 	}
-	if got := l.acked[probeFull].Load(); got != now.UnixNano() {
-		t.Errorf("an acknowledgement of a probe sent a round ago did not count")
+	if got := l.acked[probeFull].Load(); got != sent(4) {
+		t.Errorf("full: acknowledged probe sent at %v, want probe 4's", timeOf(got))
 	}
-	if got := l.peerSeq[probeSmall].Load(); got != 9 {
-		t.Errorf("peer's small seq = %d, want 9", got)
+	f.onProbe(probe{class: probeSmall, seq: 10, acks: [numProbeClasses]uint32{0, 2}}, now)
+	if got := l.acked[probeFull].Load(); got != sent(4) {
+		t.Errorf("an older acknowledgement took the full class back to %v", timeOf(got))
 	}
-	if !f.aliveByProbes(now, time.Second) || f.aliveByProbes(now.Add(2*time.Second), time.Second) {
-		t.Error("aliveByProbes does not follow the peer's last probe")
+	if choose := func(acked int64) bool {
+		fast, _ := choosePath(probeTimes{now: now, start: now.Add(-time.Minute), acked: [numProbeClasses]time.Time{timeOf(acked), timeOf(acked)},
+			seen: [numProbeClasses]time.Time{now, now}, acksInProbes: true}, 4789)
+		return fast
+	}; !choose(sent(4)) || choose(sent(1)) {
+		t.Error("a probe acknowledged a round ago does not keep the link fast, or one of four rounds ago does")
+	}
+	if got := l.peerSeq[probeSmall].Load(); got != 10 {
+		t.Errorf("peer's small seq = %d, want 10", got)
 	}
 	// A number we never sent, and an older probe of the peer's.
 	l.acked[probeSmall].Store(0)
 	f.onProbe(probe{class: probeSmall, seq: 3, acks: [numProbeClasses]uint32{6, 0}}, now)
-	if l.acked[probeSmall].Load() != 0 || l.peerSeq[probeSmall].Load() != 9 {
+	if l.acked[probeSmall].Load() != 0 || l.peerSeq[probeSmall].Load() != 10 {
 		t.Error("an acknowledgement of an unsent probe counted, or the peer's seq went back")
 	}
 	if controls != 0 {
@@ -193,8 +203,5 @@ func TestProbeAcksInProbes(t *testing.T) {
 	f.onProbe(probe{class: probeFull, seq: 10}, now)
 	if controls != 1 {
 		t.Errorf("%d control messages to a peer without probe acks, want 1", controls)
-	}
-	if f.aliveByProbes(now, time.Second) {
-		t.Error("the probes of a peer without probe acks count as heartbeats")
 	}
 }

@@ -31,14 +31,18 @@ const (
 )
 
 // On a link on the fast datapath to a peer that offers featureProbeAcks,
-// the peer's probes (every steadyProbeInterval) are its signs of life, so heartbeats go
-// only every fastLinkBeats slow intervals (slowBeat): they still prove
-// that the sleeve, which carries the link's broadcasts, is open. Its
-// heartbeats may then be missing for cadence.timeout while its probes
-// arrive, but not for sleeveSilence.
+// the probes, which the fast loop watches, are the peer's signs of life,
+// so heartbeats go only every fastLinkBeats slow intervals (slowBeat, as
+// often as Weave Net's): they still prove that the sleeve, which carries
+// the link's broadcasts, is open, and the connection fails without one
+// for sleeveSilence. When the probes stop, the fast loop moves the link
+// off the fast datapath and tells the forwarder (pathChanged): heartbeats
+// go every slow interval again, from then, and the peer has a whole
+// cadence timeout from then to send its own. At 50 peers a heartbeat
+// each way every 3 s per link was a fifth of an idle daemon's CPU.
 const (
-	fastLinkBeats = 3
-	sleeveSilence = 15 * time.Second
+	fastLinkBeats = 10
+	sleeveSilence = 30 * time.Second
 )
 
 // confirmTimeout is how long a weavenet connection waits for the peer's
@@ -98,6 +102,7 @@ type forwarder struct {
 
 	specials    chan special
 	controls    chan control
+	pathChanged chan struct{} // the link moved on or off the fast datapath
 	confirmed   chan struct{}
 	established chan struct{}
 	errs        chan error
@@ -159,6 +164,7 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 		sendControl: p.SendControlMessage,
 		specials:    make(chan special, 4),
 		controls:    make(chan control, 4),
+		pathChanged: make(chan struct{}, 1),
 		confirmed:   make(chan struct{}, 1),
 		established: make(chan struct{}),
 		errs:        make(chan error, 1),
@@ -185,6 +191,26 @@ func (r *Router) PrepareConnection(p mesh.OverlayConnectionParams) (mesh.Overlay
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); f.run() }()
 	return f, nil
+}
+
+// WeaveNetConnected says whether a Weave Net router is among the peers
+// the router has a confirmed connection to.
+func (r *Router) WeaveNetConnected() bool {
+	for _, f := range *r.fwds.Load() {
+		if f.kind == KindWeave {
+			return true
+		}
+	}
+	return false
+}
+
+// notePathChange tells f's goroutine that the link moved on or off the
+// fast datapath; it does not wait.
+func (f *forwarder) notePathChange() {
+	select {
+	case f.pathChanged <- struct{}{}:
+	default:
+	}
 }
 
 // Confirm implements mesh.OverlayConnection.
@@ -299,8 +325,33 @@ func (f *forwarder) run() {
 		acked    bool      // we told the peer its heartbeats arrive
 		lastBeat time.Time // the peer's last heartbeat
 		waitFrom time.Time // confirmation: the timeout counts from here until a heartbeat
+		leftFast time.Time // the link last left the fast datapath
 		err      error
 	)
+	// deadline is when the connection fails without another heartbeat,
+	// and the silence that allows.
+	deadline := func() (time.Time, time.Duration) {
+		switch {
+		case !lastBeat.After(waitFrom):
+			limit := max(f.cadence.timeout, confirmTimeout)
+			return waitFrom.Add(limit), limit
+		case f.probesBeat():
+			return lastBeat.Add(sleeveSilence), sleeveSilence
+		case leftFast.After(lastBeat):
+			return leftFast.Add(f.cadence.timeout), f.cadence.timeout
+		default:
+			return lastBeat.Add(f.cadence.timeout), f.cadence.timeout
+		}
+	}
+	// A heartbeat does not push the timeout back: a timer reset before it
+	// fires still wakes the runtime at its old time, so 49 links' timers,
+	// pushed back at every heartbeat, woke an idle daemon at scattered
+	// moments all second long. It fires on whole seconds, with the other
+	// periodic work, and is set again from the last heartbeat.
+	armTimeout := func(now time.Time) {
+		d, _ := deadline()
+		timeout.Reset(d.Sub(now) + wallclock.Until(d, time.Second))
+	}
 	defer func() {
 		beat.Stop()
 		timeout.Stop()
@@ -324,7 +375,7 @@ func (f *forwarder) run() {
 			err = f.sendHeartbeat()
 			beat.Reset(interval)
 			waitFrom = time.Now()
-			timeout.Reset(max(f.cadence.timeout, confirmTimeout))
+			armTimeout(waitFrom)
 		case <-beat.C:
 			err = f.sendHeartbeat()
 			if interval == f.cadence.slow {
@@ -339,27 +390,21 @@ func (f *forwarder) run() {
 				fragTest.Reset(fragTestInterval)
 			}
 		case <-timeout.C:
-			// A heartbeat does not push the timer back: a timer reset
-			// before it fires still wakes the runtime at its old time, so
-			// 49 links' timers, pushed back at every heartbeat, woke an
-			// idle daemon at scattered moments all second long. It fires
-			// on whole seconds, with the other periodic work, and is set
-			// again from the last heartbeat.
 			now := time.Now()
-			limit, from := max(f.cadence.timeout, confirmTimeout), waitFrom
-			if lastBeat.After(waitFrom) {
-				limit, from = f.cadence.timeout, lastBeat
-			}
-			deadline := from.Add(limit)
-			if now.Before(deadline) {
-				timeout.Reset(deadline.Sub(now) + wallclock.Until(deadline, time.Second))
+			if d, limit := deadline(); !now.Before(d) {
+				err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, limit)
 				continue
 			}
-			if now.Sub(lastBeat) < sleeveSilence && f.aliveByProbes(now, f.cadence.timeout) {
-				timeout.Reset(wallclock.Until(now, time.Second))
-				continue
+			armTimeout(now)
+		case <-f.pathChanged:
+			if interval != f.cadence.slow || f.probesBeat() {
+				continue // the next heartbeat and timeout see the change
 			}
-			err = fmt.Errorf("no UDP heartbeat from %s (%s) for %v", f.remote, f.kind, limit)
+			// Off the fast datapath: heartbeats every slow interval again.
+			leftFast = time.Now()
+			err = f.sendHeartbeat()
+			beat.Reset(wallclock.Until(leftFast, f.slowBeat()))
+			armTimeout(leftFast)
 		case s := <-f.specials:
 			switch {
 			case s.length == heartbeatLen:
@@ -411,9 +456,9 @@ func (f *forwarder) run() {
 	}
 }
 
-// probesBeat says whether the peer takes our probes as heartbeats now:
-// it offers featureProbeAcks and the link is on the fast datapath, where
-// probes go every second.
+// probesBeat says whether the peer takes our probes as heartbeats now,
+// and we its: it offers featureProbeAcks and the link is on the fast
+// datapath, where probes go every steadyProbeInterval.
 func (f *forwarder) probesBeat() bool {
 	return f.fast != nil && f.fast.usable && f.fast.peerAcks && f.fast.state.Load().fast
 }

@@ -292,6 +292,7 @@ func (d *daemon) start() error {
 		return fmt.Errorf("ipam gossip (Weave Net channel): %w", err)
 	}
 	alloc.SetWeaveGossip(wg)
+	alloc.SendWeaveWhen(r.WeaveNetConnected)
 	node.Mesh.Routes.OnChange(alloc.PeersChanged)
 
 	// Addresses weave expose gave the host survive a restart, as the
