@@ -253,18 +253,47 @@ func (g graph) routes(start, stopAt PeerName, strict bool) (bool, map[PeerName]P
 	return false, hops
 }
 
-// broadcastHops: of our neighbours, those a search from src has not
-// reached by the time it reaches us.
+// broadcastHops: of our neighbours, those a search from src (routes'
+// order) has not reached by the time it reaches us. The search stops as
+// soon as it has reached all of them, since none then needs us: in a full
+// mesh that is at src's own links, where searching on to us took about 25
+// peers' links, for every source at every change of the topology, a tenth
+// of every daemon's work while 50 peers formed a mesh.
 func (g graph) broadcastHops(src, us PeerName, strict bool) []PeerName {
 	hops := []PeerName{}
 	if _, ok := g[src]; !ok {
 		return hops
 	}
-	found, reached := g.routes(src, us, strict)
-	if !found {
-		return hops
+	ours := map[PeerName]struct{}{}
+	g.neighbours(us, strict, nil, func(to PeerName) { ours[to] = struct{}{} })
+	left := len(ours)
+	reach := func(p PeerName) {
+		if _, ok := ours[p]; ok {
+			left--
+		}
 	}
-	g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
-	sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
+	reached := map[PeerName]PeerName{src: UnknownPeerName}
+	reach(src)
+	next := []PeerName{src}
+	for len(next) > 0 {
+		level := next
+		sort.Slice(level, func(i, j int) bool { return level[i] < level[j] })
+		next = nil
+		for _, cur := range level {
+			if cur == us {
+				g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
+				sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
+				return hops
+			}
+			if left == 0 {
+				return hops // we are reachable through any of them
+			}
+			g.neighbours(cur, strict, reached, func(to PeerName) {
+				next = append(next, to)
+				reached[to] = UnknownPeerName
+				reach(to)
+			})
+		}
+	}
 	return hops
 }

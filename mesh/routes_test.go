@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"math/rand/v2"
 	"reflect"
+	"sort"
 	"testing"
 )
 
@@ -61,6 +63,52 @@ func TestRoutesBroadcastTree(t *testing.T) {
 	}
 	if hops := g.broadcastHops(9, 1, true); len(hops) != 0 {
 		t.Errorf("unknown source: %v", hops)
+	}
+}
+
+// broadcastHops stops its search once all our neighbours are reached; on
+// random topologies (some links one-sided or not established, some to
+// peers the topology does not hold) it gives what searching on to us
+// gives: our neighbours the search has not reached when it takes us.
+func TestBroadcastHopsStopsEarlySameResult(t *testing.T) {
+	full := func(g graph, src, us PeerName, strict bool) []PeerName {
+		hops := []PeerName{}
+		if _, ok := g[src]; !ok {
+			return hops
+		}
+		found, reached := g.routes(src, us, strict)
+		if !found {
+			return hops
+		}
+		g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
+		sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
+		return hops
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 300; round++ {
+		n := 2 + rng.IntN(12)
+		g := graph{}
+		for p := 1; p <= n; p++ {
+			g[PeerName(p)] = map[PeerName]link{}
+		}
+		density := rng.Float64()
+		for a := 1; a <= n+1; a++ { // n+1: a peer the topology does not hold
+			for b := 1; b <= n+1; b++ {
+				if a != b && g[PeerName(a)] != nil && rng.Float64() < density {
+					g[PeerName(a)][PeerName(b)] = link{established: rng.IntN(5) > 0}
+				}
+			}
+		}
+		for src := PeerName(1); src <= PeerName(n+1); src++ {
+			for us := PeerName(1); us <= PeerName(n); us++ {
+				for _, strict := range []bool{true, false} {
+					got, want := g.broadcastHops(src, us, strict), full(g, src, us, strict)
+					if !reflect.DeepEqual(got, want) {
+						t.Fatalf("round %d, src %v, us %v, strict %v: %v, searching on gives %v\n%v", round, src, us, strict, got, want, g)
+					}
+				}
+			}
+		}
 	}
 }
 

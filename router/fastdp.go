@@ -94,11 +94,16 @@ const ctlFastProbeAck = 0x46
 // their links are on the fast datapath, read what arrived only at the next
 // round, so the number a probe carries is of our previous round, read two
 // intervals after it went; a loaded machine adds to that. fastTimeout
-// leaves room for that and one lost probe.
+// leaves room for that and one lost probe. A round that comes late on a
+// starved daemon makes every acknowledgement look old (at 50 peers on two
+// cores, a hundred links in a run fell back while the mesh formed): an
+// acknowledgement of one of our last maxAckGap probes counts too, however
+// long ago that went.
 const (
 	probeInterval       = 500 * time.Millisecond
 	steadyProbeInterval = 2 * time.Second
 	fastTimeout         = 8 * time.Second
+	maxAckGap           = 4
 )
 
 // Datapath names, as status shows them.
@@ -161,7 +166,9 @@ type fastLink struct {
 	// size class.
 	acked [numProbeClasses]atomic.Int64
 	seen  [numProbeClasses]atomic.Int64
-	state atomic.Pointer[pathState]
+	// ackedSeq is the number of that last acknowledged probe of ours.
+	ackedSeq [numProbeClasses]atomic.Uint32
+	state    atomic.Pointer[pathState]
 }
 
 type pathState struct {
@@ -222,7 +229,8 @@ func (f *forwarder) onProbe(p probe, now time.Time) {
 			continue // none, not ours, or too old to know when it went
 		}
 		if sent := l.sentAt[seq%uint32(len(l.sentAt))].Load(); sent > l.acked[c].Load() {
-			l.acked[c].Store(sent) // only the fast loop stores it
+			l.acked[c].Store(sent) // only the fast loop stores them
+			l.ackedSeq[c].Store(seq)
 		}
 	}
 }
@@ -243,6 +251,10 @@ func (f *forwarder) datapath() (name, why string) {
 type probeTimes struct {
 	now, start  time.Time
 	acked, seen [numProbeClasses]time.Time
+	// ackGap: how many probes we have sent since the last acknowledged
+	// one (0: none acknowledged, or the peer acknowledges over the mesh
+	// connection).
+	ackGap [numProbeClasses]uint32
 	// acksInProbes: the peer acknowledges inside its probes, so when
 	// none of them arrives we cannot know whether ours do.
 	acksInProbes bool
@@ -255,7 +267,8 @@ type probeTimes struct {
 // datapath send only those).
 func choosePath(t probeTimes, port int) (fast bool, why string) {
 	recent := func(at time.Time) bool { return !at.IsZero() && t.now.Sub(at) < fastTimeout }
-	if recent(t.acked[probeFull]) && recent(t.seen[probeFull]) {
+	answered := func(c int) bool { return recent(t.acked[c]) || t.ackGap[c] > 0 && t.ackGap[c] <= maxAckGap }
+	if answered(probeFull) && recent(t.seen[probeFull]) {
 		return true, ""
 	}
 	switch {
@@ -263,9 +276,9 @@ func choosePath(t probeTimes, port int) (fast bool, why string) {
 		return false, fmt.Sprintf("probing VXLAN port %d", port)
 	case t.acksInProbes && !recent(t.seen[probeSmall]) && !recent(t.seen[probeFull]):
 		return false, fmt.Sprintf("the peer's VXLAN probes do not arrive here (UDP port %d blocked on this host?)", port)
-	case !recent(t.acked[probeSmall]) && !recent(t.acked[probeFull]):
+	case !answered(probeSmall) && !answered(probeFull):
 		return false, fmt.Sprintf("no answer to VXLAN probes on UDP port %d for %v (blocked on the way to the peer?)", port, fastTimeout)
-	case !recent(t.acked[probeFull]):
+	case !answered(probeFull):
 		return false, "full-sized VXLAN frames do not reach the peer (underlay MTU too small for the overlay MTU + 50?)"
 	case !recent(t.seen[probeSmall]) && !recent(t.seen[probeFull]):
 		return false, fmt.Sprintf("the peer's VXLAN probes do not arrive here (UDP port %d blocked on this host?)", port)
@@ -398,6 +411,9 @@ func (r *Router) fastLoop() {
 			for c := range numProbeClasses {
 				t.acked[c] = timeOf(f.fast.acked[c].Load())
 				t.seen[c] = timeOf(f.fast.seen[c].Load())
+				if a := f.fast.ackedSeq[c].Load(); a != 0 {
+					t.ackGap[c] = f.fast.seq.Load() - a
+				}
 			}
 			fast, why := choosePath(t, r.fast.dev.Port())
 			if old := f.fast.state.Load(); old.fast != fast || (!fast && old.why != why) {

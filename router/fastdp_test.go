@@ -41,6 +41,17 @@ func TestChoosePath(t *testing.T) {
 			t.Errorf("%s: got %v %q, want %v and a reason with %q", c.name, fast, why, c.fast, c.why)
 		}
 	}
+	// A starved daemon's late round: the acknowledged probe went 11 s ago,
+	// but it was one of our last few, so the link stays; once more of ours
+	// go unanswered, it does not.
+	for gap, want := range map[uint32]bool{2: true, maxAckGap: true, maxAckGap + 1: false} {
+		old := [2]time.Time{at(9), at(9)}
+		fast, why := choosePath(probeTimes{now: at(20), start: start, acked: old, seen: [2]time.Time{at(19.9), at(19.9)},
+			ackGap: [2]uint32{gap, gap}, acksInProbes: true}, 4789)
+		if fast != want || !want && !strings.Contains(why, "no answer") {
+			t.Errorf("acknowledged probe 11 s old, %d sent since: got %v %q, want %v", gap, fast, why, want)
+		}
+	}
 }
 
 func TestFdbChanges(t *testing.T) {
