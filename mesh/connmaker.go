@@ -384,19 +384,18 @@ type discovered struct {
 }
 
 // yields says whether we (us, with degree established connections) wait
-// discoveryYield before dialling d, for d to dial us. The peer with fewer
-// connections dials: a new peer hears of everyone in the first topology
-// it gets, while the others hear of it through gossip, which on a busy
-// machine takes seconds; at 50 peers, with the lower name dialling, the
-// last peer's links to the lower-named half waited on that gossip or on
-// the yield. Peers as connected as each other (two that started
-// together, or two parts of a mesh that find each other) go by name: the
-// lower one dials.
+// discoveryYield before dialling d, for d to dial us. The lower name
+// dials; but a peer less connected than d dials at once, whatever the
+// names: a new peer hears of everyone in the first topology it gets,
+// while the others hear of it through gossip, which on a busy machine
+// takes seconds, and at 50 peers the last peer's links to the
+// lower-named half waited on that gossip or on the yield. Each end may
+// see the other's degree late, so only the name rule ever makes a peer
+// wait: when it does, the other end either goes by name too and dials,
+// or sees itself less connected and dials anyway (at worst both dial, and
+// one connection is closed as a duplicate).
 func yields(us PeerName, degree int, d discovered) bool {
-	if degree != d.degree {
-		return degree > d.degree
-	}
-	return d.name < us
+	return d.degree <= degree && d.name < us
 }
 
 // discoveryTargets are the addresses of connections our peers report to
