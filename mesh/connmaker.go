@@ -48,12 +48,16 @@ const (
 	resetAfter   = time.Minute
 	dialTimeout  = 10 * time.Second
 	// discoveryYield is how long a peer waits before dialling a peer it
-	// discovered, when the other should dial (yields). If both dialled,
+	// discovered, when the other should dial (yieldFor). If both dialled,
 	// one of the two connections would be shut down as a duplicate after
 	// a whole handshake (at 50 peers forming a mesh, most links were made
 	// twice); the one that waits dials only if no connection has come by
 	// then, e.g. when the other cannot reach it.
 	discoveryYield = 5 * time.Second
+	// tieYield is the wait between peers about as connected (fewer than
+	// clearlyMore established connections apart), see yieldFor.
+	tieYield    = 2 * time.Second
+	clearlyMore = 3
 )
 
 func newConnectionMaker(r *Router) *ConnectionMaker {
@@ -258,8 +262,8 @@ func (cm *ConnectionMaker) check() time.Duration {
 	valid := map[string]bool{}
 	direct := map[string]bool{}
 	// add makes addr a target; yield delays the first dial (see
-	// discoveryYield).
-	add := func(addr string, yield bool) {
+	// yieldFor).
+	add := func(addr string, yield time.Duration) {
 		if connectedAddrs[addr] {
 			return
 		}
@@ -267,9 +271,7 @@ func (cm *ConnectionMaker) check() time.Duration {
 		if cm.targets[addr] == nil {
 			t := &target{state: targetWaiting}
 			t.retryNow()
-			if yield {
-				t.tryAfter = t.tryAfter.Add(discoveryYield)
-			}
+			t.tryAfter = t.tryAfter.Add(yield)
 			cm.targets[addr] = t
 		}
 	}
@@ -281,13 +283,13 @@ func (cm *ConnectionMaker) check() time.Duration {
 		if a.Port == 0 && inboundIPs[a.IP.String()] {
 			continue
 		}
-		add(addr, false)
+		add(addr, 0)
 	}
 	if cm.r.PeerDiscovery {
 		us := cm.r.Ourself.Name
 		found, degree := cm.r.Peers.discoveryTargets(us, connectedPeers, cm.r.Port)
 		for _, d := range found {
-			add(d.addr, yields(us, degree, d))
+			add(d.addr, yieldFor(us, degree, d))
 		}
 	}
 	now := time.Now()
@@ -383,19 +385,30 @@ type discovered struct {
 	degree int
 }
 
-// yields says whether we (us, with degree established connections) wait
-// discoveryYield before dialling d, for d to dial us. The lower name
-// dials; but a peer less connected than d dials at once, whatever the
-// names: a new peer hears of everyone in the first topology it gets,
-// while the others hear of it through gossip, which on a busy machine
-// takes seconds, and at 50 peers the last peer's links to the
-// lower-named half waited on that gossip or on the yield. Each end may
-// see the other's degree late, so only the name rule ever makes a peer
-// wait: when it does, the other end either goes by name too and dials,
-// or sees itself less connected and dials anyway (at worst both dial, and
-// one connection is closed as a duplicate).
-func yields(us PeerName, degree int, d discovered) bool {
-	return d.degree <= degree && d.name < us
+// yieldFor is how long we (us, with degree established connections) wait
+// before dialling d, for d to dial us. A new peer hears of everyone in the
+// first topology it gets, while the others hear of it through gossip,
+// which on a busy machine takes seconds: the peer clearly less connected
+// dials at once, and the other waits discoveryYield (at 50 peers, going
+// by name alone, the last peer's links to the lower-named half waited on
+// that gossip or on the yield). Between peers about as connected, the
+// lower name dials and the higher waits tieYield. Each end sees the
+// other's connections late, so both may wait: then for tieYield at most,
+// unless their views differ by twice clearlyMore; a first version, in
+// which the better connected always waited, left both waiting 5 s now and
+// then, and one in which the less connected dialled while the other went
+// by name made most new links twice.
+func yieldFor(us PeerName, degree int, d discovered) time.Duration {
+	switch {
+	case degree >= d.degree+clearlyMore:
+		return discoveryYield
+	case d.degree >= degree+clearlyMore:
+		return 0
+	case d.name < us:
+		return tieYield
+	default:
+		return 0
+	}
 }
 
 // discoveryTargets are the addresses of connections our peers report to

@@ -116,7 +116,7 @@ func establishedLink(p *ourPeer, to PeerName) *ConnectionStatus {
 
 // Two peers that discover each other through a third at the same moment
 // make one connection, not two: the lower name dials, the higher one
-// yields (discoveryYield) and sees the connection arrive.
+// waits (tieYield) and sees the connection arrive.
 func TestDiscoveredPeersDialOnce(t *testing.T) {
 	hub := startOursCfg(t, 0x601, Config{PeerDiscovery: true})
 	lo := startOursCfg(t, 0x602, Config{PeerDiscovery: true})
@@ -143,19 +143,21 @@ func TestDiscoveredPeersDialOnce(t *testing.T) {
 }
 
 // A peer joining a formed mesh dials the peers it hears of at once,
-// whatever their names: it is the one with fewer connections, and the
-// others, which hear of it later, wait for it rather than dial a second
+// whatever their names: it is clearly the less connected, and the others,
+// which hear of it later, wait for it rather than dial a second
 // connection. The newcomer has the highest name, so by name alone the
-// others would dial it, and it would wait discoveryYield first.
+// others would dial it, and it would wait tieYield first.
 func TestNewcomerDials(t *testing.T) {
+	names := []PeerName{0x701, 0x702, 0x703, 0x704, 0x705}
 	var old []*ourPeer
-	for _, n := range []PeerName{0x701, 0x702, 0x703} {
+	for _, n := range names {
 		old = append(old, startOursCfg(t, n, Config{PeerDiscovery: true}))
 	}
-	old[0].connect(old[1].addr)
-	old[0].connect(old[2].addr)
+	for _, p := range old[1:] {
+		old[0].connect(p.addr)
+	}
 	// The newcomer learns from old[0]: wait until old[0] knows each peer
-	// has its two connections.
+	// has all its connections.
 	degree := func(in *ourPeer, of PeerName) int {
 		for _, peer := range NewStatus(in.r).Peers {
 			if peer.Name == of.String() {
@@ -170,21 +172,31 @@ func TestNewcomerDials(t *testing.T) {
 		}
 		return 0
 	}
-	eventually(t, "a full mesh of three", func() bool {
-		return degree(old[0], 0x701) == 2 && degree(old[0], 0x702) == 2 && degree(old[0], 0x703) == 2
+	eventually(t, "a full mesh of five", func() bool {
+		for _, n := range names {
+			if degree(old[0], n) != len(names)-1 {
+				return false
+			}
+		}
+		return true
 	})
 	t0 := time.Now()
 	nc := startOursCfg(t, 0x7ff, Config{PeerDiscovery: true})
 	nc.connect(old[0].addr)
-	eventually(t, "the newcomer connected to all three", func() bool {
-		return establishedLink(nc, 0x702) != nil && establishedLink(nc, 0x703) != nil
+	eventually(t, "the newcomer connected to all five", func() bool {
+		for _, n := range names {
+			if establishedLink(nc, n) == nil {
+				return false
+			}
+		}
+		return true
 	})
-	if d := time.Since(t0); d >= discoveryYield {
-		t.Errorf("the newcomer took %v to connect, at least discoveryYield", d)
+	if d := time.Since(t0); d >= tieYield {
+		t.Errorf("the newcomer took %v to connect, at least tieYield", d)
 	}
-	for _, to := range []PeerName{0x702, 0x703} {
-		if c := establishedLink(nc, to); !c.Outbound {
-			t.Errorf("the newcomer did not dial %v: %+v", to, c)
+	for _, n := range names[1:] {
+		if c := establishedLink(nc, n); !c.Outbound {
+			t.Errorf("the newcomer did not dial %v: %+v", n, c)
 		}
 	}
 	if n := NewStatus(nc.r).TerminationCount; n != 0 {
