@@ -118,25 +118,18 @@ func (c *gossipChannel) GossipBroadcast(update GossipData) {
 }
 
 func (c *gossipChannel) GossipNeighbourSubset(update GossipData) {
-	c.relay(c.router.Ourself.Name, update)
+	c.relay(c.router.Ourself.Name, update, 0)
 }
 
 // periodicFanout is how many neighbours get each channel's periodic
-// gossip (sendAllGossip). Changes are gossiped when they happen, to about
+// gossip (sendAllGossip), where relay's fanout 0 means about 2·log2(peers)
+// neighbours. Changes are gossiped when they happen, to about
 // 2·log2(peers) neighbours (relay); the periodic round only repairs what a
 // peer missed, and a peer misses a round of fanout f from every neighbour
 // with a chance of about e^-f, so three is enough. At 50 peers the 84 KB
 // topology went to 11 neighbours every 30 s, and each daemon read as
 // many: a quarter of an idle daemon's CPU, in one burst.
 const periodicFanout = 3
-
-// sendPeriodic sends our whole state on the channel to a few neighbours.
-func (c *gossipChannel) sendPeriodic(update GossipData) {
-	us := c.router.Ourself.Name
-	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.randomNeighbours(us, periodicFanout)) {
-		conn.queueGossip(c, us, update, false)
-	}
-}
 
 func (c *gossipChannel) relayUnicast(dst PeerName, msg []byte) error {
 	hop, ok := c.router.Routes.UnicastAll(dst)
@@ -156,8 +149,10 @@ func (c *gossipChannel) relayBroadcast(src PeerName, update GossipData) {
 	}
 }
 
-func (c *gossipChannel) relay(src PeerName, update GossipData) {
-	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.randomNeighbours(src, 0)) {
+// relay sends update from src to up to fanout random neighbours (0: about
+// 2·log2(peers), see randomNeighbours).
+func (c *gossipChannel) relay(src PeerName, update GossipData, fanout int) {
+	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.randomNeighbours(src, fanout)) {
 		conn.queueGossip(c, src, update, false)
 	}
 }
@@ -183,7 +178,7 @@ func (c *gossipChannel) deliver(m gossipMsg, tag byte, raw []byte) error {
 		if err != nil || data == nil {
 			return err
 		}
-		c.relay(m.src, data)
+		c.relay(m.src, data, 0)
 	}
 	return nil
 }

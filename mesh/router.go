@@ -481,7 +481,7 @@ func (r *Router) handleGossip(tag byte, body []byte) error {
 func (r *Router) sendAllGossip() {
 	for _, c := range r.channelList() {
 		if d := c.gossiper.Gossip(); d != nil {
-			c.sendPeriodic(d)
+			c.relay(r.Ourself.Name, d, periodicFanout)
 		}
 	}
 }

@@ -230,6 +230,13 @@ func (g graph) neighbours(from PeerName, strict bool, exclude map[PeerName]PeerN
 // through. It stops when it takes stopAt from the worklist (if stopAt is a
 // peer) and says so.
 func (g graph) routes(start, stopAt PeerName, strict bool) (bool, map[PeerName]PeerName) {
+	return g.search(start, strict, nil, func(cur PeerName) bool { return stopAt != UnknownPeerName && cur == stopAt })
+}
+
+// search is routes' search: it calls reached (if not nil) with each peer
+// as it is reached, and stop with each peer before taking it from the
+// worklist; it ends there if stop says so, and says whether it did.
+func (g graph) search(start PeerName, strict bool, reached func(PeerName), stop func(PeerName) bool) (bool, map[PeerName]PeerName) {
 	hops := map[PeerName]PeerName{start: UnknownPeerName}
 	next := []PeerName{start}
 	for len(next) > 0 {
@@ -237,7 +244,7 @@ func (g graph) routes(start, stopAt PeerName, strict bool) (bool, map[PeerName]P
 		sort.Slice(level, func(i, j int) bool { return level[i] < level[j] })
 		next = nil
 		for _, cur := range level {
-			if stopAt != UnknownPeerName && cur == stopAt {
+			if stop(cur) {
 				return true, hops
 			}
 			g.neighbours(cur, strict, hops, func(to PeerName) {
@@ -246,6 +253,9 @@ func (g graph) routes(start, stopAt PeerName, strict bool) (bool, map[PeerName]P
 					hops[to] = to
 				} else {
 					hops[to] = hops[cur]
+				}
+				if reached != nil {
+					reached(to)
 				}
 			})
 		}
@@ -272,28 +282,16 @@ func (g graph) broadcastHops(src, us PeerName, strict bool) []PeerName {
 			left--
 		}
 	}
-	reached := map[PeerName]PeerName{src: UnknownPeerName}
 	reach(src)
-	next := []PeerName{src}
-	for len(next) > 0 {
-		level := next
-		sort.Slice(level, func(i, j int) bool { return level[i] < level[j] })
-		next = nil
-		for _, cur := range level {
-			if cur == us {
-				g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
-				sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
-				return hops
-			}
-			if left == 0 {
-				return hops // we are reachable through any of them
-			}
-			g.neighbours(cur, strict, reached, func(to PeerName) {
-				next = append(next, to)
-				reached[to] = UnknownPeerName
-				reach(to)
-			})
-		}
+	allReached := false
+	found, reached := g.search(src, strict, reach, func(cur PeerName) bool {
+		allReached = cur != us && left == 0
+		return cur == us || allReached
+	})
+	if !found || allReached {
+		return hops // unreachable, or reachable through any of them
 	}
+	g.neighbours(us, strict, reached, func(to PeerName) { hops = append(hops, to) })
+	sort.Slice(hops, func(i, j int) bool { return hops[i] < hops[j] })
 	return hops
 }
