@@ -102,11 +102,12 @@ tl=$EPOCHREALTIME
 log "last launch returned after $(elapsed "$t0" "$tl") s"
 
 # full_peers: how many peers host 1's topology shows with N-1 established
-# connections.
+# connections, then those short of it (nickname:connections).
 full_peers() {
 	host "$(hostns 1)" "$BIN/weave" --http-addr "$WEAVE_HTTP_ADDR" report \
-		-f '{{range .Router.Peers}}{{range .Connections}}{{if .Established}}x{{end}}{{end}} {{end}}' 2>/dev/null |
-		awk -v n="$N" '{ for (i = 1; i <= NF; i++) if (length($i) == n - 1) c++ } END { print c + 0 }'
+		-f '{{range .Router.Peers}}{{.NickName}}:{{range .Connections}}{{if .Established}}x{{end}}{{end}} {{end}}' 2>/dev/null |
+		awk -v n="$N" '{ for (i = 1; i <= NF; i++) { split($i, f, ":"); if (length(f[2]) == n - 1) c++; else short = short " " f[1] ":" length(f[2]) } }
+			END { print c + 0 short }'
 }
 
 # The scheduler shares the CPU between sessions (autogroup), and every
@@ -122,13 +123,14 @@ fi
 
 # Host 1 is polled from the moment the last launch returned, before the
 # requests start; each poll goes into $WORK/progress (seconds after the
-# last launch at its start and end, peers fully connected), the first
+# last launch at its start and end, peers fully connected, those short of
+# it with their connections), the first
 # full one's start into $WORK/mesh.
 (
 	while :; do
 		start=$EPOCHREALTIME
-		full=$(full_peers)
-		echo "$(elapsed "$tl" "$start") $(elapsed "$tl" "$EPOCHREALTIME") $full" >>"$WORK/progress"
+		read -r full short <<<"$(full_peers)"
+		echo "$(elapsed "$tl" "$start") $(elapsed "$tl" "$EPOCHREALTIME") $full $short" >>"$WORK/progress"
 		[ "$full" = "$N" ] && { echo "$start" >"$WORK/mesh"; exit 0; }
 		sleep 0.25
 	done
@@ -214,6 +216,9 @@ awk -v hz="$hz" -v t="$(elapsed "$s0" "$s1")" '
 	NR == FNR { tk[$1] = $2; sw[$1] = $3; next }
 	{ printf "%.3f %.1f %d\n", ($2 - tk[$1]) / hz / t * 100, $4 / 1024, $3 - sw[$1] }' "$WORK/before" "$WORK/after" >"$WORK/idle"
 t=$(elapsed "$s0" "$s1")
+# Formation's cost: every daemon's CPU from its start to the end of
+# settling (the idle part of that is small).
+formation_cpu=$(awk -v hz="$hz" '{ s += $2 } END { printf "%.1f", s / hz }' "$WORK/before")
 cpu_mean=$(awk '{ s += $1 } END { printf "%.2f", s / NR }' "$WORK/idle")
 cpu_median=$(cut -d' ' -f1 "$WORK/idle" | sort -n | sed -n "$(((N + 1) / 2))p")
 cpu_max=$(cut -d' ' -f1 "$WORK/idle" | sort -n | tail -n 1)
@@ -231,7 +236,8 @@ printf '  %-50s %-26s %s\n' \
 	"first address on every host, after the last launch" "$addr_last s (median $addr_median)" "bar mesh+5 = $addr_bar s $(verdict "$addr_last" "$addr_bar")" \
 	"idle CPU per daemon (${IDLE}s)" "mean $cpu_mean%, median $cpu_median, max $cpu_max" "bar 0.3% each      $(verdict "$cpu_max" 0.3)" \
 	"RSS per daemon" "median $rss_median MB, max $rss_max" "bar 40 MB          $(verdict "$rss_max" 40)" \
-	"context switches, all daemons" "$cs/s" ""
+	"context switches, all daemons" "$cs/s" "" \
+	"CPU of all daemons, first launch to end of settling" "$formation_cpu s" ""
 echo "  load average after the idle period: $load (2 CPUs, other work on the machine included)"
 echo "  hosts whose own view lacks a connection: $short; learned neighbour entries on the underlay: $learned"
 # KEEP also gets each host's idle figures; HOLD=S keeps the hosts S

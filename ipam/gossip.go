@@ -99,7 +99,7 @@ func (a *Allocator) OnGossip(msg []byte) (mesh.GossipData, error) {
 	if a.closed {
 		return nil, nil
 	}
-	learned, err := a.mergeState(m.state)
+	learned, err := a.mergeState(m.state, mesh.UnknownPeerName)
 	if err != nil || !learned {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func (a *Allocator) OnGossipBroadcast(src mesh.PeerName, update []byte) (mesh.Go
 		return nil, nil
 	}
 	a.setKind(src, kindWeavenetPeer) // only weavenet speaks on "ipam"
-	if _, err := a.mergeState(m.state); err != nil {
+	if _, err := a.mergeState(m.state, src); err != nil {
 		return nil, err
 	}
 	return m.state, nil
@@ -144,7 +144,7 @@ func (a *Allocator) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 	}
 	a.setKind(src, kindWeavenetPeer)
 	if m.state != nil {
-		if _, err := a.mergeState(m.state); err != nil {
+		if _, err := a.mergeState(m.state, src); err != nil {
 			return err
 		}
 	}
@@ -185,9 +185,10 @@ func (a *Allocator) OnGossipUnicast(src mesh.PeerName, msg []byte) error {
 	return nil
 }
 
-// mergeState merges a peer's state into ours and reports whether we
-// learned anything. Lock held.
-func (a *Allocator) mergeState(st *gossipState) (bool, error) {
+// mergeState merges the state of src (UnknownPeerName when gossip does
+// not say whose it is) into ours and reports whether we learned
+// anything. Lock held.
+func (a *Allocator) mergeState(st *gossipState, src mesh.PeerName) (bool, error) {
 	if st.ring.Range != a.cfg.Range {
 		err := fmt.Errorf("%w: a peer uses %v, we use %v: give every peer the same --ipalloc-range", errRangeMismatch, st.ring.Range, a.cfg.Range)
 		a.log.Error(err.Error())
@@ -218,7 +219,17 @@ func (a *Allocator) mergeState(st *gossipState) (bool, error) {
 		}
 	}
 	if a.ring.ready() && !st.ring.ready() && len(st.paxos) > 0 {
-		a.bcast = true // they are still bootstrapping: show them the ring
+		// They are still bootstrapping: show them the ring, or when
+		// it is not known whose state this is, everyone. Every peer
+		// with the ring answers every broadcast of a peer still in
+		// consensus: as broadcasts, those answers were about a
+		// thousand ring broadcasts while 50 peers agreed, each to
+		// every peer.
+		if src != mesh.UnknownPeerName && src != a.cfg.Ourself {
+			a.send(src, &message{kind: kindState, state: a.snapshot()}, nil)
+		} else {
+			a.bcast = true
+		}
 	}
 	return learned, nil
 }

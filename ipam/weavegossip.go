@@ -310,7 +310,7 @@ func (a *Allocator) onWeaveState(src mesh.PeerName, st *wnState) {
 			return
 		}
 	}
-	if _, err := a.mergeState(in); err != nil {
+	if _, err := a.mergeState(in, mesh.UnknownPeerName); err != nil {
 		a.weaveReject(src, fromWeaveNet, err)
 		return
 	}

@@ -43,6 +43,11 @@ func (e *peerNameCollisionError) Error() string {
 	return fmt.Sprintf("local %q and remote %q peer names collision", e.local, e.remote)
 }
 
+// fieldTellsNeighbours is the handshake field by which a peer says that
+// it sends each version of its own topology record to every neighbour
+// (Router.loop).
+const fieldTellsNeighbours = "WeavenetTellsNeighbours"
+
 // LocalConnection is our end of a connection to a peer.
 type LocalConnection struct {
 	// OverlayConn is the overlay's side, set before the connection is
@@ -59,6 +64,10 @@ type LocalConnection struct {
 	trustRemote     bool
 	trustedByRemote bool
 	version         byte
+	// tellsNeighbours: the remote sends each version of its own topology
+	// record to every neighbour (fieldTellsNeighbours), so a record of it
+	// needs relaying only to peers it has no connection to.
+	tellsNeighbours bool
 	remote          *Peer
 	w               frameWriter
 	r               frameReader
@@ -131,6 +140,8 @@ func (c *LocalConnection) fields() map[string]string {
 		"UID":             strconv.FormatUint(uint64(us.UID), 10),
 		"ConnID":          strconv.FormatUint(c.uid, 10),
 		"Trusted":         strconv.FormatBool(c.trustRemote),
+		// Weave Net and older weavenet releases ignore it.
+		fieldTellsNeighbours: "1",
 	}
 	c.router.Overlay.AddFeaturesTo(f)
 	return f
@@ -164,6 +175,7 @@ func (c *LocalConnection) run(acceptNewPeer bool, deadline time.Time, onHeader f
 		return
 	}
 	c.version, c.w, c.r = res.version, res.w, res.r
+	c.tellsNeighbours = res.fields[fieldTellsNeighbours] == "1"
 	c.r.setLimit(maxFrame)
 	err = c.join(id, res)
 	if err != nil {
@@ -230,8 +242,13 @@ func (c *LocalConnection) join(id remoteIdentity, res handshakeResult) error {
 	}
 	r.connMaker.connectionCreated(c)
 	// Only now that the connection is known not to be a duplicate may
-	// the overlay start talking on it.
-	oc.Confirm()
+	// the overlay start talking on it, unless another connection to the
+	// peer replaced it meanwhile.
+	select {
+	case <-c.stop:
+	default:
+		oc.Confirm()
+	}
 	return nil
 }
 
@@ -298,7 +315,7 @@ func (c *LocalConnection) handle(tag byte, body []byte) error {
 	case ProtocolReserved1, ProtocolReserved2, ProtocolReserved3, ProtocolOverlayControlMsg:
 		c.OverlayConn.ControlMessage(tag, body)
 	case ProtocolGossip, ProtocolGossipUnicast, ProtocolGossipBroadcast:
-		return c.router.handleGossip(tag, body)
+		return c.router.handleGossip(c.remote.Name, tag, body)
 	default:
 		c.router.stats.unknownTags.Add(1)
 	}

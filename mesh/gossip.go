@@ -178,9 +178,29 @@ func (c *gossipChannel) deliver(m gossipMsg, tag byte, raw []byte) error {
 		if err != nil || data == nil {
 			return err
 		}
+		if p, ok := c.gossiper.(relayPlanner); ok {
+			for conn, d := range p.relayPlan(m.src, data) {
+				conn.queueGossip(c, m.src, d, false)
+			}
+			return nil
+		}
 		c.relay(m.src, data, 0)
 	}
 	return nil
+}
+
+// A relayPlanner knows better than random neighbours where the news in a
+// piece of gossip (what OnGossip returned) has to go: it says what each
+// connection gets.
+type relayPlanner interface {
+	relayPlan(src PeerName, delta GossipData) map[*LocalConnection]GossipData
+}
+
+// tellNeighbours sends update to every neighbour.
+func (c *gossipChannel) tellNeighbours(update GossipData) {
+	for _, conn := range c.router.Peers.allConns() {
+		conn.queueGossip(c, c.router.Ourself.Name, update, false)
+	}
 }
 
 // surrogateGossiper stands in for a channel we have no gossiper for: it

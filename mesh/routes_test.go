@@ -114,7 +114,8 @@ func TestBroadcastHopsStopsEarlySameResult(t *testing.T) {
 
 // A snapshot shares the peers' link maps with Peers: a change to our own
 // links afterwards makes a new map, and the snapshot, and routes computed
-// from it, keep the topology they were taken of. The zero snapshot knows
+// from it, keep the topology they were taken of; the routes of a change
+// wait until routesInterval after the last ones. The zero snapshot knows
 // nobody.
 func TestSnapshotKeepsItsTopology(t *testing.T) {
 	ps := newPeers(&Peer{Name: 1})
@@ -123,7 +124,8 @@ func TestSnapshotKeepsItsTopology(t *testing.T) {
 	ps.setOwnLinkLocked(2, link{established: true}, true)
 	ps.gen++
 	ps.mu.Unlock()
-	r := newRoutes(1, ps)
+	stale := 0
+	r := newRoutes(1, ps, func() { stale++ })
 	before := r.Snapshot()
 	if hop, ok := before.Unicast(2); !ok || hop != 2 || !before.Known(2) || before.Known(9) {
 		t.Fatalf("before: route to 2 %v %v, known 2 %v, known 9 (not a peer) %v", hop, ok, before.Known(2), before.Known(9))
@@ -136,6 +138,14 @@ func TestSnapshotKeepsItsTopology(t *testing.T) {
 	ps.setOwnLinkLocked(2, link{}, false)
 	ps.gen++
 	ps.mu.Unlock()
+	// Within routesInterval of the last computation a reader gets the
+	// last routes, and the router's goroutine is told to compute anew.
+	if r.Snapshot() != before || stale != 1 || r.due() == 0 {
+		t.Fatalf("within the interval: a new snapshot, or %d calls of stale, or due now", stale)
+	}
+	r.mu.Lock()
+	r.computedAt = r.computedAt.Add(-routesInterval)
+	r.mu.Unlock()
 	after := r.Snapshot()
 	if _, ok := after.Unicast(2); ok {
 		t.Error("after removing the link: still a route to 2")

@@ -38,8 +38,10 @@ type HandshakeStats struct {
 	// OutboundHandshakeFailed are the handshakes among OutboundFailed.
 	OutboundHandshakeFailed uint64
 	// UnknownTags are messages with a tag we do not know (ignored);
-	// DroppedGossip are messages on channels beyond the surrogate cap.
-	UnknownTags, DroppedGossip uint64
+	// DroppedGossip are messages on channels beyond the surrogate cap;
+	// LoopedBroadcasts are broadcasts that came back round a loop
+	// (Router.handleGossip), dropped.
+	UnknownTags, DroppedGossip, LoopedBroadcasts uint64
 }
 
 // HandshakeStats returns the counters.
@@ -50,6 +52,7 @@ func (r *Router) HandshakeStats() HandshakeStats {
 		NotMesh: s.notMesh.Load(), Oversize: s.oversize.Load(), Timeout: s.timeout.Load(),
 		Evicted: s.evicted.Load(), Refused: s.refused.Load(), Failed: s.failed.Load(),
 		OutboundFailed: s.outboundFailed.Load(), OutboundHandshakeFailed: s.outboundHandshakeFailed.Load(), UnknownTags: s.unknownTags.Load(), DroppedGossip: s.droppedGossip.Load(),
+		LoopedBroadcasts: s.loopedBroadcasts.Load(),
 	}
 }
 

@@ -108,6 +108,7 @@ type forwarder struct {
 	errs        chan error
 	stop        chan struct{}
 	stopOnce    sync.Once
+	stopped     bool // under Router.fwdMu
 }
 
 type special struct {

@@ -161,6 +161,60 @@ func TestRouteTableDecides(t *testing.T) {
 	}
 }
 
+// A flooded frame from a peer that our view of the source's broadcast tree
+// puts after us has come round a loop: it is dropped and counted, neither
+// delivered nor flooded again. From a peer before us it is both.
+func TestFloodLoopDropped(t *testing.T) {
+	r := fuzzRouter(t)
+	dev := r.dev.(*discardDevice)
+	const src = 5
+	// Peer 1 relays src's frames to us; in our view, we relay them to 2.
+	r.routes.Store(&routeView{testRoutes{src: {broadcast: []mesh.PeerName{2}}, r.name: {}}})
+	receiveFrom(r, hostileFrame(1, src, r.name, mac{2, 0, 0, 0, 0, 5}, []byte("from upstream")), testPeerAddr)
+	if dev.writes != 1 || r.Stats().FramesOut != 1 {
+		t.Fatalf("frame from before us: %d writes, %d sent; want 1 and 1", dev.writes, r.Stats().FramesOut)
+	}
+	// Now we would relay src's frames to 1: one from 1 has looped.
+	r.routes.Store(&routeView{testRoutes{src: {broadcast: []mesh.PeerName{1, 2}}, r.name: {}}})
+	receiveFrom(r, hostileFrame(1, src, r.name, mac{2, 0, 0, 0, 0, 5}, []byte("round a loop")), testPeerAddr)
+	if dev.writes != 1 || r.Stats().FramesOut != 1 {
+		t.Fatalf("looped frame: %d writes, %d sent; want it dropped", dev.writes, r.Stats().FramesOut)
+	}
+	if d := r.Stats().Drops["loop"]; d != 1 {
+		t.Fatalf("loop drops = %d, want 1", d)
+	}
+}
+
+// Of two connections to one peer confirmed at once (mesh settling a
+// duplicate), the one stopped last must not leave the peer without a
+// forwarder: the other is put back. A forwarder stopped before it was
+// confirmed is never installed.
+func TestForwarderPutBack(t *testing.T) {
+	r := fuzzRouter(t)
+	const peer = 7
+	newF := func() *forwarder { return &forwarder{r: r, remoteName: peer, stop: make(chan struct{})} }
+	kept, dropped := newF(), newF()
+	r.setForwarder(peer, kept, nil)
+	r.setForwarder(peer, dropped, nil) // confirmed after the kept one
+	if r.forwarder(peer) != dropped {
+		t.Fatal("the latest confirmed forwarder is not the one in use")
+	}
+	r.setForwarder(peer, nil, dropped)
+	if r.forwarder(peer) != kept {
+		t.Fatal("stopping the dropped connection's forwarder did not put the kept one back")
+	}
+	late := newF()
+	r.setForwarder(peer, nil, late) // stopped
+	r.setForwarder(peer, late, nil) // then its goroutine sees the confirmation
+	if r.forwarder(peer) != kept {
+		t.Fatal("a stopped forwarder was installed")
+	}
+	r.setForwarder(peer, nil, kept)
+	if r.forwarder(peer) != nil {
+		t.Fatal("a forwarder is left after every connection stopped")
+	}
+}
+
 // testRoutes is a route table made by hand: every peer in it is known.
 type testRoutes map[mesh.PeerName]struct {
 	hop       mesh.PeerName

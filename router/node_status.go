@@ -53,6 +53,7 @@ func Report(node *gossip.Node, r *Router, mtu int) api.Router {
 	rep.Stats.Drops["handshake_oversize"] = gs.Oversize
 	rep.Stats.Drops["handshake_timeout"] = gs.Timeout
 	rep.Stats.Drops["handshake_evicted"] = gs.Evicted
+	rep.Stats.Drops["gossip_loop"] = gs.LoopedBroadcasts
 	fs := r.FastDatapathStatus()
 	rep.FastDatapath = &api.FastDatapath{Enabled: fs.Enabled, Why: fs.Why, Port: fs.Port, VNI: fs.VNI, Entries: fs.Entries, Encrypted: fs.Encrypted, RxBytes: fs.RxBytes, TxBytes: fs.TxBytes,
 		AllowList: fs.AllowList, AllowListOff: fs.AllowListOff, AllowedPeers: fs.AllowedPeers, Dropped: fs.Dropped}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +112,9 @@ type Router struct {
 	// so it is an immutable map swapped under fwdMu.
 	fwds  atomic.Pointer[map[mesh.PeerName]*forwarder]
 	fwdMu sync.Mutex
+	// confirmed are, per peer, the forwarders confirmed and not stopped,
+	// the latest last; fwdMu guards it, and forwarder.stopped.
+	confirmed map[mesh.PeerName][]*forwarder
 	// routes is the forwarding loops' view of mesh's routes (routes.go),
 	// taken again by routeLoop when routesDirty says so.
 	routes      atomic.Pointer[routeView]
@@ -185,6 +189,7 @@ func newRouter(dev Device, sock *udpSocket, log *slog.Logger) *Router {
 		failed:   make(chan struct{}),
 
 		routesDirty: make(chan struct{}, 1),
+		confirmed:   map[mesh.PeerName][]*forwarder{},
 	}
 	r.rx.stats = &r.stats
 	empty := map[mesh.PeerName]*forwarder{}
@@ -263,13 +268,38 @@ func (r *Router) forwarder(name mesh.PeerName) *forwarder {
 	return (*r.fwds.Load())[name]
 }
 
+// setForwarder makes f, just confirmed, the forwarder for its peer, or with
+// f nil removes replace, stopped, putting back the latest other one still
+// confirmed, if any. Two connections to a peer can be confirmed at once
+// for a moment: mesh settles a duplicate while both handshakes finish, and
+// the one it drops may be confirmed after the one it keeps. Without the
+// putting back, the dropped one's stop left the peer without a forwarder:
+// the kept connection's heartbeats were dropped as from an unknown peer,
+// and it failed after confirmTimeout.
 func (r *Router) setForwarder(name mesh.PeerName, f *forwarder, replace *forwarder) {
 	r.fwdMu.Lock()
 	defer r.fwdMu.Unlock()
-	old := *r.fwds.Load()
-	if f == nil && old[name] != replace {
-		return // a newer connection already took the slot
+	if f != nil {
+		if f.stopped {
+			return // stopped before its goroutine saw the confirmation
+		}
+		r.confirmed[name] = append(slices.DeleteFunc(r.confirmed[name], func(g *forwarder) bool { return g == f }), f)
+	} else {
+		replace.stopped = true
+		left := slices.DeleteFunc(r.confirmed[name], func(g *forwarder) bool { return g == replace })
+		if len(left) == 0 {
+			delete(r.confirmed, name)
+		} else {
+			r.confirmed[name] = left
+		}
+		if (*r.fwds.Load())[name] != replace {
+			return // a newer connection already took the slot
+		}
+		if len(left) > 0 {
+			f = left[len(left)-1]
+		}
 	}
+	old := *r.fwds.Load()
 	m := make(map[mesh.PeerName]*forwarder, len(old)+1)
 	for k, v := range old {
 		m[k] = v

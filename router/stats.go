@@ -29,12 +29,15 @@ const (
 	// they came, for the receiving kernel to drop; ones to send on a fast
 	// link, where the checksum would go partial, are dropped.
 	DropBadChecksum
+	// DropLoop: a flooded frame from a peer we would flood it to (see
+	// Router.floodsTo).
+	DropLoop
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "unknown_peer", "no_route", "no_contact", "too_big", "unsegmentable", "device", "send", "decrypt", "replay",
-	"spoofed", "mac_table_full", "bad_checksum",
+	"spoofed", "mac_table_full", "bad_checksum", "loop",
 }
 
 func (d DropReason) String() string { return dropNames[d] }

@@ -1,0 +1,164 @@
+package mesh
+
+import (
+	"testing"
+)
+
+// linksTo makes a peer's links to the named peers, all established.
+func linksTo(names ...PeerName) map[PeerName]link {
+	m := map[PeerName]link{}
+	for _, n := range names {
+		m[n] = link{established: true}
+	}
+	return m
+}
+
+// relayPlan sends a record of a neighbour that tells its own neighbours
+// only to those of ours its record shows no connection to, with our own
+// record beside it; a record of a neighbour that does not tell them goes
+// to random neighbours, as mesh gossip always did.
+func TestRelayPlan(t *testing.T) {
+	const us, p, q, n, w = 1, 2, 3, 4, 5
+	r, err := NewRouter(Config{}, us, "us", nil, quietLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ps := r.Peers
+	conns := map[PeerName]*LocalConnection{}
+	ps.mu.Lock()
+	for name, tells := range map[PeerName]bool{p: true, q: true, n: true, w: false} {
+		c := &LocalConnection{remote: &Peer{Name: name}, tellsNeighbours: tells}
+		ps.conns[name], conns[name] = c, c
+	}
+	ps.byName[us].links = linksTo(p, q, n, w)
+	ps.byName[p] = &peerState{p: &Peer{Name: p, Version: 1}, links: linksTo(us, q)}
+	ps.byName[q] = &peerState{p: &Peer{Name: q, Version: 1}, links: linksTo(us, p, n)}
+	ps.byName[n] = &peerState{p: &Peer{Name: n, Version: 1}, links: linksTo(us, q)}
+	ps.byName[w] = &peerState{p: &Peer{Name: w, Version: 1}, links: linksTo(us)}
+	ps.gen++
+	ps.mu.Unlock()
+	tg := r.topology.gossiper.(*topologyGossiper)
+
+	// p's record, relayed to us by q: p told q and us itself; n and w
+	// are not p's neighbours, and we are among the first relayCopies of
+	// the peers connected to both (for w, the only one).
+	plan := tg.relayPlan(q, &topologyData{peers: ps, names: map[PeerName]struct{}{p: {}}})
+	want := map[PeerName]bool{n: true, w: true}
+	if len(plan) != len(want) {
+		t.Errorf("p's record goes to %d neighbours, want n and w", len(plan))
+	}
+	for c, d := range plan {
+		names := d.(*topologyData).names
+		_, hasP := names[p]
+		_, hasUs := names[us]
+		if !want[c.remote.Name] || !hasP || !hasUs || len(names) != 2 {
+			t.Errorf("p's record: %v gets %v, want n and w to get p's and ours", c.remote.Name, names)
+		}
+	}
+
+	// w does not tell its neighbours: its record goes to random ones.
+	plan = tg.relayPlan(p, &topologyData{peers: ps, names: map[PeerName]struct{}{w: {}}})
+	if len(plan) == 0 {
+		t.Error("w's record goes nowhere")
+	}
+	for c, d := range plan {
+		if _, ok := d.(*topologyData).names[w]; !ok || c.remote.Name == p {
+			t.Errorf("w's record from p: %v gets %v", c.remote.Name, d.(*topologyData).names)
+		}
+	}
+}
+
+// Of the peers connected to both a record's subject and a peer it has no
+// connection to, exactly relayCopies relay the record there, when they see
+// the same topology.
+func TestRelaysExactlyCopies(t *testing.T) {
+	const subject, far = 100, 200
+	g := graph{subject: linksTo(), far: linksTo()}
+	for x := PeerName(1); x <= 12; x++ {
+		g[subject][x] = link{established: true}
+		if x%3 != 0 { // some are not connected to far
+			g[x] = linksTo(subject, far)
+		} else {
+			g[x] = linksTo(subject)
+		}
+	}
+	// Subjects of other names, with the same links: other rankings.
+	for sub := PeerName(100); sub < 110; sub++ {
+		g[sub] = g[subject]
+		relaying := 0
+		for x := PeerName(1); x <= 12; x++ {
+			if _, both := g[x][far]; both && g.relays(sub, far, x) {
+				relaying++
+			}
+		}
+		if relaying != relayCopies {
+			t.Errorf("subject %v: %d peers relay its record to %v, want %d", sub, relaying, PeerName(far), relayCopies)
+		}
+	}
+}
+
+// A peer's record reaches a peer it has no connection to, through a
+// neighbour, as soon as it changes: at C, the far end of the line A-B-C,
+// A's new connection to D, and D itself, show up well within the periodic
+// gossip interval.
+func TestRecordReachesNonNeighbour(t *testing.T) {
+	cfg := Config{ConnLimit: 64, AdvertiseWeavenet: true}
+	a := startOursCfg(t, 0x0d0000000001, cfg)
+	b := startOursCfg(t, 0x0d0000000002, cfg)
+	c := startOursCfg(t, 0x0d0000000003, cfg)
+	a.connect(b.addr)
+	c.connect(b.addr)
+	eventually(t, "a line", func() bool { return a.sees(c.peerName()) && c.sees(a.peerName()) })
+	d := startOursCfg(t, 0x0d0000000004, cfg)
+	d.connect(a.addr)
+	eventually(t, "A's link to D at C", func() bool {
+		c.r.Peers.mu.RLock()
+		defer c.r.Peers.mu.RUnlock()
+		s := c.r.Peers.byName[a.peerName()]
+		_, linked := s.links[d.peerName()]
+		return linked && c.r.Peers.byName[d.peerName()] != nil && c.r.Peers.byName[d.peerName()].p.UID != 0
+	})
+	for _, x := range []*ourPeer{a, b, c, d} {
+		x.r.Close()
+	}
+	checkNoLeaks(t)
+}
+
+// A broadcast that comes from a peer we relay the source's broadcasts to
+// has come round a loop: it is dropped and counted, not delivered. From a
+// peer before us in the source's tree it is delivered.
+func TestBroadcastLoopDropped(t *testing.T) {
+	const us, before, after, src = 1, 2, 3, 5
+	r, err := NewRouter(Config{}, us, "us", nil, quietLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rx := newReceived()
+	if _, err := r.NewGossip("test", ourGossiper{rx}); err != nil {
+		t.Fatal(err)
+	}
+	// The line src - before - us - after.
+	ps := r.Peers
+	ps.mu.Lock()
+	ps.byName[us].links = linksTo(before, after)
+	ps.byName[before] = &peerState{p: &Peer{Name: before}, links: linksTo(src, us)}
+	ps.byName[after] = &peerState{p: &Peer{Name: after}, links: linksTo(us)}
+	ps.byName[src] = &peerState{p: &Peer{Name: src}, links: linksTo(before)}
+	ps.gen++
+	ps.mu.Unlock()
+
+	if err := r.handleGossip(after, ProtocolGossipBroadcast, gossipBody("test", []byte("looped"), src)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.handleGossip(before, ProtocolGossipBroadcast, gossipBody("test", []byte("down the tree"), src)); err != nil {
+		t.Fatal(err)
+	}
+	if rx.has("looped") || !rx.has("down the tree") {
+		t.Errorf("delivered: looped %v, down the tree %v; want only the second", rx.has("looped"), rx.has("down the tree"))
+	}
+	if n := r.HandshakeStats().LoopedBroadcasts; n != 1 {
+		t.Errorf("looped broadcasts counted: %d, want 1", n)
+	}
+}
