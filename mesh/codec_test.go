@@ -44,7 +44,7 @@ func sampleTopology() []peerRecord {
 
 func TestTopologyRoundTrip(t *testing.T) {
 	in := sampleTopology()
-	got, err := decodeTopology(encodeTopology(in))
+	got, err := decodeTopology(encodeTopology(in), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,11 +213,21 @@ func (cm *ConnectionMaker) dialFailed(address string, err error) {
 	})
 }
 
+// checkSpacing is the least time between two checks that changes ask
+// for (a dial that is due is not held back by it). Every topology update
+// that teaches us something asks for one: while 50 peers formed a mesh
+// that was hundreds a second at each, and each looks at every link of the
+// topology, a tenth of all the work.
+const checkSpacing = 100 * time.Millisecond
+
 func (cm *ConnectionMaker) loop() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var last time.Time
+	held := false // a check asked for waits on the timer
 	check := func() {
 		timer.Stop()
+		held, last = false, time.Now()
 		if d := cm.check(); d > 0 {
 			timer.Reset(d)
 		}
@@ -227,9 +237,16 @@ func (cm *ConnectionMaker) loop() {
 		case <-cm.r.closing:
 			return
 		case f := <-cm.actions:
-			if f() {
-				check()
+			if !f() || held {
+				continue
 			}
+			if wait := checkSpacing - time.Since(last); wait > 0 {
+				held = true
+				timer.Stop()
+				timer.Reset(wait)
+				continue
+			}
+			check()
 		case <-timer.C:
 			check()
 		}

@@ -39,7 +39,7 @@ func FuzzTopology(f *testing.F) {
 	f.Add(encodeTopology(sampleTopology()))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		recs, err := decodeTopology(b)
+		recs, err := decodeTopology(b, nil)
 		if err != nil {
 			return
 		}
@@ -52,7 +52,7 @@ func FuzzTopology(f *testing.F) {
 			t.Fatal(err)
 		}
 		ps.collect()
-		if _, err := decodeTopology(ps.encode(ps.names())); err != nil {
+		if _, err := decodeTopology(ps.encode(ps.names()), nil); err != nil {
 			t.Fatal(err)
 		}
 		g, _ := ps.snapshot()

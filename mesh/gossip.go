@@ -144,7 +144,11 @@ func (c *gossipChannel) relayUnicast(dst PeerName, msg []byte) error {
 }
 
 func (c *gossipChannel) relayBroadcast(src PeerName, update GossipData) {
-	for _, conn := range c.router.Ourself.connectionsTo(c.router.Routes.BroadcastAll(src)) {
+	hops := c.router.Routes.relayHops
+	if src == c.router.Ourself.Name {
+		hops = c.router.Routes.BroadcastAll
+	}
+	for _, conn := range c.router.Ourself.connectionsTo(hops(src)) {
 		conn.queueGossip(c, src, update, true)
 	}
 }

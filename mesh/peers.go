@@ -107,6 +107,15 @@ func (ps *Peers) Fetch(name PeerName) *Peer {
 	return nil
 }
 
+// gossiped says whether a record of name has reached us (a peer only
+// known from a handshake, or as the far end of a link, has version 0).
+func (ps *Peers) gossiped(name PeerName) bool {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	s := ps.byName[name]
+	return s != nil && s.p.Version > 0
+}
+
 // FetchByShortID returns the peer holding id (the lowest name among those
 // claiming it), or nil.
 func (ps *Peers) FetchByShortID(id PeerShortID) *Peer {
@@ -190,7 +199,7 @@ func (ps *Peers) encode(names map[PeerName]struct{}) []byte {
 // carried, the names it taught us something about, and whether our own
 // peer changed (we saw an older incarnation of ourselves).
 func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]struct{}, oursChanged bool, err error) {
-	recs, err := decodeTopology(payload)
+	recs, err := decodeTopology(payload, ps.isNews)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -200,7 +209,7 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 	// update that would grow it past maxKnownPeers is refused whole.
 	adds := map[PeerName]bool{}
 	for _, r := range recs {
-		if n := PeerNameFromBin(r.peer.NameByte); ps.byName[n] == nil {
+		if n := PeerNameFromBin(r.peer.NameByte); ps.byName[n] == nil && !r.skipped {
 			adds[n] = true
 		}
 		for _, c := range r.conns {
@@ -218,7 +227,7 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 	for _, r := range recs {
 		n := PeerNameFromBin(r.peer.NameByte)
 		received[n] = struct{}{}
-		if _, ok := ps.byName[n]; !ok {
+		if _, ok := ps.byName[n]; !ok && !r.skipped {
 			ps.byName[n] = &peerState{p: &Peer{Name: n}, links: map[PeerName]link{}}
 			fresh[n] = true
 		}
@@ -235,6 +244,12 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 	}
 	for _, r := range recs {
 		n := PeerNameFromBin(r.peer.NameByte)
+		if r.skipped && n != ps.ourName {
+			// No news when decoded; versions only grow, so none now
+			// (or the peer was collected since, and a record without
+			// its connections must not bring it back).
+			continue
+		}
 		s := ps.byName[n]
 		w := r.peer
 		if n == ps.ourName {
@@ -246,14 +261,8 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 			}
 			continue
 		}
-		if !fresh[n] {
-			cur := s.p
-			older := w.Version < cur.Version ||
-				w.Version == cur.Version && (w.UID < cur.UID ||
-					w.UID == cur.UID && (!w.HasShortID || cur.HasShortID))
-			if older {
-				continue
-			}
+		if !fresh[n] && older(&w, s.p) {
+			continue
 		}
 		fresh[n] = false // a second record for n in one update must be newer
 		s.p = &Peer{Name: n, NickName: w.NickName, UID: w.UID, ShortID: w.ShortID, HasShortID: w.HasShortID, Version: w.Version}
@@ -270,6 +279,31 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 		oursChanged = true
 	}
 	return received, learnt, oursChanged, nil
+}
+
+// older says whether w, a peer's record, is no newer than cur, the one we
+// hold.
+func older(w *wirePeer, cur *Peer) bool {
+	return w.Version < cur.Version ||
+		w.Version == cur.Version && (w.UID < cur.UID ||
+			w.UID == cur.UID && (!w.HasShortID || cur.HasShortID))
+}
+
+// isNews says whether a record with summary w may teach us something: a
+// peer we do not know, or a newer record of one we do. Of our own record
+// only the summary matters.
+func (ps *Peers) isNews(w *wirePeer) bool {
+	if len(w.NameByte) != NameSize {
+		return true // let the decoder's checks refuse it
+	}
+	n := PeerNameFromBin(w.NameByte)
+	if n == ps.ourName {
+		return false
+	}
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	s := ps.byName[n]
+	return s == nil || !older(w, s.p)
 }
 
 // fixShortIDLocked gives us another short ID when a peer with a lower name

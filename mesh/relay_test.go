@@ -162,3 +162,42 @@ func TestBroadcastLoopDropped(t *testing.T) {
 		t.Errorf("looped broadcasts counted: %d, want 1", n)
 	}
 }
+
+// A peer joining a mesh is sent the whole topology by every peer it
+// connects to. Records no newer than ours are stepped over without decoding
+// their connections: applying a 50-peer topology we already hold allocates
+// a few objects per peer, not one per connection.
+func TestKnownTopologyNotDecoded(t *testing.T) {
+	const n = 50
+	src := newPeers(&Peer{Name: 1, UID: 1, Version: 1})
+	src.mu.Lock()
+	for i := PeerName(1); i <= n; i++ {
+		links := map[PeerName]link{}
+		for j := PeerName(1); j <= n; j++ {
+			if j != i {
+				links[j] = link{addr: "192.168.200.1:6783", established: true}
+			}
+		}
+		if i == 1 {
+			src.byName[1].links = links
+			continue
+		}
+		src.byName[i] = &peerState{p: &Peer{Name: i, UID: PeerUID(i), Version: 3, HasShortID: true, ShortID: PeerShortID(i)}, links: links}
+	}
+	src.mu.Unlock()
+	payload := src.encode(src.names())
+
+	dst := newPeers(&Peer{Name: 99, UID: 99})
+	_, learnt, _, err := dst.applyUpdate(payload)
+	if err != nil || len(learnt) != n {
+		t.Fatalf("first apply: learnt %d peers, err %v", len(learnt), err)
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, learnt, _, err := dst.applyUpdate(payload); err != nil || len(learnt) != 0 {
+			t.Fatalf("second apply: learnt %d, err %v", len(learnt), err)
+		}
+	})
+	if allocs > 5*n {
+		t.Errorf("applying a known topology: %.0f allocations, want at most %d", allocs, 5*n)
+	}
+}

@@ -68,9 +68,15 @@ type Config struct {
 
 const (
 	defaultGossipInterval = 30 * time.Second
-	topologyDelay         = time.Second
-	gcDelay               = time.Second
-	maxSurrogates         = 64
+	// Our topology changes go out topologyGather after the first of a
+	// burst, and then at most every topologySpacing: a change after a
+	// quiet spell goes at once, and a joining peer's dozens of new links a
+	// second still make a few updates, not dozens. (Every change waited
+	// a whole second, the last links of a mesh among them.)
+	topologyGather  = 100 * time.Millisecond
+	topologySpacing = 500 * time.Millisecond
+	gcDelay         = time.Second
+	maxSurrogates   = 64
 )
 
 // Router is one mesh peer: its topology, its connections, its gossip
@@ -332,6 +338,7 @@ func (r *Router) loop() {
 	routesTimer.Stop()
 	defer routesTimer.Stop()
 	gcPending, topoPending, routesPending := false, false, false
+	var topoSent time.Time
 	refresh := func() {
 		if r.Routes.refresh() {
 			r.Routes.notify()
@@ -375,10 +382,10 @@ func (r *Router) loop() {
 		case <-r.topoKick:
 			if !topoPending {
 				topoPending = true
-				topoTimer.Reset(topologyDelay)
+				topoTimer.Reset(max(topologyGather, time.Until(topoSent.Add(topologySpacing))))
 			}
 		case <-topoTimer.C:
-			topoPending = false
+			topoPending, topoSent = false, time.Now()
 			r.topoMu.Lock()
 			names := r.topoSet
 			r.topoSet = map[PeerName]struct{}{}
@@ -405,8 +412,15 @@ func (r *Router) topologyChanged(peers ...PeerName) {
 	signal(r.changed)
 }
 
+// addConnection adds c to the topology and says whether its peer was
+// known before: whether a record of it had reached us by gossip. A known
+// peer has been hearing the same gossip as we have, so it needs no copy of
+// everything we know (join). It was "has a route over established
+// connections", which a peer joining a mesh has to nobody until its links
+// are confirmed: all 49 of its peers sent it the whole topology, and it
+// sent each of them its own, some 7 MB to encode and decode at 50 peers.
 func (r *Router) addConnection(c *LocalConnection) (known bool, err error) {
-	_, known = r.Routes.Unicast(c.remote.Name)
+	known = r.Peers.gossiped(c.remote.Name)
 	replaced, err := r.Peers.addConn(c, r.ConnLimit)
 	if replaced != nil {
 		replaced.shutdown(fmt.Errorf("multiple connections to %s: replaced", c.remote))
@@ -503,7 +517,7 @@ func (r *Router) handleGossip(from PeerName, tag byte, body []byte) error {
 		r.stats.droppedGossip.Add(1)
 		return nil
 	}
-	if tag == ProtocolGossipBroadcast && from != m.src && slices.Contains(r.Routes.BroadcastAll(m.src), from) {
+	if tag == ProtocolGossipBroadcast && from != m.src && slices.Contains(r.Routes.relayHops(m.src), from) {
 		// A broadcast comes from its source or from a peer before us
 		// in the source's tree, never from one we relay it to: it has
 		// come round a loop. While 50 peers formed a mesh and their

@@ -9,13 +9,15 @@ import (
 )
 
 // Routes are computed from a snapshot of the topology, on demand when it
-// has changed since the last computation, but at most every
-// routesInterval: within that a reader gets the last routes, and the
-// router's goroutine computes the new ones when the interval is up. While
-// 50 peers formed a mesh the topology changed about a hundred times a
-// second at each, and computing routes for every change (two searches of
-// 2,450 links) was a tenth of all the work. Mesh, too, computes routes in
-// the background and hands out the last ones.
+// has changed since the last computation. Snapshot is exact: our own
+// gossip, and the unicasts relayed for others, must find a peer that just
+// connected. Passing on others' gossip (recent) may use routes up to
+// routesInterval old, and the router's goroutine computes the new ones
+// when the interval is up: while 50 peers formed a mesh the topology
+// changed about a hundred times a second at each, and computing routes
+// for every broadcast relayed (two searches of 2,450 links) was a tenth of
+// all the work. A relay by old routes reaches a peer late at worst, or
+// twice, which gossip allows.
 //
 // Both ends of every computation are deterministic (worklists in name
 // order), so peers with the same topology agree, which is what makes a
@@ -94,9 +96,16 @@ func (r *Routes) currentLocked() *RouteSnapshot {
 	return s
 }
 
-// Snapshot returns the routes of the topology as it stands, or as it
-// stood at most routesInterval ago.
+// Snapshot returns the routes of the topology as it stands.
 func (r *Routes) Snapshot() *RouteSnapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.currentLocked()
+}
+
+// recent returns the routes of the topology as it stands, or as it stood
+// at most routesInterval ago, for passing on others' gossip.
+func (r *Routes) recent() *RouteSnapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cur != nil && r.cur.gen != r.peers.generation() && time.Since(r.computedAt) < routesInterval {
@@ -147,6 +156,12 @@ func (r *Routes) BroadcastAll(name PeerName) []PeerName {
 	return r.Snapshot().lookupBroadcast(name, false)
 }
 
+// relayHops is BroadcastAll by recent routes, for passing on a broadcast
+// from another peer.
+func (r *Routes) relayHops(name PeerName) []PeerName {
+	return r.recent().lookupBroadcast(name, false)
+}
+
 // Known says whether name is a peer of the topology.
 func (s *RouteSnapshot) Known(name PeerName) bool {
 	_, ok := s.g[name]
@@ -190,10 +205,10 @@ func (s *RouteSnapshot) lookupBroadcast(name PeerName, strict bool) []PeerName {
 func (r *Routes) PeerNames() map[PeerName]struct{} { return r.peers.names() }
 
 // randomNeighbours picks up to limit neighbours (0: about 2·log2(peers)),
-// weighted by how many peers each is the unicast next hop for, so that
-// gossip crosses bottleneck links.
+// weighted by how many peers each is the unicast next hop for (by recent
+// routes), so that gossip crosses bottleneck links.
 func (r *Routes) randomNeighbours(except PeerName, limit int) []PeerName {
-	unicastAll := r.Snapshot().unicastAll
+	unicastAll := r.recent().unicastAll
 	weights := map[PeerName]int64{}
 	var total int64
 	for _, hop := range unicastAll {

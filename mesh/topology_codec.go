@@ -34,6 +34,9 @@ type wireConn struct {
 type peerRecord struct {
 	peer  wirePeer
 	conns []wireConn
+	// skipped: the decoder was told the record is no news and left its
+	// connections undecoded (conns is nil).
+	skipped bool
 }
 
 const (
@@ -68,7 +71,12 @@ func encodeTopology(recs []peerRecord) []byte {
 
 var errTopology = errors.New("malformed topology update")
 
-func decodeTopology(buf []byte) ([]peerRecord, error) {
+// decodeTopology decodes a payload. If news is not nil, it is asked about
+// each peer's summary, and the connections of a peer it says are no news
+// are stepped over undecoded: a peer joining a mesh of 50 is sent the whole
+// topology by every peer it connects to, about 80 KB each time, and almost
+// all of it is what the first one sent.
+func decodeTopology(buf []byte, news func(*wirePeer) bool) ([]peerRecord, error) {
 	var recs []peerRecord
 	var pending *wirePeer
 	total := 0
@@ -85,6 +93,11 @@ func decodeTopology(buf []byte) ([]peerRecord, error) {
 				return false, fmt.Errorf("topology update names over %d peers", maxTopologyPeers)
 			}
 			pending = &p
+			return true, nil
+		}
+		if news != nil && !news(pending) {
+			recs = append(recs, peerRecord{peer: *pending, skipped: true})
+			pending = nil
 			return true, nil
 		}
 		conns, err := decodeWireConns(body)
