@@ -55,7 +55,7 @@ func FuzzTopology(f *testing.F) {
 		if _, err := decodeTopology(ps.encode(ps.names()), nil); err != nil {
 			t.Fatal(err)
 		}
-		g, _ := ps.snapshot()
+		g, _, _ := ps.snapshot()
 		g.routes(0x0a0b0c0d0e0f, UnknownPeerName, true)
 		for _, r := range recs {
 			g.broadcastHops(PeerNameFromBin(r.peer.NameByte), 0x0a0b0c0d0e0f, false)

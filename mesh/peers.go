@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Peers is the topology: every peer we know of and the connections each
@@ -21,8 +22,9 @@ type Peers struct {
 	// were added, by remote name (the links of our own peerState mirror
 	// them).
 	conns map[PeerName]*LocalConnection
-	// gen counts changes to the graph, so Routes knows when to recompute.
-	gen uint64
+	// gen counts changes to the graph, so Routes knows when to recompute;
+	// ownGen changes to our own links (Routes.recent).
+	gen, ownGen uint64
 
 	cbMu                 sync.Mutex
 	onGC                 []func(*Peer)
@@ -69,7 +71,15 @@ type peerState struct {
 	// refs counts our connections (in or past their handshake) to this
 	// peer; a referenced peer is never collected.
 	refs int
+	// learnt is when its record last taught us something (see collect).
+	learnt time.Time
 }
+
+// collectGrace is how long a peer whose record just arrived is kept while
+// nothing reaches it but its own links reach us: a joining peer's record
+// can come before any record of a link to it, and collected then it was
+// known only as a placeholder until its record changed again.
+const collectGrace = 5 * time.Second
 
 func newPeers(ourself *Peer) *Peers {
 	ps := &Peers{
@@ -203,6 +213,7 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 	if err != nil {
 		return nil, nil, false, err
 	}
+	now := time.Now()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	// The table stays bounded whatever authenticated peers send: an
@@ -266,6 +277,7 @@ func (ps *Peers) applyUpdate(payload []byte) (received, learnt map[PeerName]stru
 		}
 		fresh[n] = false // a second record for n in one update must be newer
 		s.p = &Peer{Name: n, NickName: w.NickName, UID: w.UID, ShortID: w.ShortID, HasShortID: w.HasShortID, Version: w.Version}
+		s.learnt = now
 		s.links = make(map[PeerName]link, len(r.conns))
 		for _, c := range r.conns {
 			s.links[PeerNameFromBin(c.NameByte)] = link{addr: c.RemoteTCPAddr, outbound: c.Outbound, established: c.Established}
@@ -333,8 +345,11 @@ func (ps *Peers) fixShortIDLocked() bool {
 }
 
 // collect drops the peers that nothing reaches from us (over any
-// connection, established or not) and that no connection of ours holds.
-func (ps *Peers) collect() []*Peer {
+// connection, established or not) and that no connection of ours holds,
+// except those whose record came within collectGrace and links to a peer
+// we reach, other than us; it says whether it kept any such, to be looked
+// at again.
+func (ps *Peers) collect() (gone []*Peer, again bool) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	reached := map[PeerName]bool{ps.ourName: true}
@@ -349,18 +364,33 @@ func (ps *Peers) collect() []*Peer {
 			}
 		}
 	}
-	var gone []*Peer
-	for n, s := range ps.byName {
-		if !reached[n] && s.refs == 0 {
-			delete(ps.byName, n)
-			gone = append(gone, s.p)
+	// Of a link to us we know better: our own links say whether it is
+	// there (a peer that just left is not kept for it).
+	reaches := func(s *peerState) bool {
+		for to := range s.links {
+			if reached[to] && to != ps.ourName {
+				return true
+			}
 		}
+		return false
+	}
+	now := time.Now()
+	for n, s := range ps.byName {
+		if reached[n] || s.refs > 0 {
+			continue
+		}
+		if now.Sub(s.learnt) < collectGrace && reaches(s) {
+			again = true
+			continue
+		}
+		delete(ps.byName, n)
+		gone = append(gone, s.p)
 	}
 	if len(gone) > 0 {
 		ps.gen++
 		sort.Slice(gone, func(i, j int) bool { return gone[i].Name < gone[j].Name })
 	}
-	return gone
+	return gone, again
 }
 
 func (ps *Peers) notifyGC(gone []*Peer) {
@@ -390,14 +420,14 @@ type graph map[PeerName]map[PeerName]link
 // peer's map is replaced whole by each update, and ours is copied on
 // write (setOwnLinkLocked). A copy of the whole topology, 2,450 links at
 // 50 peers, for every change while a mesh forms, was most of the work.
-func (ps *Peers) snapshot() (graph, uint64) {
+func (ps *Peers) snapshot() (g graph, gen, ownGen uint64) {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	g := make(graph, len(ps.byName))
+	g = make(graph, len(ps.byName))
 	for n, s := range ps.byName {
 		g[n] = s.links
 	}
-	return g, ps.gen
+	return g, ps.gen, ps.ownGen
 }
 
 // setOwnLinkLocked sets (or, with !present, removes) our link to name in a
@@ -414,12 +444,13 @@ func (ps *Peers) setOwnLinkLocked(name PeerName, l link, present bool) {
 		delete(m, name)
 	}
 	s.links = m
+	ps.ownGen++
 }
 
-func (ps *Peers) generation() uint64 {
+func (ps *Peers) generation() (gen, ownGen uint64) {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
-	return ps.gen
+	return ps.gen, ps.ownGen
 }
 
 // addRef finds the peer a handshake describes, adding it when it is new

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"testing"
+	"time"
 )
 
 // linksTo makes a peer's links to the named peers, all established.
@@ -199,5 +200,31 @@ func TestKnownTopologyNotDecoded(t *testing.T) {
 	})
 	if allocs > 5*n {
 		t.Errorf("applying a known topology: %.0f allocations, want at most %d", allocs, 5*n)
+	}
+}
+
+// A peer nothing reaches is collected, unless its record came within
+// collectGrace and links to a peer we reach: a joining peer's record can
+// arrive before any record of a link to it. A link to us does not count:
+// our own links say whether it is there.
+func TestCollectSparesNewcomer(t *testing.T) {
+	const us, nb, newcomer, gone, left = 1, 2, 3, 4, 5
+	ps := newPeers(&Peer{Name: us})
+	ps.mu.Lock()
+	ps.byName[us].links = linksTo(nb)
+	ps.byName[nb] = &peerState{p: &Peer{Name: nb, Version: 1}, links: linksTo(us)}
+	ps.byName[newcomer] = &peerState{p: &Peer{Name: newcomer, Version: 1}, links: linksTo(nb), learnt: time.Now()}
+	ps.byName[gone] = &peerState{p: &Peer{Name: gone, Version: 1}, links: linksTo(nb), learnt: time.Now().Add(-collectGrace)}
+	ps.byName[left] = &peerState{p: &Peer{Name: left, Version: 1}, links: linksTo(us), learnt: time.Now()}
+	ps.mu.Unlock()
+	collected, again := ps.collect()
+	if len(collected) != 2 || collected[0].Name != gone || collected[1].Name != left || !again {
+		t.Fatalf("collected %v (again %v), want the old record and the one linked to us only, and to look again", collected, again)
+	}
+	ps.mu.Lock()
+	ps.byName[newcomer].learnt = time.Now().Add(-collectGrace)
+	ps.mu.Unlock()
+	if collected, again := ps.collect(); len(collected) != 1 || collected[0].Name != newcomer || again {
+		t.Fatalf("after the grace: collected %v (again %v), want the newcomer", collected, again)
 	}
 }

@@ -345,7 +345,12 @@ func (r *Router) loop() {
 		}
 	}
 	collect := func() {
-		if gone := r.Peers.collect(); len(gone) > 0 {
+		gone, again := r.Peers.collect()
+		if again && !gcPending {
+			gcPending = true
+			gcTimer.Reset(gcDelay)
+		}
+		if len(gone) > 0 {
 			for _, p := range gone {
 				r.logf("Removed unreachable peer %s", p)
 			}
@@ -609,7 +614,7 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 	for _, c := range t.r.Peers.allConns() {
 		conns[c.remote.Name] = c
 	}
-	g, _ := t.r.Peers.snapshot()
+	g, _, _ := t.r.Peers.snapshot()
 	plan := map[*LocalConnection]map[PeerName]struct{}{}
 	add := func(c *LocalConnection, subject PeerName) {
 		if plan[c] == nil {

@@ -46,11 +46,11 @@ type Routes struct {
 // changes; its methods are safe for concurrent use. The zero value knows
 // no peers.
 type RouteSnapshot struct {
-	us         PeerName
-	gen        uint64
-	g          graph
-	unicast    map[PeerName]PeerName
-	unicastAll map[PeerName]PeerName
+	us          PeerName
+	gen, ownGen uint64
+	g           graph
+	unicast     map[PeerName]PeerName
+	unicastAll  map[PeerName]PeerName
 
 	// Broadcast trees, computed on first use: few sources ever flood.
 	mu           sync.Mutex
@@ -85,11 +85,11 @@ func (r *Routes) notify() {
 // currentLocked brings the snapshot up to date and returns it; callers
 // hold mu.
 func (r *Routes) currentLocked() *RouteSnapshot {
-	if r.cur != nil && r.cur.gen == r.peers.generation() {
+	if gen, _ := r.peers.generation(); r.cur != nil && r.cur.gen == gen {
 		return r.cur
 	}
 	s := &RouteSnapshot{us: r.ourName}
-	s.g, s.gen = r.peers.snapshot()
+	s.g, s.gen, s.ownGen = r.peers.snapshot()
 	_, s.unicast = s.g.routes(r.ourName, UnknownPeerName, true)
 	_, s.unicastAll = s.g.routes(r.ourName, UnknownPeerName, false)
 	r.cur, r.computedAt = s, time.Now()
@@ -104,11 +104,13 @@ func (r *Routes) Snapshot() *RouteSnapshot {
 }
 
 // recent returns the routes of the topology as it stands, or as it stood
-// at most routesInterval ago, for passing on others' gossip.
+// at most routesInterval ago if our own links are the same, for passing
+// on others' gossip: a neighbour that just connected is always in them.
 func (r *Routes) recent() *RouteSnapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cur != nil && r.cur.gen != r.peers.generation() && time.Since(r.computedAt) < routesInterval {
+	gen, ownGen := r.peers.generation()
+	if r.cur != nil && r.cur.gen != gen && r.cur.ownGen == ownGen && time.Since(r.computedAt) < routesInterval {
 		if r.stale != nil {
 			r.stale()
 		}

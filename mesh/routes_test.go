@@ -115,8 +115,8 @@ func TestBroadcastHopsStopsEarlySameResult(t *testing.T) {
 // A snapshot shares the peers' link maps with Peers: a change to our own
 // links afterwards makes a new map, and the snapshot, and routes computed
 // from it, keep the topology they were taken of; for relays the routes of
-// a change wait until routesInterval after the last ones. The zero
-// snapshot knows nobody.
+// a change elsewhere wait until routesInterval after the last ones. The
+// zero snapshot knows nobody.
 func TestSnapshotKeepsItsTopology(t *testing.T) {
 	ps := newPeers(&Peer{Name: 1})
 	ps.mu.Lock()
@@ -134,15 +134,23 @@ func TestSnapshotKeepsItsTopology(t *testing.T) {
 		t.Errorf("broadcast from us: %v, want [2]", got)
 	}
 
+	// Within routesInterval of the last computation a relay gets the
+	// last routes after a change elsewhere, and the router's goroutine is
+	// told to compute anew; after a change to our own links, and from
+	// Snapshot, routes are exact.
+	ps.mu.Lock()
+	ps.byName[2].links = map[PeerName]link{1: {established: true}}
+	ps.gen++
+	ps.mu.Unlock()
+	if r.recent() != before || stale != 1 || r.due() == 0 {
+		t.Fatalf("within the interval: a new snapshot, or %d calls of stale, or due now", stale)
+	}
 	ps.mu.Lock()
 	ps.setOwnLinkLocked(2, link{}, false)
 	ps.gen++
 	ps.mu.Unlock()
-	// Within routesInterval of the last computation a relay gets the
-	// last routes, and the router's goroutine is told to compute anew;
-	// Snapshot is exact.
-	if r.recent() != before || stale != 1 || r.due() == 0 {
-		t.Fatalf("within the interval: a new snapshot, or %d calls of stale, or due now", stale)
+	if r.recent() == before {
+		t.Fatal("our own link changed, and a relay got the old routes")
 	}
 	after := r.Snapshot()
 	if _, ok := after.Unicast(2); ok {
