@@ -359,6 +359,11 @@ func broadcastOnce(t *testing.T, prefix string, cs []*testbed.Container) {
 		p        *testbed.Proc
 	}
 	waitTopologyAgrees(t, cs)
+	// The data path takes mesh's routes, broadcast trees included, within
+	// mesh's 100 ms between computations and the router's 250 ms between
+	// snapshots (routeRebuildGap) of the topology agreeing: a frame
+	// flooded sooner may still follow a tree of the topology before.
+	time.Sleep(500 * time.Millisecond)
 	marker := func(from int) string { return fmt.Sprintf("interop-bcast-%s-from-c%d", prefix, from+1) }
 	var caps []capture
 	for from := range cs {
