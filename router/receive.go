@@ -161,26 +161,26 @@ func (r *Router) receiveFrame(f *forwarder, from netip.AddrPort, fromPeer bool, 
 		owner, ok := r.macs.lookup(dmac)
 		local = ok && owner == r.name
 	}
-	if !local && f.remoteName != src && r.floodsTo(src, f.remoteName) {
-		r.stats.drop(DropLoop)
-		return
+	// A flooded frame comes to us from src or from a peer before us in
+	// src's broadcast tree, never from one we pass it on to: from there
+	// it has come round a loop. While a mesh forms, two peers' views of
+	// the topology can each put the other after itself, and then every
+	// flooded frame between them went back and forth until the views
+	// agreed: at 20 peers, one IPv6 neighbour solicitation reached a host
+	// 2,800 times in a second.
+	var hops []mesh.PeerName
+	if !local {
+		hops = r.routes.Load().Broadcast(src)
+		if f.remoteName != src && slices.Contains(hops, f.remoteName) {
+			r.stats.drop(DropLoop)
+			return
+		}
 	}
 	r.learn(smac, src)
 	r.deliver(frame)
 	if !local {
-		r.flood(buf, off, n, src)
+		r.floodTo(buf, off, n, src, hops)
 	}
-}
-
-// floodsTo says whether we pass src's flooded frames on to peer. Such a
-// frame comes to us from src or from a peer before us in src's broadcast
-// tree, never from one after us: from there it has come round a loop.
-// While a mesh forms, two peers' views of the topology can each put the
-// other after itself, and then every flooded frame between them went back
-// and forth until the views agreed: at 20 peers, one IPv6 neighbour
-// solicitation reached a host 2,800 times in a second.
-func (r *Router) floodsTo(src, peer mesh.PeerName) bool {
-	return slices.Contains(r.routes.Load().Broadcast(src), peer)
 }
 
 // deliver writes frame, in device form, to the device, or adds it to the

@@ -115,7 +115,11 @@ func (r *Router) relay(buf []byte, off, n int, src, dst mesh.PeerName, q *relayQ
 // broadcast tree. Every receiver floods it on along the same tree, so each
 // peer gets it exactly once, whether or not it is directly connected to src.
 func (r *Router) flood(buf []byte, off, n int, src mesh.PeerName) {
-	hops := r.routes.Load().Broadcast(src)
+	r.floodTo(buf, off, n, src, r.routes.Load().Broadcast(src))
+}
+
+// floodTo is flood with src's next hops already looked up.
+func (r *Router) floodTo(buf []byte, off, n int, src mesh.PeerName, hops []mesh.PeerName) {
 	if len(hops) == 0 && src == r.name {
 		// Right after a connection comes up, mesh has not yet computed the
 		// broadcast tree: send our own frame to every neighbour rather than

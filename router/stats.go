@@ -30,7 +30,7 @@ const (
 	// link, where the checksum would go partial, are dropped.
 	DropBadChecksum
 	// DropLoop: a flooded frame from a peer we would flood it to (see
-	// Router.floodsTo).
+	// Router.receiveFrame).
 	DropLoop
 	numDropReasons
 )
