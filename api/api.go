@@ -24,6 +24,8 @@
 //	GET  /dns-lookup?name=N   → []string (addresses)
 package api
 
+import "time"
+
 // Version is the weavenet release, shown by `weave version` and status.
 const Version = "0.1.0"
 
@@ -153,6 +155,9 @@ type Connection struct {
 	// not fastdp.
 	Datapath       string `json:",omitempty"`
 	DatapathReason string `json:",omitempty"`
+	// EstablishedAt is when the connection became established: both
+	// ends had heard each other over the data path.
+	EstablishedAt *time.Time `json:",omitempty"`
 }
 
 // FastDatapath is the fast datapath's section of the router report.

@@ -4,9 +4,11 @@
 # and the host before it, as a real deployment's peers know one or two
 # others. It measures, from the moment the last `weave launch` returned:
 #
-#   - full mesh: every peer has PEERS-1 established connections, as host
-#     1's gossiped topology shows them (so a peer counts only once the
-#     others could know; each host's own view is checked at the end);
+#   - full mesh: every peer has PEERS-1 established connections. Host 1's
+#     gossiped topology is polled until it shows that (so a peer counts
+#     only once the others could know); then every host reports when each
+#     of its connections became established, and the last of those is the
+#     time;
 #   - first address: `weave expose` on every host, all started when the
 #     last launch returned (as containers would be), retried if one gives
 #     up; the time the last one got its address;
@@ -124,14 +126,15 @@ fi
 # Host 1 is polled from the moment the last launch returned, before the
 # requests start; each poll goes into $WORK/progress (seconds after the
 # last launch at its start and end, peers fully connected, those short of
-# it with their connections), the first
-# full one's start into $WORK/mesh.
+# it with their connections), the first full one's start and end into
+# $WORK/mesh.
 (
 	while :; do
 		start=$EPOCHREALTIME
 		read -r full short <<<"$(full_peers)"
-		echo "$(elapsed "$tl" "$start") $(elapsed "$tl" "$EPOCHREALTIME") $full $short" >>"$WORK/progress"
-		[ "$full" = "$N" ] && { echo "$start" >"$WORK/mesh"; exit 0; }
+		end=$EPOCHREALTIME
+		echo "$(elapsed "$tl" "$start") $(elapsed "$tl" "$end") $full $short" >>"$WORK/progress"
+		[ "$full" = "$N" ] && { echo "$start $end" >"$WORK/mesh"; exit 0; }
 		sleep 0.25
 	done
 ) &
@@ -151,8 +154,8 @@ mesh_at="" addrs=0 next=1
 while :; do
 	now=$EPOCHREALTIME
 	if [ -z "$mesh_at" ] && [ -s "$WORK/mesh" ]; then
-		mesh_at=$(cat "$WORK/mesh")
-		log "full mesh $(elapsed "$tl" "$mesh_at") s after the last launch"
+		read -r mesh_at mesh_end <"$WORK/mesh"
+		log "host 1 shows a full mesh in the poll from $(elapsed "$tl" "$mesh_at") to $(elapsed "$tl" "$mesh_end") s after the last launch"
 	fi
 	addrs=$(ls "$WORK" | grep -c '^addr\.' || true)
 	[ -n "$mesh_at" ] && [ "$addrs" = "$N" ] && break
@@ -171,15 +174,21 @@ wait
 addr_times=$(for i in $(seq "$N"); do awk -v a="$tl" '{ printf "%.2f\n", $1 - a }' "$WORK/addr.$i"; done | sort -n)
 addr_last=$(tail -n 1 <<<"$addr_times")
 addr_median=$(sed -n "$(((N + 1) / 2))p" <<<"$addr_times")
-mesh_s=$(elapsed "$tl" "$mesh_at")
 
-# Each host's own view: N-1 established connections.
-short=0
+# Each host's own view: N-1 established connections, and when each became
+# established. The last of those moments is when the mesh was full: a poll
+# of host 1 shows it only later (its start is logged above), since while
+# the mesh forms a poll takes seconds and host 1 hears of a connection by
+# gossip.
+short=0 last_est=0
 for i in $(seq "$N"); do
-	c=$(host "$(hostns "$i")" "$BIN/weave" --http-addr "$WEAVE_HTTP_ADDR" report \
-		-f '{{range .Router.Connections}}{{if eq .State "established"}}x{{end}}{{end}}')
+	read -r c at <<<"$(host "$(hostns "$i")" "$BIN/weave" --http-addr "$WEAVE_HTTP_ADDR" report \
+		-f '{{range .Router.Connections}}{{if eq .State "established"}}x{{end}}{{end}} {{range .Router.Connections}}{{with .EstablishedAt}}{{.UnixMicro}} {{end}}{{end}}' |
+		awk '{ m = 0; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print $1, m }')"
 	[ "${#c}" = $((N - 1)) ] || { log "h$i has ${#c} established connections, not $((N - 1))"; short=$((short + 1)); }
+	[ "$at" -gt "$last_est" ] && last_est=$at
 done
+mesh_s=$(awk -v at="$last_est" -v tl="$tl" 'BEGIN { printf "%.1f", at / 1e6 - tl }')
 learned=0
 for i in $(seq "$N"); do
 	learned=$((learned + $(ip -n "$(hostns "$i")" neigh show dev eth0 | grep -vc PERMANENT || true)))

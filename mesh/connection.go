@@ -71,8 +71,13 @@ type LocalConnection struct {
 	remote          *Peer
 	w               frameWriter
 	r               frameReader
+	// writing: the writer has queued frames since its last flush, under
+	// a write deadline set at the first of them (writer goroutine only).
+	writing bool
 
 	established atomic.Bool
+	// establishedAt: Unix nanoseconds when established became true.
+	establishedAt atomic.Int64
 	// lastRead: Unix nanoseconds of the last frame read, for the writer's
 	// watchdog (see writeLoop).
 	lastRead atomic.Int64
@@ -268,6 +273,7 @@ func (c *LocalConnection) waitLoop() {
 			return
 		case <-est:
 			est = nil
+			c.establishedAt.Store(time.Now().UnixNano())
 			c.established.Store(true)
 			c.router.connectionEstablished(c)
 		}
@@ -416,12 +422,16 @@ func (c *LocalConnection) writeLoop() {
 						break
 					}
 				}
-				// Control messages (the overlay's heartbeats) must not
-				// wait behind a long run of gossip.
-				for len(c.ctl) > 0 && err == nil {
-					err = c.write(<-c.ctl)
-				}
 			}
+		}
+		// Whatever else is queued goes out in the same write. Control
+		// messages (the overlay's heartbeats) never wait behind more
+		// than one run of gossip.
+		for len(c.ctl) > 0 && err == nil {
+			err = c.write(<-c.ctl)
+		}
+		if err == nil {
+			err = c.flush()
 		}
 		if err != nil {
 			c.shutdown(err)
@@ -430,9 +440,18 @@ func (c *LocalConnection) writeLoop() {
 	}
 }
 
+// write queues msg, writing out what is queued when it fills the buffer.
 func (c *LocalConnection) write(msg []byte) error {
-	if err := c.tcp.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-		return err
+	if !c.writing {
+		if err := c.tcp.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+			return err
+		}
+		c.writing = true
 	}
 	return c.w.writeFrame(msg)
+}
+
+func (c *LocalConnection) flush() error {
+	c.writing = false
+	return c.w.flush()
 }

@@ -256,6 +256,9 @@ func (h *handshake) introV2(res *handshakeResult, pub, priv *[32]byte, known map
 	if err := w.writeFrame(buf.Bytes()); err != nil {
 		return err
 	}
+	if err := w.flush(); err != nil {
+		return err
+	}
 	frame, err := r.readFrame()
 	if err != nil {
 		if errors.Is(err, ErrPasswordMismatch) {

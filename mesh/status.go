@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"sort"
+	"time"
 )
 
 // Status is a snapshot of a router, for diagnostics; it shares nothing
@@ -62,6 +63,9 @@ type LocalConnectionStatus struct {
 	State    string
 	Info     string
 	Attrs    map[string]interface{}
+	// EstablishedAt is when the connection became established (zero
+	// until then).
+	EstablishedAt time.Time
 }
 
 // NewStatus takes a snapshot of r.
@@ -131,8 +135,10 @@ func (cm *ConnectionMaker) status() ([]LocalConnectionStatus, int, []string) {
 		var out result
 		for c := range cm.connections {
 			state := "pending"
+			var since time.Time
 			if c.established.Load() {
 				state = "established"
+				since = time.Unix(0, c.establishedAt.Load())
 			}
 			// A copy: the overlay's map may be its own.
 			var attrs map[string]interface{}
@@ -157,7 +163,7 @@ func (cm *ConnectionMaker) status() ([]LocalConnectionStatus, int, []string) {
 					info = fmt.Sprintf("%-11v %v", "unencrypted", info)
 				}
 			}
-			out.conns = append(out.conns, LocalConnectionStatus{c.remoteAddr, c.outbound, state, info, attrs})
+			out.conns = append(out.conns, LocalConnectionStatus{c.remoteAddr, c.outbound, state, info, attrs, since})
 		}
 		for addr, t := range cm.targets {
 			switch t.state {
@@ -167,15 +173,15 @@ func (cm *ConnectionMaker) status() ([]LocalConnectionStatus, int, []string) {
 					until = t.tryAfter.String()
 				}
 				if t.lastError == nil {
-					out.conns = append(out.conns, LocalConnectionStatus{addr, true, "waiting", "until: " + until, nil})
+					out.conns = append(out.conns, LocalConnectionStatus{Address: addr, Outbound: true, State: "waiting", Info: "until: " + until})
 				} else {
-					out.conns = append(out.conns, LocalConnectionStatus{addr, true, "failed", t.lastError.Error() + ", retry: " + until, nil})
+					out.conns = append(out.conns, LocalConnectionStatus{Address: addr, Outbound: true, State: "failed", Info: t.lastError.Error() + ", retry: " + until})
 				}
 			case targetAttempting:
 				if t.lastError == nil {
-					out.conns = append(out.conns, LocalConnectionStatus{addr, true, "connecting", "", nil})
+					out.conns = append(out.conns, LocalConnectionStatus{Address: addr, Outbound: true, State: "connecting"})
 				} else {
-					out.conns = append(out.conns, LocalConnectionStatus{addr, true, "retrying", t.lastError.Error(), nil})
+					out.conns = append(out.conns, LocalConnectionStatus{Address: addr, Outbound: true, State: "retrying", Info: t.lastError.Error()})
 				}
 			}
 		}

@@ -125,6 +125,10 @@ func connectionStatus(c mesh.LocalConnectionStatus) api.Connection {
 	}
 	out.Datapath, _ = c.Attrs["datapath"].(string)
 	out.DatapathReason, _ = c.Attrs["datapath_reason"].(string)
+	if !c.EstablishedAt.IsZero() {
+		at := c.EstablishedAt
+		out.EstablishedAt = &at
+	}
 	return out
 }
 
