@@ -495,7 +495,12 @@ func (a *Allocator) needRing() {
 	a.wantRing = true
 	switch {
 	case a.paxos != nil:
-		if a.paxos.proposal.zero() && a.proposed.IsZero() {
+		// A ballot already under way is left to run: a proposal of
+		// ours would outbid it, and when 50 peers were asked for
+		// addresses one after another, each outbid the last, about
+		// 47,000 consensus broadcasts before any got its promises.
+		// tick proposes if the one under way stalls.
+		if a.paxos.proposal.zero() && a.proposed.IsZero() && !a.paxos.underway() {
 			a.propose(now)
 		}
 	case a.askedRing.IsZero() || now.Sub(a.askedRing) >= retryAfter:

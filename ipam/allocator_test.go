@@ -202,6 +202,66 @@ func TestConsensusThreePeers(t *testing.T) {
 	n.noErrors()
 }
 
+// Peers asked for addresses one after another, each once the ballots
+// before have reached it (and before they gathered their promises), leave
+// the first ballot to run rather than each outbidding the last: one
+// proposal, not one per peer.
+func TestConsensusOneProposalWhenAskedInTurn(t *testing.T) {
+	n := newTestNet(t)
+	const peers = 12
+	opts := Config{Range: mustPrefix("10.32.0.0/12"), Init: consensusN(peers)}
+	var ps []*testPeer
+	for i := 1; i <= peers; i++ {
+		ps = append(ps, n.add(i, opts))
+	}
+	errs := make(chan error, peers)
+	for i, p := range ps {
+		go func() {
+			_, err := p.a.Allocate(context.Background(), "c"+string(rune('a'+i)), netip.Prefix{})
+			errs <- err
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p.a.mu.Lock()
+			asked := p.a.wantRing
+			p.a.mu.Unlock()
+			if asked {
+				break
+			}
+			if time.Now().After(deadline) {
+				select {
+				case err := <-errs:
+					t.Fatalf("%s never asked for the ring: %v", p.nick, err)
+				default:
+				}
+				t.Fatalf("%s never asked for the ring", p.nick)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// The next peer hears of the ballots so far, nobody else does.
+		if i+1 < peers {
+			n.flushTo(ps[i+1].name)
+		}
+	}
+	for range peers {
+		if err := await(n, func() error { return <-errs }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proposers := 0
+	for _, p := range ps {
+		p.a.mu.Lock()
+		if !p.a.proposed.IsZero() {
+			proposers++
+		}
+		p.a.mu.Unlock()
+	}
+	if proposers != 1 {
+		t.Fatalf("%d peers proposed, want 1", proposers)
+	}
+	n.noErrors()
+}
+
 func TestConsensusNeedsQuorum(t *testing.T) {
 	n := newTestNet(t)
 	opts := Config{Range: mustPrefix("10.32.0.0/12"), Init: consensusN(3)}

@@ -217,34 +217,63 @@ func (n *testNet) Flush() int {
 		}
 		d := n.queue[0]
 		n.queue = n.queue[1:]
-		ok := n.linked(d.src, d.dst) && (n.drop == nil || !n.drop(d))
-		dst := n.peers[d.dst]
 		n.mu.Unlock()
-		if !ok {
-			continue
+		if n.deliver(d) {
+			count++
 		}
-		count++
-		var err error
-		switch d.kind {
-		case unicast:
-			err = dst.a.OnGossipUnicast(d.src, d.msg)
-		case broadcast:
-			_, err = dst.a.OnGossipBroadcast(d.src, d.msg)
-		case periodic:
-			var delta mesh.GossipData
-			delta, err = dst.a.OnGossip(d.msg)
-			if delta != nil {
-				n.mu.Lock()
-				n.learned++
-				n.mu.Unlock()
-			}
+	}
+}
+
+// flushTo delivers what is queued for dst now, and nothing else: what
+// those deliveries send stays queued.
+func (n *testNet) flushTo(dst mesh.PeerName) {
+	n.mu.Lock()
+	var now, rest []delivery
+	for _, d := range n.queue {
+		if d.dst == dst {
+			now = append(now, d)
+		} else {
+			rest = append(rest, d)
 		}
-		if err != nil {
+	}
+	n.queue = rest
+	n.mu.Unlock()
+	for _, d := range now {
+		n.deliver(d)
+	}
+}
+
+// deliver hands d to its destination unless it is unreachable or dropped,
+// and says whether it did.
+func (n *testNet) deliver(d delivery) bool {
+	n.mu.Lock()
+	ok := n.linked(d.src, d.dst) && (n.drop == nil || !n.drop(d))
+	dst := n.peers[d.dst]
+	n.mu.Unlock()
+	if !ok {
+		return false
+	}
+	var err error
+	switch d.kind {
+	case unicast:
+		err = dst.a.OnGossipUnicast(d.src, d.msg)
+	case broadcast:
+		_, err = dst.a.OnGossipBroadcast(d.src, d.msg)
+	case periodic:
+		var delta mesh.GossipData
+		delta, err = dst.a.OnGossip(d.msg)
+		if delta != nil {
 			n.mu.Lock()
-			n.errs = append(n.errs, fmt.Errorf("%v -> %v: %w", d.src, d.dst, err))
+			n.learned++
 			n.mu.Unlock()
 		}
 	}
+	if err != nil {
+		n.mu.Lock()
+		n.errs = append(n.errs, fmt.Errorf("%v -> %v: %w", d.src, d.dst, err))
+		n.mu.Unlock()
+	}
+	return true
 }
 
 // gossipAll is mesh's periodic gossip: every peer sends its whole state to

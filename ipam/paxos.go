@@ -150,6 +150,16 @@ func (p *paxos) maxRound() uint32 {
 	return r
 }
 
+// underway says whether anyone has proposed: some record holds a promise.
+func (p *paxos) underway() bool {
+	for _, rec := range p.state {
+		if !rec.Promised.zero() {
+			return true
+		}
+	}
+	return false
+}
+
 // propose starts (or restarts) a proposal with a ballot above all seen.
 func (p *paxos) propose(quorumOK bool) {
 	p.proposal = ballot{Round: p.maxRound() + 1, Proposer: p.self}
