@@ -557,6 +557,12 @@ func (ps *Peers) connsTo(names []PeerName) []*LocalConnection {
 	return out
 }
 
+func (ps *Peers) numConns() int {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return len(ps.conns)
+}
+
 func (ps *Peers) allConns() []*LocalConnection {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()

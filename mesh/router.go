@@ -72,10 +72,9 @@ const (
 	// quiet spell goes at once, and a joining peer's dozens of new links a
 	// second still make a few updates, not dozens. (Every change waited
 	// a whole second, the last links of a mesh among them.)
-	topologyGather  = 100 * time.Millisecond
-	topologySpacing = 500 * time.Millisecond
-	gcDelay         = time.Second
-	maxSurrogates   = 64
+	topologyGather = 100 * time.Millisecond
+	gcDelay        = time.Second
+	maxSurrogates  = 64
 )
 
 // Router is one mesh peer: its topology, its connections, its gossip
@@ -386,7 +385,7 @@ func (r *Router) loop() {
 		case <-r.topoKick:
 			if !topoPending {
 				topoPending = true
-				topoTimer.Reset(max(topologyGather, time.Until(topoSent.Add(topologySpacing))))
+				topoTimer.Reset(max(topologyGather, time.Until(topoSent.Add(topologySpacing(r.Peers.numConns())))))
 			}
 		case <-topoTimer.C:
 			topoPending, topoSent = false, time.Now()
@@ -404,6 +403,18 @@ func (r *Router) loop() {
 		}
 	}
 }
+
+// topologySpacing is the least time between two sends of our topology
+// record to our neighbours, longer the more there are, so that we send
+// at most about topologySendRate records a second: every peer's record
+// changes each time a peer joins, and while 50 peers launched one after
+// another each of them sent its record to 49 neighbours twice a second,
+// some 70,000 records in all, most of the work of forming the mesh.
+func topologySpacing(neighbours int) time.Duration {
+	return max(500*time.Millisecond, time.Duration(neighbours)*time.Second/topologySendRate)
+}
+
+const topologySendRate = 40
 
 // topologyChanged schedules a topology broadcast naming us and peers.
 func (r *Router) topologyChanged(peers ...PeerName) {
@@ -437,8 +448,13 @@ func (r *Router) addConnection(c *LocalConnection) (known bool, err error) {
 	}
 	r.logf("->[%s|%s]: connection added", c.remoteAddr, c.remote)
 	if c.tellsNeighbours {
-		// It tells its own neighbours, and relayPlan the others.
-		r.topologyChanged()
+		// It tells its own neighbours, and relayPlan the others. The
+		// new link goes out with the next change, at the latest when
+		// it is established, a second or so later: every link added
+		// and then established at both ends made four records for
+		// every neighbour to read, most of a forming mesh's messages.
+		// Routes need it now.
+		signal(r.changed)
 	} else {
 		// Others learn of a peer that does not from those it connects
 		// to, as they always did.

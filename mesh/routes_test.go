@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sort"
 	"testing"
+	"time"
 )
 
 // square: 1-2, 2-3, 3-4, 4-1, plus 1-3 one-sided (only 1 reports it).
@@ -166,5 +167,19 @@ func TestSnapshotKeepsItsTopology(t *testing.T) {
 	var zero RouteSnapshot
 	if _, ok := zero.Unicast(1); ok || zero.Known(1) || len(zero.Broadcast(1)) != 0 {
 		t.Error("the zero snapshot knows a peer")
+	}
+}
+
+// A peer with many neighbours sends its record less often: about
+// topologySendRate records a second at most, and never more than two a
+// second.
+func TestTopologySpacing(t *testing.T) {
+	for _, c := range []struct {
+		neighbours int
+		want       time.Duration
+	}{{0, 500 * time.Millisecond}, {10, 500 * time.Millisecond}, {49, 1225 * time.Millisecond}, {200, 5 * time.Second}} {
+		if got := topologySpacing(c.neighbours); got != c.want {
+			t.Errorf("topologySpacing(%d) = %v, want %v", c.neighbours, got, c.want)
+		}
 	}
 }
