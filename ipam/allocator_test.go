@@ -575,3 +575,33 @@ func TestParseInit(t *testing.T) {
 		}
 	}
 }
+
+// Periodic gossip that teaches a peer only another's Free hints is merged
+// but not passed on; one that teaches it a new owner is.
+func TestFreeHintsNotPassedOn(t *testing.T) {
+	n := newTestNet(t)
+	opts := Config{Range: mustPrefix("10.32.0.0/12"), Init: consensusN(2)}
+	p1, p2 := n.add(1, opts), n.add(2, opts)
+	mustAllocate(t, n, p1, "c1", "")
+	n.settle()
+	mustAllocate(t, n, p2, "c2", "")
+	n.Flush()
+	st := p2.a.Gossip() // refreshes p2's hints
+	delta, err := p1.a.OnGossip(st.Encode()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delta != nil {
+		t.Fatal("hints alone were passed on")
+	}
+	if !ringOf(p1).equal(ringOf(p2)) {
+		t.Fatalf("p1 did not take p2's hints:\n%+v\n%+v", ringOf(p1), ringOf(p2))
+	}
+
+	// A peer that has no ring yet learns owners: that goes on.
+	p3 := n.add(3, Config{Range: mustPrefix("10.32.0.0/12"), Init: Init{Mode: Observer}})
+	if delta, err := p3.a.OnGossip(p1.a.Gossip().Encode()[0]); err != nil || delta == nil {
+		t.Fatalf("a first ring was not passed on: %v %v", delta, err)
+	}
+	n.noErrors()
+}

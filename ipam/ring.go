@@ -76,6 +76,13 @@ func (r *ring) equal(o *ring) bool {
 	return r.Range == o.Range && slices.Equal(r.Seeds, o.Seeds) && slices.Equal(r.Entries, o.Entries)
 }
 
+// sameOwners says whether r and o split the Range the same way, whatever
+// their Free hints.
+func (r *ring) sameOwners(o *ring) bool {
+	return r.Range == o.Range && slices.Equal(r.Seeds, o.Seeds) &&
+		slices.EqualFunc(r.Entries, o.Entries, func(a, b entry) bool { return a.Token == b.Token && a.Peer == b.Peer })
+}
+
 // size is the number of addresses in the Range.
 func (r *ring) size() uint32 { return uint32(1) << (32 - r.Range.Bits()) }
 
