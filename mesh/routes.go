@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -307,6 +308,24 @@ func (g graph) search(start PeerName, strict bool, reached func(PeerName), stop 
 	return false, hops
 }
 
+// withOurLink is g with our link to src in src's record too, if only
+// ours shows it: src sends its record when the link is established, and
+// sends to us over it before that. Searched without it, a broadcast src
+// sent us right after connecting reached nobody and went no further.
+func (g graph) withOurLink(src, us PeerName) graph {
+	if _, ours := g[us][src]; !ours {
+		return g
+	}
+	if _, theirs := g[src][us]; theirs {
+		return g
+	}
+	links := maps.Clone(g[src])
+	links[us] = link{}
+	g = maps.Clone(g)
+	g[src] = links
+	return g
+}
+
 // broadcastHops: of our neighbours, those a search from src (routes'
 // order) has not reached by the time it reaches us. The search stops as
 // soon as it has reached all of them, since none then needs us: in a full
@@ -317,6 +336,9 @@ func (g graph) broadcastHops(src, us PeerName, strict bool) []PeerName {
 	hops := []PeerName{}
 	if _, ok := g[src]; !ok {
 		return hops
+	}
+	if !strict {
+		g = g.withOurLink(src, us)
 	}
 	ours := map[PeerName]struct{}{}
 	g.neighbours(us, strict, nil, func(to PeerName) { ours[to] = struct{}{} })

@@ -77,6 +77,9 @@ func TestBroadcastHopsStopsEarlySameResult(t *testing.T) {
 		if _, ok := g[src]; !ok {
 			return hops
 		}
+		if !strict {
+			g = g.withOurLink(src, us)
+		}
 		found, reached := g.routes(src, us, strict)
 		if !found {
 			return hops
@@ -181,5 +184,18 @@ func TestTopologySpacing(t *testing.T) {
 		if got := topologySpacing(c.neighbours); got != c.want {
 			t.Errorf("topologySpacing(%d) = %v, want %v", c.neighbours, got, c.want)
 		}
+	}
+}
+
+// A broadcast from a neighbour whose record we hold without its link to us
+// (it sends its record when the link is established) is still passed on.
+func TestBroadcastHopsFromNeighbourWithStaleRecord(t *testing.T) {
+	// 1 - 2 - 3; we are 2, and 1's record does not show 2 yet.
+	g := graph{1: {}, 2: {1: link{}, 3: link{}}, 3: {2: link{}}}
+	if got := g.broadcastHops(1, 2, false); !reflect.DeepEqual(got, []PeerName{3}) {
+		t.Fatalf("hops for a broadcast from 1 = %v, want [3]", got)
+	}
+	if len(g[1]) != 0 {
+		t.Fatal("the search changed the topology")
 	}
 }
