@@ -68,6 +68,24 @@ func TestRelayPlan(t *testing.T) {
 			t.Errorf("w's record from p: %v gets %v", c.remote.Name, d.(*topologyData).names)
 		}
 	}
+
+	// s is no neighbour of ours: its record goes to strangerFanout
+	// random neighbours at most.
+	const s = 6
+	ps.mu.Lock()
+	ps.byName[s] = &peerState{p: &Peer{Name: s, Version: 1}, links: linksTo(q)}
+	ps.byName[q].links = linksTo(us, p, n, s)
+	ps.gen++
+	ps.mu.Unlock()
+	plan = tg.relayPlan(q, &topologyData{peers: ps, names: map[PeerName]struct{}{s: {}}})
+	if len(plan) == 0 || len(plan) > strangerFanout {
+		t.Errorf("s's record goes to %d neighbours, want 1 to %d", len(plan), strangerFanout)
+	}
+	for c, d := range plan {
+		if _, ok := d.(*topologyData).names[s]; !ok || c.remote.Name == q {
+			t.Errorf("s's record from q: %v gets %v", c.remote.Name, d.(*topologyData).names)
+		}
+	}
 }
 
 // Of the peers connected to both a record's subject and a peer it has no

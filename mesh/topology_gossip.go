@@ -49,6 +49,10 @@ func (t *topologyGossiper) OnGossip(update []byte) (GossipData, error) {
 	return &topologyData{peers: t.r.Peers, names: learnt}, nil
 }
 
+// strangerFanout is how many random neighbours get the record of a peer
+// we have no connection to (see relayPlan).
+const strangerFanout = 3
+
 // relayCopies is how many of the peers connected to both the subject of
 // a record and a neighbour of ours relay the record to that neighbour.
 const relayCopies = 2
@@ -60,10 +64,15 @@ const relayCopies = 2
 // of ours it shows no connection to, and each of those hears it from
 // relayCopies relays, not from everyone connected to both. Other records,
 // of Weave Net routers and older releases (which tell a few random
-// neighbours) and of peers we have no connection to (which we cannot tell
-// apart), go to random neighbours as mesh gossip always went. At 50 peers
-// forming a mesh, random relays brought each daemon every update about
-// seven times, most of its work.
+// neighbours), go to random neighbours as mesh gossip always went. At 50
+// peers forming a mesh, random relays brought each daemon every update
+// about seven times, most of its work. Records of peers we have no
+// connection to, which we cannot tell apart, go to strangerFanout random
+// neighbours: the designated relays bring a peer of this release's
+// record to everyone who needs it, and for a Weave Net router's record a
+// smaller fan-out still spreads (each that learns it passes it on). They
+// were half of a forming mesh's topology messages, most of them a
+// newcomer's record spreading among the peers it had not yet dialled.
 func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalConnection]GossipData {
 	d, ok := delta.(*topologyData)
 	if !ok {
@@ -82,9 +91,14 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 		}
 		plan[c][subject] = struct{}{}
 	}
-	var others []PeerName
+	var others, strangers []PeerName
 	for subject := range d.names {
-		if c := conns[subject]; c == nil || !c.tellsNeighbours {
+		c := conns[subject]
+		if c == nil {
+			strangers = append(strangers, subject)
+			continue
+		}
+		if !c.tellsNeighbours {
 			others = append(others, subject)
 			continue
 		}
@@ -93,6 +107,7 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 				continue
 			}
 			if g.relays(subject, n, us) {
+				dbgCount("q.designated", 0)
 				// With our own record, whose link to subject makes
 				// subject reachable at n at once: a peer nothing
 				// reaches is dropped as gone, and subject's record
@@ -102,9 +117,15 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 			}
 		}
 	}
-	if len(others) > 0 {
-		for _, c := range t.r.Ourself.connectionsTo(t.r.Routes.randomNeighbours(src, 0)) {
-			for _, subject := range others {
+	for _, relay := range []struct {
+		subjects []PeerName
+		fanout   int
+	}{{others, 0}, {strangers, strangerFanout}} {
+		if len(relay.subjects) == 0 {
+			continue
+		}
+		for _, c := range t.r.Ourself.connectionsTo(t.r.Routes.randomNeighbours(src, relay.fanout)) {
+			for _, subject := range relay.subjects {
 				add(c, subject)
 			}
 		}
