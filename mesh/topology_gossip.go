@@ -107,7 +107,6 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 				continue
 			}
 			if g.relays(subject, n, us) {
-				dbgCount("q.designated", 0)
 				// With our own record, whose link to subject makes
 				// subject reachable at n at once: a peer nothing
 				// reaches is dropped as gone, and subject's record
