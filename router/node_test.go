@@ -283,6 +283,8 @@ func TestNodeEvents(t *testing.T) {
 	st := a.Status()
 	if len(st.Router.Connections) != 1 || st.Router.Connections[0].State != "established" || !st.Router.Connections[0].Encrypted {
 		t.Errorf("a's connections: %+v", st.Router.Connections)
+	} else if at := st.Router.Connections[0].EstablishedAt; at == nil || time.Since(*at) < 0 || time.Since(*at) > time.Minute {
+		t.Errorf("a's connection established at %v", at)
 	}
 	if len(st.Router.Peers) != 2 {
 		t.Errorf("a's peers: %+v", st.Router.Peers)
