@@ -199,3 +199,33 @@ func TestBroadcastHopsFromNeighbourWithStaleRecord(t *testing.T) {
 		t.Fatal("the search changed the topology")
 	}
 }
+
+// Routes found by a search that stops once every peer is reached are those
+// of the whole search.
+func TestRoutesStopWhenAllReachedSameResult(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 300; round++ {
+		n := 1 + rng.IntN(12)
+		g := graph{}
+		for p := 1; p <= n; p++ {
+			g[PeerName(p)] = map[PeerName]link{}
+		}
+		density := rng.Float64()
+		for a := 1; a <= n; a++ {
+			for b := 1; b <= n+1; b++ { // n+1: a peer the topology does not hold
+				if a != b && rng.Float64() < density {
+					g[PeerName(a)][PeerName(b)] = link{established: rng.IntN(5) > 0}
+				}
+			}
+		}
+		for start := PeerName(1); start <= PeerName(n+1); start++ {
+			for _, strict := range []bool{true, false} {
+				_, got := g.routes(start, UnknownPeerName, strict)
+				_, want := g.search(start, strict, nil, func(PeerName) bool { return false })
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("round %d, start %v, strict %v: %v, the whole search gives %v\n%v", round, start, strict, got, want, g)
+				}
+			}
+		}
+	}
+}
