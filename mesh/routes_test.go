@@ -90,19 +90,7 @@ func TestBroadcastHopsStopsEarlySameResult(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 300; round++ {
-		n := 2 + rng.IntN(12)
-		g := graph{}
-		for p := 1; p <= n; p++ {
-			g[PeerName(p)] = map[PeerName]link{}
-		}
-		density := rng.Float64()
-		for a := 1; a <= n+1; a++ { // n+1: a peer the topology does not hold
-			for b := 1; b <= n+1; b++ {
-				if a != b && g[PeerName(a)] != nil && rng.Float64() < density {
-					g[PeerName(a)][PeerName(b)] = link{established: rng.IntN(5) > 0}
-				}
-			}
-		}
+		g, n := randomGraph(rng, 2)
 		for src := PeerName(1); src <= PeerName(n+1); src++ {
 			for us := PeerName(1); us <= PeerName(n); us++ {
 				for _, strict := range []bool{true, false} {
@@ -205,19 +193,7 @@ func TestBroadcastHopsFromNeighbourWithStaleRecord(t *testing.T) {
 func TestRoutesStopWhenAllReachedSameResult(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for round := 0; round < 300; round++ {
-		n := 1 + rng.IntN(12)
-		g := graph{}
-		for p := 1; p <= n; p++ {
-			g[PeerName(p)] = map[PeerName]link{}
-		}
-		density := rng.Float64()
-		for a := 1; a <= n; a++ {
-			for b := 1; b <= n+1; b++ { // n+1: a peer the topology does not hold
-				if a != b && rng.Float64() < density {
-					g[PeerName(a)][PeerName(b)] = link{established: rng.IntN(5) > 0}
-				}
-			}
-		}
+		g, n := randomGraph(rng, 1)
 		for start := PeerName(1); start <= PeerName(n+1); start++ {
 			for _, strict := range []bool{true, false} {
 				_, got := g.routes(start, UnknownPeerName, strict)
@@ -228,4 +204,24 @@ func TestRoutesStopWhenAllReachedSameResult(t *testing.T) {
 			}
 		}
 	}
+}
+
+// randomGraph is a topology of least to least+11 peers, named
+// 1 to n, of random density, with some links to peer n+1, which it does
+// not hold, and some not established.
+func randomGraph(rng *rand.Rand, least int) (graph, int) {
+	n := least + rng.IntN(12)
+	g := graph{}
+	for p := 1; p <= n; p++ {
+		g[PeerName(p)] = map[PeerName]link{}
+	}
+	density := rng.Float64()
+	for a := 1; a <= n; a++ {
+		for b := 1; b <= n+1; b++ {
+			if a != b && rng.Float64() < density {
+				g[PeerName(a)][PeerName(b)] = link{established: rng.IntN(5) > 0}
+			}
+		}
+	}
+	return g, n
 }
