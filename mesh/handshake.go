@@ -225,7 +225,7 @@ func (h *handshake) introV2(res *handshakeResult, pub, priv *[32]byte, known map
 		return err
 	}
 	w := frameWriter(&lengthWriter{w: h.conn})
-	r := frameReader(&lengthReader{r: h.conn, limit: maxHandshakeFrame})
+	r := frameReader(newLengthReader(h.conn, maxHandshakeFrame))
 	switch got[0] {
 	case 0:
 		if pub != nil {

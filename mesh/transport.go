@@ -93,9 +93,12 @@ func (lw *lengthWriter) flush() error {
 // small frames too. The handshake hands on the reader it used, so
 // nothing buffered during it is lost.
 type lengthReader struct {
-	r     io.Reader
-	br    *bufio.Reader
+	r     *bufio.Reader
 	limit int
+}
+
+func newLengthReader(r io.Reader, limit int) *lengthReader {
+	return &lengthReader{r: bufio.NewReaderSize(r, readBuffer), limit: limit}
 }
 
 // readBuffer is lengthReader's buffer; a larger body is read directly
@@ -105,11 +108,8 @@ const readBuffer = 4 << 10
 func (lr *lengthReader) setLimit(n int) { lr.limit = n }
 
 func (lr *lengthReader) readFrame() ([]byte, error) {
-	if lr.br == nil {
-		lr.br = bufio.NewReaderSize(lr.r, readBuffer)
-	}
 	var hdr [4]byte
-	if _, err := io.ReadFull(lr.br, hdr[:]); err != nil {
+	if _, err := io.ReadFull(lr.r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
@@ -118,7 +118,7 @@ func (lr *lengthReader) readFrame() ([]byte, error) {
 	}
 	// A fresh buffer each time: gossipers may keep what they are given.
 	buf := make([]byte, n)
-	if _, err := io.ReadFull(lr.br, buf); err != nil {
+	if _, err := io.ReadFull(lr.r, buf); err != nil {
 		return nil, err
 	}
 	return buf, nil

@@ -57,7 +57,7 @@ func TestLengthFramesBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := &lengthReader{r: &out.Buffer, limit: maxFrame}
+	r := newLengthReader(&out.Buffer, maxFrame)
 	for i, want := range sent {
 		got, err := r.readFrame()
 		if err != nil {
