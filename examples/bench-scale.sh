@@ -180,15 +180,19 @@ addr_median=$(sed -n "$(((N + 1) / 2))p" <<<"$addr_times")
 # of host 1 shows it only later (its start is logged above), since while
 # the mesh forms a poll takes seconds and host 1 hears of a connection by
 # gossip.
-short=0 last_est=0
+short=0 last_est=0 last_link=
 for i in $(seq "$N"); do
-	read -r c at <<<"$(host "$(hostns "$i")" "$BIN/weave" --http-addr "$WEAVE_HTTP_ADDR" report \
-		-f '{{range .Router.Connections}}{{if eq .State "established"}}x{{end}}{{end}} {{range .Router.Connections}}{{with .EstablishedAt}}{{.UnixMicro}} {{end}}{{end}}' |
-		awk '{ m = 0; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print $1, m }')"
+	read -r c at peer <<<"$(host "$(hostns "$i")" "$BIN/weave" --http-addr "$WEAVE_HTTP_ADDR" report \
+		-f '{{range .Router.Connections}}{{if eq .State "established"}}x{{end}}{{end}} {{range .Router.Connections}}{{$a := .Address}}{{with .EstablishedAt}}{{.UnixMicro}}@{{$a}} {{end}}{{end}}' |
+		awk '{ m = 0; p = "?"; for (i = 2; i <= NF; i++) { split($i, f, "@"); if (f[1] > m) { m = f[1]; p = f[2] } } print $1, m, p }')"
 	[ "${#c}" = $((N - 1)) ] || { log "h$i has ${#c} established connections, not $((N - 1))"; short=$((short + 1)); }
-	[ "$at" -gt "$last_est" ] && last_est=$at
+	if [ "$at" -gt "$last_est" ]; then
+		last_est=$at
+		last_link="h$i to h$(cut -d: -f1 <<<"$peer" | cut -d. -f4)"
+	fi
 done
 mesh_s=$(awk -v at="$last_est" -v tl="$tl" 'BEGIN { printf "%.1f", at / 1e6 - tl }')
+log "the last connection established: $last_link, $mesh_s s after the last launch"
 learned=0
 for i in $(seq "$N"); do
 	learned=$((learned + $(ip -n "$(hostns "$i")" neigh show dev eth0 | grep -vc PERMANENT || true)))
