@@ -154,6 +154,9 @@ func (a *Allocator) Close() error {
 	}
 	a.closed = true
 	a.signal()
+	if a.ringUnsaved {
+		_ = a.saveRing(a.ring)
+	}
 	a.mu.Unlock()
 	close(a.done)
 	a.wg.Wait()
@@ -182,6 +185,9 @@ func (a *Allocator) tick() {
 	defer a.unlock()
 	if a.closed {
 		return
+	}
+	if a.ringUnsaved {
+		_ = a.saveRing(a.ring)
 	}
 	now := a.now()
 	if a.wantRing && !a.ring.ready() {

@@ -94,6 +94,9 @@ type Allocator struct {
 	changed   chan struct{} // closed and replaced whenever waiters should look again
 	closed    bool
 	wantRing  bool // a local request waits for the ring
+	// ringUnsaved: the ring differs from the stored one only in other
+	// peers' entries (see adoptRing); tick and Close store it.
+	ringUnsaved bool
 	proposed  time.Time
 	moved     time.Time // gossip last changed the consensus state: a proposal progresses
 	askedRing time.Time

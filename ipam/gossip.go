@@ -49,9 +49,7 @@ func (g *gossipState) Merge(other mesh.GossipData) mesh.GossipData {
 func (a *Allocator) snapshot() *gossipState {
 	if a.refreshFree() {
 		// Persisted so that versions never go back after a restart.
-		if err := a.cfg.Store.putRing(a.ring); err != nil {
-			a.log.Error("persist ring", "err", err)
-		}
+		_ = a.saveRing(a.ring)
 	}
 	st := &gossipState{ring: a.ring.clone(), paxos: paxosState{}}
 	if a.paxos != nil && !a.ring.ready() {
@@ -243,12 +241,20 @@ func (a *Allocator) mergeState(st *gossipState, src mesh.PeerName) (bool, error)
 	return learned, nil
 }
 
-// adoptRing installs r as our ring, durably, and updates what we own.
+// adoptRing installs r as our ring and updates what we own. A ring that
+// changes our own entries (what we own, their versions and hints) is
+// stored before it is used. One that changes only other peers' entries
+// is stored by the next tick: a restart that loses it learns them again
+// from their owners' gossip, newer versions winning. Each store is a
+// sync to disk under our lock, which the mesh's connections wait on to
+// deliver gossip: while 50 peers formed a mesh, each merged ring was
+// one, up to 0.1 s each on a shared disk, and a newcomer's connections
+// were established seconds late. Our ring edited in place is stored.
 // Lock held.
 func (a *Allocator) adoptRing(r *ring) error {
-	if err := a.cfg.Store.putRing(r); err != nil {
-		err = fmt.Errorf("ipam: persist ring: %w", err)
-		a.log.Error(err.Error())
+	if r != a.ring && a.ring.ready() && r.sameEntriesOf(a.ring, a.cfg.Ourself) {
+		a.ringUnsaved = a.cfg.Store != nil
+	} else if err := a.saveRing(r); err != nil {
 		return err
 	}
 	a.ring = r
@@ -260,6 +266,17 @@ func (a *Allocator) adoptRing(r *ring) error {
 		a.wantRing = false
 	}
 	a.signal()
+	return nil
+}
+
+// saveRing stores r. Lock held.
+func (a *Allocator) saveRing(r *ring) error {
+	if err := a.cfg.Store.putRing(r); err != nil {
+		err = fmt.Errorf("ipam: persist ring: %w", err)
+		a.log.Error(err.Error())
+		return err
+	}
+	a.ringUnsaved = false
 	return nil
 }
 

@@ -83,6 +83,21 @@ func (r *ring) sameOwners(o *ring) bool {
 		slices.EqualFunc(r.Entries, o.Entries, func(a, b entry) bool { return a.Token == b.Token && a.Peer == b.Peer })
 }
 
+// sameEntriesOf says whether r and o give peer the same entries, at the
+// same versions and with the same hints.
+func (r *ring) sameEntriesOf(o *ring, peer mesh.PeerName) bool {
+	of := func(x *ring) []entry {
+		var out []entry
+		for _, e := range x.Entries {
+			if e.Peer == peer {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	return r.Range == o.Range && slices.Equal(r.Seeds, o.Seeds) && slices.Equal(of(r), of(o))
+}
+
 // size is the number of addresses in the Range.
 func (r *ring) size() uint32 { return uint32(1) << (32 - r.Range.Bits()) }
 

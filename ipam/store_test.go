@@ -131,3 +131,55 @@ func TestStoreNilIsMemoryOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// storedRing is the ring p's store holds.
+func storedRing(t *testing.T, p *testPeer) *ring {
+	t.Helper()
+	st, err := p.cfg.Store.load()
+	if err != nil || st.ring == nil {
+		t.Fatalf("stored ring: %v, %v", st, err)
+	}
+	return st.ring
+}
+
+// A ring that changes only other peers' entries is not synced to disk
+// while our lock is held for gossip: the next tick (or Close) stores it.
+// One that changes ours is stored before it is used.
+func TestOthersEntriesStoredByTick(t *testing.T) {
+	n := newTestNet(t)
+	opts := Config{Range: mustPrefix("10.9.0.0/24"), Init: consensusN(2)}
+	c1 := opts
+	c1.Store = openStore(t, filepath.Join(t.TempDir(), "1.db"))
+	t.Cleanup(func() { c1.Store.Close() })
+	p1, p2 := n.add(1, c1), n.add(2, opts)
+	mustAllocate(t, n, p1, "a", "")
+	n.settle()
+	p1.a.tick()
+	if !storedRing(t, p1).equal(ringOf(p1)) {
+		t.Fatal("after a tick the stored ring is not the ring")
+	}
+
+	// p2 hands out an address: only the Free hint of its entry changes.
+	mustAllocate(t, n, p2, "b", "")
+	n.settle()
+	stored, live := storedRing(t, p1), ringOf(p1)
+	if stored.equal(live) {
+		t.Fatal("p2's changed hint was synced at once")
+	}
+	if !stored.sameEntriesOf(live, p1.name) {
+		t.Fatal("p1's own entries differ from the stored ones")
+	}
+	p1.a.tick()
+	if !storedRing(t, p1).equal(ringOf(p1)) {
+		t.Fatal("the tick did not store the ring")
+	}
+
+	// p2 gives p1 an address it asks for: p1's entries change, and the
+	// store has them before the claim returns.
+	if err := claim(n, p1, "c", "10.9.0.200/24"); err != nil {
+		t.Fatal(err)
+	}
+	if !storedRing(t, p1).sameEntriesOf(ringOf(p1), p1.name) {
+		t.Fatal("an entry given to p1 was not stored at once")
+	}
+}
