@@ -321,7 +321,7 @@ func (c *LocalConnection) handle(tag byte, body []byte) error {
 	case ProtocolReserved1, ProtocolReserved2, ProtocolReserved3, ProtocolOverlayControlMsg:
 		c.OverlayConn.ControlMessage(tag, body)
 	case ProtocolGossip, ProtocolGossipUnicast, ProtocolGossipBroadcast:
-		return c.router.handleGossip(c.remote.Name, tag, body)
+		return c.router.handleGossip(c, tag, body)
 	default:
 		c.router.stats.unknownTags.Add(1)
 	}

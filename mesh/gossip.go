@@ -20,7 +20,9 @@ type Gossip interface {
 	GossipNeighbourSubset(update GossipData)
 }
 
-// Gossiper receives on one channel.
+// Gossiper receives on one channel. Its methods are called one at a time,
+// on a goroutine of the channel's own, never on a connection's: a slow
+// gossiper delays only its own channel.
 type Gossiper interface {
 	OnGossipUnicast(src PeerName, msg []byte) error
 	// OnGossipBroadcast merges update and returns what to relay on.
@@ -107,6 +109,104 @@ type gossipChannel struct {
 	name     string
 	router   *Router
 	gossiper Gossiper
+	// inbox feeds the channel's goroutine, which makes every call to a
+	// gossiper of the application's in turn; nil for the topology and
+	// surrogates, which only compute, and are called at once. A
+	// connection's reader must not wait on an application: IPAM syncs
+	// its state to disk under its lock, and while 50 peers formed a
+	// mesh the readers delivering its gossip queued behind each other
+	// for up to a second, with the overlay's messages behind them, so
+	// links were established seconds late.
+	inbox *inbox
+}
+
+// An inbox is a queue of calls bounded in number and in the bytes of the
+// frames they hold: past either bound, readers wait as they did for the
+// gossiper itself.
+type inbox struct {
+	mu    sync.Mutex
+	jobs  []inboxJob
+	bytes int
+	added chan struct{} // signalled when a job is added
+	taken chan struct{} // closed and replaced when a job is taken
+}
+
+type inboxJob struct {
+	f    func()
+	size int
+}
+
+const (
+	inboxJobs  = 1024
+	inboxBytes = 4 << 20 // a larger frame waits for an empty inbox
+)
+
+func newInbox() *inbox {
+	return &inbox{added: make(chan struct{}, 1), taken: make(chan struct{})}
+}
+
+// put queues f, which holds size bytes, waiting for room unless stop
+// (nil: never) or closing comes first; it says whether f was queued.
+func (in *inbox) put(f func(), size int, stop, closing <-chan struct{}) bool {
+	for {
+		in.mu.Lock()
+		if n := len(in.jobs); n == 0 || n < inboxJobs && in.bytes+size <= inboxBytes {
+			in.jobs = append(in.jobs, inboxJob{f, size})
+			in.bytes += size
+			in.mu.Unlock()
+			signal(in.added)
+			return true
+		}
+		taken := in.taken
+		in.mu.Unlock()
+		select {
+		case <-taken:
+		case <-stop:
+			return false
+		case <-closing:
+			return false
+		}
+	}
+}
+
+// serve runs the queued calls in order until closing.
+func (in *inbox) serve(closing <-chan struct{}) {
+	for {
+		in.mu.Lock()
+		if len(in.jobs) == 0 {
+			in.mu.Unlock()
+			select {
+			case <-in.added:
+				continue
+			case <-closing:
+				return
+			}
+		}
+		j := in.jobs[0]
+		in.jobs[0] = inboxJob{}
+		in.jobs = in.jobs[1:]
+		in.bytes -= j.size
+		close(in.taken)
+		in.taken = make(chan struct{})
+		in.mu.Unlock()
+		select {
+		case <-closing:
+			return
+		default:
+		}
+		j.f()
+	}
+}
+
+// do runs f, which holds size bytes of a frame, on the channel's
+// goroutine, or at once if it has none. It waits for room in the inbox
+// unless stop (nil: never) or the router closes first, and then drops f.
+func (c *gossipChannel) do(stop <-chan struct{}, size int, f func()) {
+	if c.inbox == nil {
+		f()
+		return
+	}
+	c.inbox.put(f, size, stop, c.router.closing)
 }
 
 func (c *gossipChannel) GossipUnicast(dst PeerName, msg []byte) error {

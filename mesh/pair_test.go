@@ -127,3 +127,55 @@ func TestAdvertiseWeavenet(t *testing.T) {
 	b.r.Close()
 	checkNoLeaks(t)
 }
+
+// blockingGossiper holds every broadcast until release is closed.
+type blockingGossiper struct {
+	ourGossiper
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g blockingGossiper) OnGossipBroadcast(src PeerName, update []byte) (GossipData, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	return g.ourGossiper.OnGossipBroadcast(src, update)
+}
+
+// A gossiper that takes its time (IPAM syncing to disk) holds up neither
+// the connection that brought its gossip nor other channels: what comes
+// after on the same connection is delivered meanwhile.
+func TestSlowGossiperDoesNotStallConnection(t *testing.T) {
+	const an, bn = PeerName(0x0f0000000001), PeerName(0x0f0000000002)
+	a := startOursCfg(t, an, Config{})
+	b := startOursCfg(t, bn, Config{})
+	slowA, err := a.r.NewGossip("slow", ourGossiper{newReceived()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := blockingGossiper{ourGossiper{newReceived()}, make(chan struct{}, 1), make(chan struct{})}
+	if _, err := b.r.NewGossip("slow", slow); err != nil {
+		t.Fatal(err)
+	}
+	a.connect(b.addr)
+	eventually(t, "both see each other", func() bool { return a.sees(bn) && b.sees(an) })
+
+	slowA.GossipBroadcast(setData{"first"})
+	select {
+	case <-slow.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow gossiper was never called")
+	}
+	a.g.GossipBroadcast(setData{"after"})
+	eventually(t, "gossip after the slow one delivered", func() bool { return b.rx.has("after") })
+	if slow.has("first") {
+		t.Fatal("the slow gossiper finished before it was released")
+	}
+	close(slow.release)
+	eventually(t, "the slow gossip delivered", func() bool { return slow.has("first") })
+	a.r.Close()
+	b.r.Close()
+	checkNoLeaks(t)
+}

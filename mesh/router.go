@@ -179,7 +179,7 @@ func NewRouter(cfg Config, name PeerName, nickName string, overlay Overlay, logg
 	r.Routes = newRoutes(name, r.Peers, func() { signal(r.changed) })
 	r.connMaker = newConnectionMaker(r)
 	r.ConnectionMaker = r.connMaker
-	g, err := r.NewGossip("topology", &topologyGossiper{r: r, repeats: newRepeatFilter(r.gossipInterval())})
+	g, err := r.newGossip("topology", &topologyGossiper{r: r, repeats: newRepeatFilter(r.gossipInterval())}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -480,6 +480,12 @@ func (r *Router) deleteConnection(c *LocalConnection) {
 
 // NewGossip makes the channel name, with g receiving its messages.
 func (r *Router) NewGossip(name string, g Gossiper) (Gossip, error) {
+	return r.newGossip(name, g, true)
+}
+
+// newGossip makes a channel; with an inbox, its gossiper is called on a
+// goroutine of its own (see gossipChannel.inbox).
+func (r *Router) newGossip(name string, g Gossiper, inbox bool) (Gossip, error) {
 	r.chMu.Lock()
 	defer r.chMu.Unlock()
 	if c, ok := r.channels[name]; ok {
@@ -489,6 +495,12 @@ func (r *Router) NewGossip(name string, g Gossiper) (Gossip, error) {
 		r.surrogates--
 	}
 	c := &gossipChannel{name: name, router: r, gossiper: g}
+	if inbox {
+		c.inbox = newInbox()
+		if !r.goTask(func() { c.inbox.serve(r.closing) }) {
+			return nil, fmt.Errorf("[gossip] channel %s: %w", name, errRouterClosed)
+		}
+	}
 	r.channels[name] = c
 	return c, nil
 }
@@ -526,8 +538,11 @@ func (r *Router) channelList() []*gossipChannel {
 	return out
 }
 
-// handleGossip takes a gossip message that the neighbour from sent.
-func (r *Router) handleGossip(from PeerName, tag byte, body []byte) error {
+// handleGossip takes a gossip message that the neighbour at the other end
+// of conn sent. An error ends the connection, also when the gossiper
+// reports it later.
+func (r *Router) handleGossip(conn *LocalConnection, tag byte, body []byte) error {
+	from := conn.remote.Name
 	m, err := decodeGossip(tag, body)
 	if err != nil {
 		return err
@@ -546,22 +561,34 @@ func (r *Router) handleGossip(from PeerName, tag byte, body []byte) error {
 		r.stats.loopedBroadcasts.Add(1)
 		return nil
 	}
-	return c.deliver(m, tag, body)
+	if c.inbox == nil {
+		return c.deliver(m, tag, body)
+	}
+	c.do(conn.stop, len(body), func() {
+		if err := c.deliver(m, tag, body); err != nil {
+			conn.shutdown(err)
+		}
+	})
+	return nil
 }
 
 func (r *Router) sendAllGossip() {
 	for _, c := range r.channelList() {
-		if d := c.gossiper.Gossip(); d != nil {
-			c.relay(r.Ourself.Name, d, periodicFanout)
-		}
+		c.do(nil, 0, func() {
+			if d := c.gossiper.Gossip(); d != nil {
+				c.relay(r.Ourself.Name, d, periodicFanout)
+			}
+		})
 	}
 }
 
 func (r *Router) sendAllGossipDown(conn *LocalConnection) {
 	for _, c := range r.channelList() {
-		if d := c.gossiper.Gossip(); d != nil {
-			conn.queueGossip(c, r.Ourself.Name, d, false)
-		}
+		c.do(conn.stop, 0, func() {
+			if d := c.gossiper.Gossip(); d != nil {
+				conn.queueGossip(c, r.Ourself.Name, d, false)
+			}
+		})
 	}
 }
 
