@@ -416,8 +416,11 @@ func (f *forwarder) run() {
 				if old == nil || *old != s.from {
 					f.addr.Store(&s.from)
 				}
-				if old == nil && interval != 0 {
-					err = f.sendHeartbeat() // answer now rather than at the next tick
+				if (old == nil || !acked) && interval != 0 {
+					// Answer the first now rather than at the next tick
+					// (up to fastHeartbeat away): the link is established
+					// once each end has heard the other.
+					err = f.sendHeartbeat()
 				}
 				lastBeat = time.Now()
 				if !acked && err == nil {
