@@ -159,6 +159,14 @@ func TestSlowGossiperDoesNotStallConnection(t *testing.T) {
 	if _, err := b.r.NewGossip("slow", slow); err != nil {
 		t.Fatal(err)
 	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(slow.release)
+		}
+	}
+	defer release() // a failed check must not leave b's Close waiting on it
 	a.connect(b.addr)
 	eventually(t, "both see each other", func() bool { return a.sees(bn) && b.sees(an) })
 
@@ -173,7 +181,7 @@ func TestSlowGossiperDoesNotStallConnection(t *testing.T) {
 	if slow.has("first") {
 		t.Fatal("the slow gossiper finished before it was released")
 	}
-	close(slow.release)
+	release()
 	eventually(t, "the slow gossip delivered", func() bool { return slow.has("first") })
 	a.r.Close()
 	b.r.Close()
