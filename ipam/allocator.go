@@ -86,25 +86,26 @@ type Allocator struct {
 	quorum int
 	now    func() time.Time
 
-	mu       sync.Mutex
-	gossip   mesh.Gossip
-	ring     *ring
-	paxos    *paxos // nil unless Init.Mode is Consensus
-	space    *space
-	changed  chan struct{} // closed and replaced whenever waiters should look again
-	closed   bool
-	wantRing bool // a local request waits for the ring
+	mu        sync.Mutex
+	gossip    mesh.Gossip
+	ring      *ring
+	paxos     *paxos // nil unless Init.Mode is Consensus
+	space     *space
+	changed   chan struct{} // closed and replaced whenever waiters should look again
+	closed    bool
+	wantRing  bool // a local request waits for the ring
+	proposed  time.Time
+	moved     time.Time // gossip last changed the consensus state: a proposal progresses
+	askedRing time.Time
+	spaceReqs map[netip.Prefix]*spaceRequest
+	claimReqs map[netip.Addr]*claimRequest
+	handover  *handover
+	outbox    []outMsg
+	bcast     bool // broadcast our state after unlocking
+
 	// ringUnsaved: the ring differs from the stored one only in other
 	// peers' entries (see adoptRing); tick and Close store it.
 	ringUnsaved bool
-	proposed    time.Time
-	moved       time.Time // gossip last changed the consensus state: a proposal progresses
-	askedRing   time.Time
-	spaceReqs   map[netip.Prefix]*spaceRequest
-	claimReqs   map[netip.Addr]*claimRequest
-	handover    *handover
-	outbox      []outMsg
-	bcast       bool // broadcast our state after unlocking
 
 	// The Weave Net channel (weavegossip.go).
 	weaveGossip mesh.Gossip

@@ -128,7 +128,7 @@ type inbox struct {
 	jobs  []inboxJob
 	bytes int
 	added chan struct{} // signalled when a job is added
-	taken chan struct{} // closed and replaced when a job is taken
+	taken chan struct{} // made by a waiting put, closed when a job is taken
 }
 
 type inboxJob struct {
@@ -142,7 +142,7 @@ const (
 )
 
 func newInbox() *inbox {
-	return &inbox{added: make(chan struct{}, 1), taken: make(chan struct{})}
+	return &inbox{added: make(chan struct{}, 1)}
 }
 
 // put queues f, which holds size bytes, waiting for room unless stop
@@ -156,6 +156,9 @@ func (in *inbox) put(f func(), size int, stop, closing <-chan struct{}) bool {
 			in.mu.Unlock()
 			signal(in.added)
 			return true
+		}
+		if in.taken == nil {
+			in.taken = make(chan struct{})
 		}
 		taken := in.taken
 		in.mu.Unlock()
@@ -186,8 +189,10 @@ func (in *inbox) serve(closing <-chan struct{}) {
 		in.jobs[0] = inboxJob{}
 		in.jobs = in.jobs[1:]
 		in.bytes -= j.size
-		close(in.taken)
-		in.taken = make(chan struct{})
+		if in.taken != nil {
+			close(in.taken)
+			in.taken = nil
+		}
 		in.mu.Unlock()
 		select {
 		case <-closing:

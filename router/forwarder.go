@@ -416,7 +416,7 @@ func (f *forwarder) run() {
 				if old == nil || *old != s.from {
 					f.addr.Store(&s.from)
 				}
-				if (old == nil || !acked) && interval != 0 {
+				if !acked && interval != 0 {
 					// Answer the first now rather than at the next tick
 					// (up to fastHeartbeat away): the link is established
 					// once each end has heard the other.
