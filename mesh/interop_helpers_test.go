@@ -22,6 +22,7 @@ type received struct {
 	broadcast map[string]int
 	gossip    map[string]int
 	set       map[string]bool
+	gone      []PeerName // peers a reference peer garbage-collected
 }
 
 func newReceived() *received {
@@ -44,6 +45,18 @@ func (r *received) merge(msg []byte, counts map[string]int) []string {
 		}
 	}
 	return fresh
+}
+
+func (r *received) addGone(n PeerName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gone = append(r.gone, n)
+}
+
+func (r *received) goneList() []PeerName {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]PeerName(nil), r.gone...)
 }
 
 func (r *received) all() []string {
@@ -208,6 +221,7 @@ func startRefNode(t *testing.T, name PeerName, password []byte, discovery bool) 
 	}
 	rx := newReceived()
 	p := startRefIn(t, name, password, discovery, refGossiper{rx})
+	p.r.Peers.OnGC(func(peer *ref.Peer) { rx.addGone(PeerName(peer.Name)) })
 	p.rx = rx
 	return p
 }

@@ -21,7 +21,8 @@ import (
 //
 // The child is this test binary running TestRefPeerProcess. It prints
 // "addr HOST:PORT", then events ("unicast SRC:MSG", "bcast MSG",
-// "gossip MSG") and answers ("reply ..."), and reads commands, one a line.
+// "gossip MSG", "gc NAME" for a peer it garbage-collected) and answers
+// ("reply ..."), and reads commands, one a line.
 
 const refProcEnv = "WEAVENET_MESH_REF_PEER"
 
@@ -41,6 +42,7 @@ func TestRefPeerProcess(t *testing.T) {
 	out := &lockedWriter{w: os.Stdout}
 	rx := &reportingRx{received: newReceived(), out: out}
 	p := startRefIn(t, PeerName(name), pw, discovery, reportingGossiper{refGossiper{rx.received}, rx})
+	p.r.Peers.OnGC(func(peer *ref.Peer) { fmt.Fprintf(out, "gc %d\n", uint64(peer.Name)) })
 	fmt.Fprintf(out, "addr %s\n", p.addr)
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -161,6 +163,9 @@ func startRefProc(t *testing.T, name PeerName, password []byte, discovery bool) 
 				p.rx.mu.Lock()
 				p.rx.unicasts = append(p.rx.unicasts, rest)
 				p.rx.mu.Unlock()
+			case "gc":
+				n, _ := strconv.ParseUint(rest, 10, 64)
+				p.rx.addGone(PeerName(n))
 			case "bcast":
 				p.rx.merge([]byte(rest), p.rx.broadcast)
 			case "gossip":

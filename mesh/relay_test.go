@@ -58,14 +58,18 @@ func TestRelayPlan(t *testing.T) {
 		}
 	}
 
-	// w does not tell its neighbours: its record goes to random ones.
+	// w does not tell its neighbours: its record goes to random ones,
+	// with ours, whose link to w makes w reachable there.
 	plan = tg.relayPlan(p, &topologyData{peers: ps, names: map[PeerName]struct{}{w: {}}})
 	if len(plan) == 0 {
 		t.Error("w's record goes nowhere")
 	}
 	for c, d := range plan {
-		if _, ok := d.(*topologyData).names[w]; !ok || c.remote.Name == p {
-			t.Errorf("w's record from p: %v gets %v", c.remote.Name, d.(*topologyData).names)
+		names := d.(*topologyData).names
+		_, hasW := names[w]
+		_, hasUs := names[us]
+		if !hasW || !hasUs || c.remote.Name == p {
+			t.Errorf("w's record from p: %v gets %v, want w's and ours", c.remote.Name, names)
 		}
 	}
 

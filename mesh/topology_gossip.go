@@ -119,13 +119,22 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 	for _, relay := range []struct {
 		subjects []PeerName
 		fanout   int
-	}{{others, 0}, {strangers, strangerFanout}} {
+		withOurs bool
+	}{{others, 0, true}, {strangers, strangerFanout, false}} {
 		if len(relay.subjects) == 0 {
 			continue
 		}
 		for _, c := range t.r.Ourself.connectionsTo(t.r.Routes.randomNeighbours(src, relay.fanout)) {
 			for _, subject := range relay.subjects {
 				add(c, subject)
+			}
+			if relay.withOurs {
+				// Our link to a neighbour's record is what reaches it,
+				// as above. Without it, a Weave Net router that had not
+				// yet heard our record naming the link dropped the peer
+				// as gone, and with it the DNS names the peer broadcast
+				// before our record came (TestInteropDNSLine).
+				add(c, us)
 			}
 		}
 	}
