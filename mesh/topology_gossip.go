@@ -62,17 +62,20 @@ const relayCopies = 2
 // (Router.loop) and says so in its handshake (fieldTellsNeighbours), so
 // the record of such a neighbour of ours has news only for the neighbours
 // of ours it shows no connection to, and each of those hears it from
-// relayCopies relays, not from everyone connected to both. Other records,
-// of Weave Net routers and older releases (which tell a few random
-// neighbours), go to random neighbours as mesh gossip always went. At 50
-// peers forming a mesh, random relays brought each daemon every update
-// about seven times, most of its work. Records of peers we have no
-// connection to, which we cannot tell apart, go to strangerFanout random
-// neighbours: the designated relays bring a peer of this release's
-// record to everyone who needs it, and for a Weave Net router's record a
-// smaller fan-out still spreads (each that learns it passes it on). They
-// were half of a forming mesh's topology messages, most of them a
-// newcomer's record spreading among the peers it had not yet dialled.
+// relayCopies relays, not from everyone connected to both. Other records
+// of our neighbours, Weave Net routers' and older releases' (which tell a
+// few random neighbours), go there too, and to random neighbours as mesh
+// gossip always went: random relays alone left a Weave Net router behind
+// a hub of ours without the other spokes' records for the 30 s of a
+// gossip round. At 50 peers forming a mesh, random relays brought each
+// daemon every update about seven times, most of its work. Records of
+// peers we have no connection to, which we cannot tell apart, go to
+// strangerFanout random neighbours: the designated relays bring a peer of
+// this release's record to everyone who needs it, and for a Weave Net
+// router's record a smaller fan-out still spreads (each that learns it
+// passes it on). They were half of a forming mesh's topology messages,
+// most of them a newcomer's record spreading among the peers it had not
+// yet dialled.
 func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalConnection]GossipData {
 	d, ok := delta.(*topologyData)
 	if !ok {
@@ -100,7 +103,6 @@ func (t *topologyGossiper) relayPlan(src PeerName, delta GossipData) map[*LocalC
 		}
 		if !c.tellsNeighbours {
 			others = append(others, subject)
-			continue
 		}
 		for n, c := range conns {
 			if _, told := g[subject][n]; told || n == src || n == subject {
