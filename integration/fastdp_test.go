@@ -78,6 +78,12 @@ func TestFastdpTwoHosts(t *testing.T) {
 	t.Logf("fastdp after %v", waitDatapath(t, h1, "fastdp", 15*time.Second))
 	waitDatapath(t, h2, "fastdp", 5*time.Second)
 	pingAll(t, c1, "10.32.0.2", 3) // the entries are in place after a round of probes
+	// The probes now stand in for heartbeats, and status says so.
+	beats := func() string {
+		return strings.TrimSpace(h1.MustWeave(t, "report", "-f", "{{range .Router.Connections}}{{.Heartbeat}}/{{.HeartbeatTimeout}}{{end}}"))
+	}
+	testbed.WaitFor(t, 5*time.Second, func() bool { return beats() == "10s/30s" },
+		"h1's link on the fast datapath reported with heartbeats every 10s, 30s allowed")
 
 	in1, out1, rx1, tx1 := fastCounters(t, h1)
 	in2, out2, rx2, tx2 := fastCounters(t, h2)

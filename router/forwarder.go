@@ -274,11 +274,11 @@ func (f *forwarder) Attrs() map[string]interface{} {
 		"peer":         f.remoteName.String(),
 		"peer_kind":    f.kind,
 		"peer_version": f.release,
-		// heartbeat: the interval once acknowledged (longer while the
-		// peer's probes stand in for them); heartbeat_timeout: how long
-		// without one fails the connection.
+		// heartbeat: the interval once acknowledged; heartbeat_timeout:
+		// how long without one fails the connection. Both are longer
+		// while the peer's probes stand in for them.
 		"heartbeat":         f.slowBeat(),
-		"heartbeat_timeout": f.cadence.timeout,
+		"heartbeat_timeout": f.beatTimeout(),
 		// datapath: fastdp (kernel VXLAN) or sleeve, and why not fastdp.
 		"datapath":        datapath,
 		"datapath_reason": why,
@@ -474,6 +474,17 @@ func (f *forwarder) slowBeat() time.Duration {
 		return fastLinkBeats * f.cadence.slow
 	}
 	return f.cadence.slow
+}
+
+// beatTimeout is how long a confirmed connection lasts without a
+// heartbeat: sleeveSilence while the peer's probes stand in for them.
+// (For a while after the link leaves the fast datapath the peer has the
+// cadence's timeout from then: see deadline in run.)
+func (f *forwarder) beatTimeout() time.Duration {
+	if f.probesBeat() {
+		return sleeveSilence
+	}
+	return f.cadence.timeout
 }
 
 func (f *forwarder) sendHeartbeat() error {
