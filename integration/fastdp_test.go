@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,6 +106,55 @@ func TestFastdpTwoHosts(t *testing.T) {
 		}
 	}
 
+}
+
+// The sleeve's port blocked on one host while the VXLAN port stays open:
+// the probes keep the link on the fast datapath, but broadcasts (ARP among
+// them) travel on the sleeve, so a link whose sleeve is shut must not look
+// healthy. The blocked host hears no heartbeat and gives the connection up
+// within sleeveSilence (30 s) of the last, saying why; unblocked, the
+// hosts connect again.
+func TestFastdpSleeveBlocked(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed: cannot block the sleeve's port")
+	}
+	t.Parallel() // mostly waiting
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 := b.Hosts[0], b.Hosts[1]
+	launch(t, h1)
+	launch(t, h2, peerArg(t, h2, h1)...)
+	waitMesh(t, h1, 1, 2)
+	c1 := attach(t, h1, "c1", "10.32.0.1/12")
+	attach(t, h2, "c2", "10.32.0.2/12")
+	c1.WaitPing(t, "10.32.0.2", pingTimeout)
+	waitDatapath(t, h2, "fastdp", 15*time.Second)
+	waitDatapath(t, h1, "fastdp", 5*time.Second)
+
+	h2.MustExec(t, "nft", "add", "table", "inet", "wnsleevetest")
+	h2.MustExec(t, "nft", "add", "chain", "inet", "wnsleevetest", "in", "{ type filter hook input priority 0 ; }")
+	h2.MustExec(t, "nft", "add", "rule", "inet", "wnsleevetest", "in", "udp", "dport", "6783", "drop")
+	blocked := time.Now()
+	// Heartbeats go every 10 s on such a link, so the last one before the
+	// block is at most 10 s old; then 30 s, rounded up to a whole second.
+	established := func(h *testbed.Host) int {
+		r, err := h.TryReport(t)
+		if err != nil {
+			return -1
+		}
+		return r.Router.Established()
+	}
+	if !testbed.Poll(50*time.Second, func() bool { return established(h2) == 0 }) {
+		t.Fatalf("h2 still has an established connection %v after its sleeve port was blocked: %s",
+			time.Since(blocked).Round(time.Second), datapaths(t, h2))
+	}
+	t.Logf("h2 gave the connection up %v after the block", time.Since(blocked).Round(100*time.Millisecond))
+	if log, err := os.ReadFile(filepath.Join(h2.DataDir, testbed.LogFile)); err != nil || !strings.Contains(string(log), "no UDP heartbeat") {
+		t.Errorf("h2's log does not say no heartbeat arrived (%v):\n%s", err, lastLines(string(log), 20))
+	}
+
+	h2.MustExec(t, "nft", "delete", "table", "inet", "wnsleevetest")
+	waitMesh(t, h2, 1, 2)
+	c1.WaitPing(t, "10.32.0.2", pingTimeout)
 }
 
 // The VXLAN port blocked on one host (nftables, in the host's namespace):
