@@ -330,6 +330,14 @@ func (c *LocalConnection) handle(tag byte, body []byte) error {
 
 // send queues a protocol message, waiting for room while the connection
 // lives.
+// ctlWait bounds how long a sender waits for room in a full control queue.
+// The queue fills only when the writer has been stuck on a peer that reads
+// nothing, its TCP window shut: the senders are other connections' readers
+// relaying unicasts and the gossipers' goroutines (IPAM's), which held on
+// for the writer's deadline, a minute, and every message to them with it.
+// The connection is given up instead, and made again.
+const ctlWait = 2 * time.Second
+
 func (c *LocalConnection) send(tag byte, body []byte) error {
 	msg := make([]byte, 1+len(body))
 	msg[0] = tag
@@ -339,6 +347,19 @@ func (c *LocalConnection) send(tag byte, body []byte) error {
 		return nil
 	case <-c.stop:
 		return errClosed
+	default:
+	}
+	wait := time.NewTimer(ctlWait)
+	defer wait.Stop()
+	select {
+	case c.ctl <- msg:
+		return nil
+	case <-c.stop:
+		return errClosed
+	case <-wait.C:
+		err := fmt.Errorf("%s reads nothing: %d messages waiting to go for %v", c.remote, ctlQueueLen, ctlWait)
+		c.shutdown(err)
+		return err
 	}
 }
 

@@ -2,6 +2,9 @@ package mesh
 
 import (
 	"errors"
+	"io"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +188,112 @@ func TestSlowGossiperDoesNotStallConnection(t *testing.T) {
 	eventually(t, "the slow gossip delivered", func() bool { return slow.has("first") })
 	a.r.Close()
 	b.r.Close()
+	checkNoLeaks(t)
+}
+
+// freezingProxy passes TCP connections through to target until freeze is
+// closed, and then reads nothing more from the dialling side, as a peer
+// whose process hangs. stop ends it and waits for its goroutines.
+func freezingProxy(t *testing.T, target string, freeze <-chan struct{}) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(in, out)
+				in.Close()
+			}()
+			go func() {
+				defer wg.Done()
+				defer out.Close()
+				defer in.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					select {
+					case <-freeze:
+						<-done
+						return
+					default:
+					}
+					n, err := in.Read(buf)
+					if n > 0 {
+						if _, werr := out.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			ln.Close()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// A peer that reads nothing holds a sender to it for ctlWait at most,
+// not until the writer's deadline a minute later: once the control queue
+// is full the connection is given up, and the send says why.
+func TestSenderToStuckPeerNotHeld(t *testing.T) {
+	const an, bn = PeerName(0x0f0000000011), PeerName(0x0f0000000012)
+	a := startOursCfg(t, an, Config{})
+	b := startOursCfg(t, bn, Config{})
+	freeze := make(chan struct{})
+	proxy, stopProxy := freezingProxy(t, b.addr, freeze)
+	a.connect(proxy)
+	eventually(t, "both see each other", func() bool { return a.sees(bn) && b.sees(an) })
+	close(freeze)
+
+	// 64 KB unicasts fill the socket buffers, then the queue.
+	payload := make([]byte, 64<<10)
+	result := make(chan error, 1)
+	go func() {
+		for range 4000 {
+			if err := a.g.GossipUnicast(bn, payload); err != nil {
+				result <- err
+				return
+			}
+		}
+		result <- nil
+	}()
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), "reads nothing") {
+			t.Fatalf("unicasts to a peer that reads nothing: %v, want a send that fails saying so", err)
+		}
+		t.Logf("the send gave up: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("a sender to a peer that reads nothing is still held after 30 s")
+	}
+	a.r.Close()
+	b.r.Close()
+	stopProxy()
 	checkNoLeaks(t)
 }
