@@ -328,8 +328,6 @@ func (c *LocalConnection) handle(tag byte, body []byte) error {
 	return nil
 }
 
-// send queues a protocol message, waiting for room while the connection
-// lives.
 // ctlWait bounds how long a sender waits for room in a full control queue.
 // The queue fills only when the writer has been stuck on a peer that reads
 // nothing, its TCP window shut: the senders are other connections' readers
@@ -338,6 +336,8 @@ func (c *LocalConnection) handle(tag byte, body []byte) error {
 // The connection is given up instead, and made again.
 const ctlWait = 2 * time.Second
 
+// send queues a protocol message, waiting for room while the connection
+// lives, for ctlWait at most.
 func (c *LocalConnection) send(tag byte, body []byte) error {
 	msg := make([]byte, 1+len(body))
 	msg[0] = tag
