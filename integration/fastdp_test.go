@@ -48,6 +48,23 @@ func waitDatapath(t *testing.T, h *testbed.Host, want string, within time.Durati
 	return 0
 }
 
+// fastPair is two hosts with a container each (c1 10.32.0.1 on h1, c2
+// 10.32.0.2 on h2) that ping each other, their link on the fast datapath.
+func fastPair(t *testing.T) (h1, h2 *testbed.Host, c1, c2 *testbed.Container) {
+	t.Helper()
+	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
+	h1, h2 = b.Hosts[0], b.Hosts[1]
+	launch(t, h1)
+	launch(t, h2, peerArg(t, h2, h1)...)
+	waitMesh(t, h1, 1, 2)
+	c1 = attach(t, h1, "c1", "10.32.0.1/12")
+	c2 = attach(t, h2, "c2", "10.32.0.2/12")
+	c1.WaitPing(t, "10.32.0.2", pingTimeout)
+	t.Logf("fastdp after %v", waitDatapath(t, h1, "fastdp", 15*time.Second))
+	waitDatapath(t, h2, "fastdp", 5*time.Second)
+	return h1, h2, c1, c2
+}
+
 // fastCounters are h's router counters (bytes through weaved) and its
 // VXLAN device's (bytes through the kernel only).
 func fastCounters(t *testing.T, h *testbed.Host) (routerIn, routerOut, vxRx, vxTx uint64) {
@@ -68,17 +85,7 @@ func fastCounters(t *testing.T, h *testbed.Host) (routerIn, routerOut, vxRx, vxT
 // intact, and weaved's own counters show the bytes went through the VXLAN
 // device, not through weaved.
 func TestFastdpTwoHosts(t *testing.T) {
-	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
-	h1, h2 := b.Hosts[0], b.Hosts[1]
-	launch(t, h1)
-	launch(t, h2, peerArg(t, h2, h1)...)
-	waitMesh(t, h1, 1, 2)
-	waitMesh(t, h2, 1, 2)
-	c1 := attach(t, h1, "c1", "10.32.0.1/12")
-	c2 := attach(t, h2, "c2", "10.32.0.2/12")
-	c1.WaitPing(t, "10.32.0.2", pingTimeout)
-	t.Logf("fastdp after %v", waitDatapath(t, h1, "fastdp", 15*time.Second))
-	waitDatapath(t, h2, "fastdp", 5*time.Second)
+	h1, h2, c1, c2 := fastPair(t)
 	pingAll(t, c1, "10.32.0.2", 3) // the entries are in place after a round of probes
 	// The probes now stand in for heartbeats, and status says so.
 	beats := func() string {
@@ -119,16 +126,7 @@ func TestFastdpSleeveBlocked(t *testing.T) {
 		t.Skip("nft not installed: cannot block the sleeve's port")
 	}
 	t.Parallel() // mostly waiting
-	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
-	h1, h2 := b.Hosts[0], b.Hosts[1]
-	launch(t, h1)
-	launch(t, h2, peerArg(t, h2, h1)...)
-	waitMesh(t, h1, 1, 2)
-	c1 := attach(t, h1, "c1", "10.32.0.1/12")
-	attach(t, h2, "c2", "10.32.0.2/12")
-	c1.WaitPing(t, "10.32.0.2", pingTimeout)
-	waitDatapath(t, h2, "fastdp", 15*time.Second)
-	waitDatapath(t, h1, "fastdp", 5*time.Second)
+	_, h2, c1, _ := fastPair(t)
 
 	h2.MustExec(t, "nft", "add", "table", "inet", "wnsleevetest")
 	h2.MustExec(t, "nft", "add", "chain", "inet", "wnsleevetest", "in", "{ type filter hook input priority 0 ; }")
@@ -165,16 +163,7 @@ func TestFastdpFallback(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft not installed: cannot block the VXLAN port")
 	}
-	b := testbed.New(t, testbed.Options{Hosts: 2, Topology: testbed.FullMesh})
-	h1, h2 := b.Hosts[0], b.Hosts[1]
-	launch(t, h1)
-	launch(t, h2, peerArg(t, h2, h1)...)
-	waitMesh(t, h1, 1, 2)
-	c1 := attach(t, h1, "c1", "10.32.0.1/12")
-	c2 := attach(t, h2, "c2", "10.32.0.2/12")
-	c1.WaitPing(t, "10.32.0.2", pingTimeout)
-	waitDatapath(t, h1, "fastdp", 15*time.Second)
-	waitDatapath(t, h2, "fastdp", 5*time.Second)
+	h1, h2, c1, c2 := fastPair(t)
 
 	// Slow the underlay so that the transfer outlasts both switches.
 	h1.MustExec(t, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "100mbit", "burst", "256kb", "latency", "50ms")
