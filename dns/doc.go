@@ -29,9 +29,9 @@
 //     container address and hostname (or AddEntry for each).
 //  3. s.SetGossip(meshRouter.NewGossip("dns", s)), and for Weave Net 2.x
 //     peers s.SetWeaveGossip(meshRouter.NewGossip("nameserver",
-//     s.WeaveGossiper())) with cfg.KnownPeer asking mesh's Peers; then
-//     start the router. NewGossip must come before router.Start, as for
-//     every mesh channel.
+//     s.WeaveGossiper())) with cfg.KnownPeer asking mesh's Peers and
+//     router.Routes.OnChange(s.PeersChanged); then start the router.
+//     NewGossip must come before router.Start, as for every mesh channel.
 //  4. s.Start(addr) on the address containers use as nameserver (UDP and
 //     TCP; port 0 picks one), or s.Serve with sockets made elsewhere.
 //  5. Container made or attached: AddEntry(container, hostname, addr) for

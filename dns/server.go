@@ -49,8 +49,9 @@ type Config struct {
 	// means time.Now. For tests.
 	Now func() time.Time
 	// KnownPeer reports whether mesh knows a peer; entries of unknown
-	// origins on Weave Net's "nameserver" channel are ignored, as Weave
-	// Net ignores them. nil means every peer is known.
+	// origins on Weave Net's "nameserver" channel are not merged, as
+	// Weave Net does not merge them, until PeersChanged finds their peer
+	// known. nil means every peer is known.
 	KnownPeer func(mesh.PeerName) bool
 }
 
@@ -141,6 +142,12 @@ type Server struct {
 	wtab      weaveTable
 	wgossip   mesh.Gossip
 	knownPeer func(mesh.PeerName) bool
+	// wwait holds entries of peers mesh did not know (weaveWaitLife);
+	// wwaitN is its size for PeersChanged, which must not take mu, and
+	// wwaitBusy, wwaitAgain run one merge of them at a time.
+	wwait                 map[weaveKey]weaveWaiting
+	wwaitN                atomic.Int32
+	wwaitBusy, wwaitAgain atomic.Bool
 
 	idx   atomic.Pointer[index] // immutable; rebuilt under mu
 	chain []handler             // zone, then forwarder
@@ -195,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 		now:       cfg.Now,
 		tab:       newTable(cfg.Now()),
 		wtab:      weaveTable{},
+		wwait:     map[weaveKey]weaveWaiting{},
 		knownPeer: cfg.KnownPeer,
 	}
 	s.idx.Store(buildIndex(s.tab, domain, 0))

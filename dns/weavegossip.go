@@ -47,8 +47,9 @@ import (
 //   - Container: the same string both ways.
 //
 // A peer mesh garbage-collects loses its Weave Net entries here as on Weave
-// Net (PeerGone); entries of peers mesh does not know are ignored, as Weave
-// Net does.
+// Net (PeerGone). Entries of peers mesh does not know yet are not merged,
+// as Weave Net does not merge them, but they wait (see weaveWaitLife) for
+// the peer's topology record.
 
 // weaveGossiper is the mesh.Gossiper of the "nameserver" channel.
 type weaveGossiper struct{ s *Server }
@@ -168,7 +169,128 @@ func (s *Server) dropWeavePeerLocked(peer mesh.PeerName) bool {
 			n++
 		}
 	}
+	for k := range s.wwait {
+		if k.Origin == peer {
+			delete(s.wwait, k)
+		}
+	}
+	s.wwaitN.Store(int32(len(s.wwait)))
 	return n > 0
+}
+
+// Entries from a peer mesh does not know yet wait up to weaveWaitLife, and
+// at most weaveWaitMax of them, for its topology record, and are merged
+// once it is known (PeersChanged). Weave Net drops them, and so did we:
+// a Weave Net router sends a new neighbour its "nameserver" table and its
+// topology in no set order, so a weavenet peer joining a Weave Net network
+// lacked every name but its neighbour's until the next gossip round, 30 s
+// later.
+const (
+	weaveWaitLife = 30 * time.Second
+	weaveWaitMax  = 4096
+)
+
+type weaveWaiting struct {
+	rec weaveRec
+	at  time.Time
+}
+
+// waitLocked keeps entries of unknown peers; under s.mu. Past weaveWaitMax
+// they are counted as skipped.
+func (s *Server) waitLocked(entries weaveTable, now time.Time) {
+	for k, w := range s.wwait {
+		if now.Sub(w.at) >= weaveWaitLife {
+			delete(s.wwait, k)
+		}
+	}
+	for k, r := range entries {
+		cur, ok := s.wwait[k]
+		switch {
+		case ok && !r.newer(cur.rec):
+		case !ok && len(s.wwait) >= weaveWaitMax:
+			s.stats.weaveSkipped.Add(1)
+		default:
+			s.wwait[k] = weaveWaiting{r, now}
+		}
+	}
+	s.wwaitN.Store(int32(len(s.wwait)))
+}
+
+// PeersChanged tells the server that mesh's topology changed, so that the
+// entries waiting for a peer now known are merged. It does not block: mesh
+// calls it on its router's goroutine (Routes.OnChange).
+func (s *Server) PeersChanged() {
+	if s.wwaitN.Load() == 0 {
+		return
+	}
+	s.wwaitAgain.Store(true)
+	if s.wwaitBusy.CompareAndSwap(false, true) {
+		go s.mergeWaitingLoop()
+	}
+}
+
+func (s *Server) mergeWaitingLoop() {
+	for {
+		for s.wwaitAgain.Swap(false) {
+			s.mergeWaiting()
+		}
+		s.wwaitBusy.Store(false)
+		// A call between the last Swap and the Store found us busy.
+		if !s.wwaitAgain.Load() || !s.wwaitBusy.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// mergeWaiting merges the waiting entries whose peer mesh now knows, and
+// gossips what they taught us: their broadcast was not relayed past us.
+func (s *Server) mergeWaiting() {
+	now := s.now()
+	s.mu.Lock()
+	origins := map[mesh.PeerName]bool{}
+	for k := range s.wwait {
+		origins[k.Origin] = false
+	}
+	s.mu.Unlock()
+	// Outside s.mu: the callback asks mesh, which has its own locks.
+	for o := range origins {
+		origins[o] = s.knownPeer(o)
+	}
+	s.mu.Lock()
+	ready := weaveTable{}
+	for k, w := range s.wwait {
+		if origins[k.Origin] {
+			if now.Sub(w.at) < weaveWaitLife {
+				ready[k] = w.rec
+			}
+			delete(s.wwait, k)
+		}
+	}
+	s.wwaitN.Store(int32(len(s.wwait)))
+	dl := s.mergeWeaveLocked(ready, now)
+	g := s.wgossip
+	s.mu.Unlock()
+	if g != nil && len(dl) > 0 {
+		g.GossipNeighbourSubset(&weaveData{timestamp: now.Unix(), entries: dl})
+	}
+}
+
+// mergeWeaveLocked merges others' entries into the Weave Net table and
+// returns what changed it; under s.mu.
+func (s *Server) mergeWeaveLocked(entries weaveTable, now time.Time) weaveTable {
+	s.wtab.gc(now)
+	in := weaveTable{}
+	for k, r := range entries {
+		if k.Origin == s.ourself || uint64(r.Version)+1 <= s.tab.retired[k.Origin] {
+			continue
+		}
+		in[k] = r
+	}
+	dl := s.wtab.merge(in)
+	if len(dl) > 0 {
+		s.changed()
+	}
+	return dl
 }
 
 // weaveReceive decodes and merges one message. It returns the message (for
@@ -185,10 +307,15 @@ func (s *Server) weaveReceive(msg []byte) (all, delta *weaveData) {
 		return nil, nil
 	}
 	// Outside s.mu: the callback asks mesh, which has its own locks.
+	var unknown weaveTable
 	if s.knownPeer != nil {
-		for k := range d.entries {
+		for k, r := range d.entries {
 			if k.Origin != s.ourself && !s.knownPeer(k.Origin) {
 				delete(d.entries, k)
+				if unknown == nil {
+					unknown = weaveTable{}
+				}
+				unknown[k] = r
 			}
 		}
 	}
@@ -212,18 +339,10 @@ func (s *Server) weaveReceive(msg []byte) (all, delta *weaveData) {
 	}
 
 	s.mu.Lock()
-	s.wtab.gc(now)
-	in := weaveTable{}
-	for k, r := range d.entries {
-		if k.Origin == s.ourself || uint64(r.Version)+1 <= s.tab.retired[k.Origin] {
-			continue
-		}
-		in[k] = r
+	if unknown != nil {
+		s.waitLocked(unknown, now)
 	}
-	dl := s.wtab.merge(in)
-	if len(dl) > 0 {
-		s.changed()
-	}
+	dl := s.mergeWeaveLocked(d.entries, now)
 	s.mu.Unlock()
 	return d, &weaveData{timestamp: now.Unix(), entries: dl}
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -322,6 +323,97 @@ func TestWeaveKnownPeersAndPeerGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLookup(t, s, "webw", "10.99.0.1")
+}
+
+// Entries of a peer mesh does not know yet wait for it: merged (and
+// gossiped on) once PeersChanged finds it known, and dropped after
+// weaveWaitLife.
+func TestWeaveEntriesWaitForTheirPeer(t *testing.T) {
+	var mu sync.Mutex
+	now := fixtureNow()
+	known := map[mesh.PeerName]bool{}
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	s, err := New(Config{Ourself: peerName(t, 1), Logger: quietLogger(), Now: clock, Upstream: StaticUpstreams(nil),
+		KnownPeer: func(p mesh.PeerName) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return known[p]
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &lockedGossip{}
+	s.SetWeaveGossip(rec)
+	g := s.WeaveGossiper()
+	entry := func(origin mesh.PeerName, host string, addr uint32) []byte {
+		return wnEncode(t, wnGossipWire{Timestamp: clock().Unix(), Entries: wnEntries{
+			{ContainerID: host, Origin: wnPeerName(origin), Addr: wnAddress(addr), Hostname: host + ".weave.local."}}})
+	}
+	settled := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.wwaitBusy.Load() {
+			if time.Now().After(deadline) {
+				t.Fatal("the waiting entries are still being merged after 10 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	late, old := peerName(t, 8), peerName(t, 9)
+
+	if _, err := g.OnGossipBroadcast(late, entry(late, "late", 5)); err != nil {
+		t.Fatal(err)
+	}
+	wantLookup(t, s, "late")
+	s.PeersChanged()
+	settled()
+	wantLookup(t, s, "late")
+	mu.Lock()
+	known[late] = true
+	mu.Unlock()
+	s.PeersChanged()
+	settled()
+	wantLookup(t, s, "late", "0.0.0.5")
+	if rec.count() != 1 {
+		t.Errorf("the entries merged late were gossiped %d times, want once", rec.count())
+	}
+
+	if _, err := g.OnGossip(entry(old, "old", 6)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(weaveWaitLife)
+	known[old] = true
+	mu.Unlock()
+	s.PeersChanged()
+	settled()
+	wantLookup(t, s, "old")
+	if n := s.wwaitN.Load(); n != 0 {
+		t.Errorf("%d entries still wait", n)
+	}
+}
+
+// lockedGossip counts what a Server gossips, from any goroutine.
+type lockedGossip struct {
+	mu   sync.Mutex
+	sent int
+}
+
+func (g *lockedGossip) GossipUnicast(mesh.PeerName, []byte) error { return nil }
+func (g *lockedGossip) GossipBroadcast(mesh.GossipData)           {}
+func (g *lockedGossip) GossipNeighbourSubset(mesh.GossipData) {
+	g.mu.Lock()
+	g.sent++
+	g.mu.Unlock()
+}
+func (g *lockedGossip) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sent
 }
 
 // recordingGossip keeps what a Server broadcasts.

@@ -371,8 +371,8 @@ func (d *daemon) startDNS() error {
 		TTL:      uint32(cfg.dnsTTL),
 		Upstream: dns.NewResolvConf(cfg.dnsConf, d.log),
 		Logger:   d.log.With("component", "dns"),
-		// Weave Net ignores names of peers mesh does not know; so do we
-		// on its channel.
+		// Weave Net ignores names of peers mesh does not know; on its
+		// channel ours wait for the peer (PeersChanged).
 		KnownPeer: func(p mesh.PeerName) bool { return d.node.Mesh.Peers.Fetch(p) != nil },
 	})
 	if err != nil {
@@ -394,6 +394,7 @@ func (d *daemon) startDNS() error {
 		return fmt.Errorf("dns gossip (Weave Net channel): %w", err)
 	}
 	srv.SetWeaveGossip(wg)
+	d.node.Mesh.Routes.OnChange(srv.PeersChanged)
 	d.node.Mesh.Peers.OnGC(func(p *mesh.Peer) { go srv.PeerGone(p.Name) })
 	// Containers reach the server on the bridge; the host reaches them back
 	// over it.
