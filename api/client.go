@@ -31,7 +31,7 @@ func StateFiles() []string {
 var ErrNoDaemon = errors.New("weave is not running")
 
 // ErrNoAccess means the API's socket refused this user: it is the
-// daemon's user's (root's) only.
+// daemon's user's (root's) only, and its group's if weaved was given one.
 var ErrNoAccess = errors.New("not allowed to use the weave API")
 
 // Client talks to one daemon's API.
@@ -161,7 +161,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		var opErr *net.OpError
 		switch {
 		case errors.As(err, &opErr) && opErr.Op == "dial" && errors.Is(err, os.ErrPermission):
-			return fmt.Errorf("%w: %s is the daemon's user's only (run as root, e.g. with sudo)", ErrNoAccess, c.Addr)
+			return fmt.Errorf("%w: %s refused this user (run as root, e.g. with sudo, or as a member of the group given to weaved's --api-group)", ErrNoAccess, c.Addr)
 		case errors.As(err, &opErr) && opErr.Op == "dial":
 			return fmt.Errorf("%w (nothing answers at %s)", ErrNoDaemon, c.Addr)
 		}

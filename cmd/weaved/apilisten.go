@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -16,6 +18,9 @@ import (
 // other local user can attach, reset or read the report. It is born with
 // that mode (the umask is narrowed around bind), because a client that
 // connects while it is wider keeps its connection after a chmod.
+// --api-group opens it to one group (0660), as Docker's socket is to the
+// docker group: the operator's choice of who may drive the network
+// without sudo, which is as much power as root's over it.
 
 // staleProbe bounds the dial that decides whether a socket left at the
 // API's path still has a daemon behind it.
@@ -23,8 +28,9 @@ const staleProbe = time.Second
 
 // listenAPI claims the API address. It is how a second daemon on this host
 // finds out that one is already running, so it comes before anything else.
-// stale reports that a socket a dead daemon left was removed.
-func listenAPI(a api.Addr) (ln net.Listener, stale bool, err error) {
+// stale reports that a socket a dead daemon left was removed. A socket
+// gets group gid and mode 0660 when gid is not noGroup.
+func listenAPI(a api.Addr, gid int) (ln net.Listener, stale bool, err error) {
 	if !a.IsUnix() {
 		ln, err := net.Listen("tcp", a.Address)
 		if err != nil {
@@ -55,12 +61,47 @@ func listenAPI(a api.Addr) (ln net.Listener, stale bool, err error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("--http-addr %s: %w (is weave already running?)", a, err)
 	}
-	// Stated, not left to the umask's arithmetic.
-	if err := os.Chmod(a.Address, 0o600); err != nil {
+	// Stated, not left to the umask's arithmetic; the group is given
+	// before the mode lets it in.
+	mode := os.FileMode(0o600)
+	if gid != noGroup {
+		if err := os.Chown(a.Address, -1, gid); err != nil {
+			ln.Close()
+			return nil, false, fmt.Errorf("--api-group: %w", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(a.Address, mode); err != nil {
 		ln.Close()
 		return nil, false, fmt.Errorf("--http-addr %s: %w", a, err)
 	}
 	return ln, stale, nil
+}
+
+// noGroup: the API socket is the daemon's user's only.
+const noGroup = -1
+
+// apiGroup reads --api-group: a group name or number, which must exist
+// (a typo would otherwise leave the socket to whoever gets that number
+// later), and only for a socket (TCP has no owner to check).
+func apiGroup(v string, a api.Addr) (int, error) {
+	if v == "" {
+		return noGroup, nil
+	}
+	if !a.IsUnix() {
+		return noGroup, fmt.Errorf("--api-group %s: only a Unix socket has a group; --http-addr %s is TCP", v, a)
+	}
+	g, err := user.LookupGroup(v)
+	if err != nil {
+		if g, err = user.LookupGroupId(v); err != nil {
+			return noGroup, fmt.Errorf("--api-group %s: no such group name or number in the system's groups: create it first (groupadd %s)", v, v)
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil || gid < 0 {
+		return noGroup, fmt.Errorf("--api-group %s: group number %q is not a number", v, g.Gid)
+	}
+	return gid, nil
 }
 
 // removeStale removes what is at path if it is a socket nobody answers on

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,7 +42,7 @@ func socketAddr(t *testing.T, dir string) api.Addr {
 // daemon's user, answers the api client, and is gone once closed.
 func TestAPISocketMode(t *testing.T) {
 	a := socketAddr(t, t.TempDir())
-	ln, stale, err := listenAPI(a)
+	ln, stale, err := listenAPI(a, noGroup)
 	if err != nil || stale {
 		t.Fatalf("listenAPI: stale %v, %v", stale, err)
 	}
@@ -80,12 +81,12 @@ func TestAPISocketStale(t *testing.T) {
 	dead.SetUnlinkOnClose(false)
 	dead.Close()
 
-	ln, stale, err := listenAPI(a)
+	ln, stale, err := listenAPI(a, noGroup)
 	if err != nil || !stale {
 		t.Fatalf("over a stale socket: stale %v, %v", stale, err)
 	}
 	serveAPI(t, a, ln)
-	if _, _, err := listenAPI(a); err == nil || !strings.Contains(err.Error(), "is weave already running?") {
+	if _, _, err := listenAPI(a, noGroup); err == nil || !strings.Contains(err.Error(), "is weave already running?") {
 		t.Errorf("second daemon: %v, want 'is weave already running?'", err)
 	}
 	if _, err := api.NewClient(a.String()).Report(context.Background()); err != nil {
@@ -96,7 +97,7 @@ func TestAPISocketStale(t *testing.T) {
 	if err := os.WriteFile(a.Address, []byte("not a socket"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := listenAPI(a); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, _, err := listenAPI(a, noGroup); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("over a regular file: %v", err)
 	}
 	if b, _ := os.ReadFile(a.Address); string(b) != "not a socket" {
@@ -128,11 +129,89 @@ func TestMain(m *testing.M) {
 // once the socket is opened to everyone, which shows the refusal is the
 // socket's mode.
 func TestAPISocketRefusesOtherUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a client as nobody")
+	bin, dir := clientBinary(t)
+	a := socketAddr(t, dir)
+	ln, _, err := listenAPI(a, noGroup)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Everything nobody needs (the binary, the path to the socket) is
-	// readable; only the socket is not.
+	serveAPI(t, a, ln)
+
+	if out := dialAs(t, bin, a, 65534, 65534); !strings.HasPrefix(out, "no access:") || !strings.Contains(out, "root") {
+		t.Errorf("nobody on the 0600 socket: %q, want no access that says to run as root", out)
+	}
+	if err := os.Chmod(a.Address, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if out := dialAs(t, bin, a, 65534, 65534); out != "answered" {
+		t.Errorf("nobody on a 0666 socket: %q, want answered (the check above proves nothing otherwise)", out)
+	}
+}
+
+// With --api-group the socket is 0660 and the group's: a user in it gets
+// answers, the same user outside it does not.
+func TestAPISocketGroup(t *testing.T) {
+	bin, dir := clientBinary(t)
+	a := socketAddr(t, dir)
+	const gid = 65534 // nogroup on Debian: a group that exists, held by nobody we run
+	if _, err := apiGroup(strconv.Itoa(gid), a); err != nil {
+		t.Skipf("no group %d here: %v", gid, err)
+	}
+	ln, _, err := listenAPI(a, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveAPI(t, a, ln)
+	fi, err := os.Lstat(a.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 || fi.Sys().(*syscall.Stat_t).Gid != gid {
+		t.Errorf("socket mode %v group %d, want 0660 and group %d", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, gid)
+	}
+	const uid = 54321 // no user of the system: only the group can let it in
+	if out := dialAs(t, bin, a, uid, gid); out != "answered" {
+		t.Errorf("a member of the API group: %q, want answered", out)
+	}
+	if out := dialAs(t, bin, a, uid, uid); !strings.HasPrefix(out, "no access:") || !strings.Contains(out, "--api-group") {
+		t.Errorf("the same user outside the group: %q, want no access that names --api-group", out)
+	}
+}
+
+// --api-group takes a group's name or number that the system knows, and
+// only with a socket.
+func TestAPIGroupFlag(t *testing.T) {
+	sock := socketAddr(t, t.TempDir())
+	tcp := api.Addr{Network: "tcp", Address: "127.0.0.1:6784"}
+	for _, c := range []struct {
+		v    string
+		a    api.Addr
+		gid  int
+		want string // in the error; "" for none
+	}{
+		{"", sock, noGroup, ""},
+		{"", tcp, noGroup, ""},
+		{"root", sock, 0, ""},
+		{"0", sock, 0, ""},
+		{"root", tcp, noGroup, "only a Unix socket has a group"},
+		{"weavenet-no-such-group", sock, noGroup, "groupadd weavenet-no-such-group"},
+		{"4000000000", sock, noGroup, "no such group"},
+	} {
+		gid, err := apiGroup(c.v, c.a)
+		if gid != c.gid || (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("apiGroup(%q, %s) = %d, %v; want %d and an error with %q", c.v, c.a, gid, err, c.gid, c.want)
+		}
+	}
+}
+
+// clientBinary copies the test binary where any user can run it, in a
+// directory any user can enter (everything another user needs is
+// readable; only the socket may not be), or skips without root.
+func clientBinary(t *testing.T) (bin, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a client as another user")
+	}
 	dir, err := os.MkdirTemp("", "weaved-apisock-")
 	if err != nil {
 		t.Fatal(err)
@@ -141,36 +220,25 @@ func TestAPISocketRefusesOtherUsers(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "client")
+	bin = filepath.Join(dir, "client")
 	if err := copyExecutable(os.Args[0], bin); err != nil {
 		t.Fatal(err)
 	}
-	a := socketAddr(t, dir)
-	ln, _, err := listenAPI(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveAPI(t, a, ln)
+	return bin, dir
+}
 
-	asNobody := func() string {
-		cmd := exec.Command(bin)
-		cmd.Env = []string{envDialAs + "=" + a.String()}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("client as nobody: %v: %s", err, out)
-		}
-		return strings.TrimSpace(string(out))
+// dialAs runs the client binary as uid and gid (no supplementary groups)
+// against a and says what it got.
+func dialAs(t *testing.T, bin string, a api.Addr, uid, gid uint32) string {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{envDialAs + "=" + a.String()}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client as %d:%d: %v: %s", uid, gid, err, out)
 	}
-	if out := asNobody(); !strings.HasPrefix(out, "no access:") || !strings.Contains(out, "root") {
-		t.Errorf("nobody on the 0600 socket: %q, want no access that says to run as root", out)
-	}
-	if err := os.Chmod(a.Address, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	if out := asNobody(); out != "answered" {
-		t.Errorf("nobody on a 0666 socket: %q, want answered (the check above proves nothing otherwise)", out)
-	}
+	return strings.TrimSpace(string(out))
 }
 
 func copyExecutable(src, dst string) error {
@@ -195,13 +263,13 @@ func copyExecutable(src, dst string) error {
 // web pages' Origin is refused on both.
 func TestAPIGuardByTransport(t *testing.T) {
 	sock := socketAddr(t, t.TempDir())
-	sln, _, err := listenAPI(sock)
+	sln, _, err := listenAPI(sock, noGroup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serveAPI(t, sock, sln)
 	tcp := api.Addr{Network: "tcp", Address: "127.0.0.1:0"}
-	tln, _, err := listenAPI(tcp)
+	tln, _, err := listenAPI(tcp, noGroup)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	// Claim the API address first: it is how a second daemon on this host
 	// finds out that one is already running, before touching any device.
-	ln, stale, err := listenAPI(cfg.apiAddr)
+	ln, stale, err := listenAPI(cfg.apiAddr, cfg.apiGroup)
 	if err != nil {
 		return err
 	}

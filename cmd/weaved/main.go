@@ -60,6 +60,7 @@ func flags() []cli.Flag {
 		&cli.IntFlag{Name: "mtu", Value: router.DefaultMTU, Usage: "MTU of the bridge and of containers' interfaces"},
 		&cli.StringFlag{Name: "data-dir", Value: api.DefaultDataDir, Usage: "where persisted state lives (two daemons on one machine need two)"},
 		&cli.StringFlag{Name: "http-addr", Value: api.DefaultAddr, Usage: "local API address the weave CLI talks to: unix:///PATH (a socket only this user can use) or HOST:PORT (TCP: any local user can)", Sources: cli.EnvVars(api.AddrEnv)},
+		&cli.StringFlag{Name: "api-group", Usage: "let this `GROUP` (name or number) use the API socket too (mode 0660), as Docker's socket is the docker group's; its members can then do anything weave can without sudo"},
 		&cli.StringFlag{Name: "password", Usage: "encrypt all traffic and refuse peers without this password (prefer --password-file: arguments show in ps)", Sources: cli.EnvVars("WEAVE_PASSWORD")},
 		&cli.StringFlag{Name: "password-file", Usage: "read the password from `FILE` (first line)"},
 		&cli.StringFlag{Name: "password-kdf", Value: gossip.KDFArgon2id, Usage: "how the password keys connections: argon2id (memory-hard, slow to guess) or weave (Weave Net 2.x's single SHA-256, fast to guess; needed only while Weave Net peers share the network); the same on every peer"},
@@ -103,6 +104,7 @@ type config struct {
 	dataDir   string
 	httpAddr  string   // as given; apiAddr is what it says
 	apiAddr   api.Addr // where the API listens
+	apiGroup  int      // the socket's group (0660), or noGroup (0600)
 	metrics   string
 	discovery bool
 	connLimit int
@@ -179,6 +181,9 @@ func configFrom(cmd *cli.Command) (config, error) {
 	c.password, c.passwordFile = pw, cmd.String("password-file")
 	if c.apiAddr, err = api.ParseAddr(c.httpAddr); err != nil {
 		return c, fmt.Errorf("--http-addr: %w", err)
+	}
+	if c.apiGroup, err = apiGroup(cmd.String("api-group"), c.apiAddr); err != nil {
+		return c, err
 	}
 	switch c.passwordKDF = cmd.String("password-kdf"); c.passwordKDF {
 	case gossip.KDFArgon2id, gossip.KDFWeave:
