@@ -53,14 +53,22 @@ func TestAPISocket(t *testing.T) {
 	}
 	h1.Report(t)
 
-	// Killed, it leaves its socket; the next daemon takes it over.
+	// Killed, it leaves its socket; the next daemon takes it over, here
+	// with a group (nogroup) that may use it too.
 	d.Kill()
 	if _, err := os.Lstat(sock.Address); err != nil {
 		t.Fatalf("after kill -9 the socket is gone already (%v): the stale case is not tested", err)
 	}
-	launch(t, h1)
+	launch(t, h1, "--api-group", "65534")
 	if !strings.Contains(d.Logs(), "removed the API socket a stopped daemon left") {
 		t.Error("the restarted daemon did not say it removed the stale socket")
+	}
+	if out, err := h1.Exec(t, asNobody...); err != nil || out != "200" {
+		t.Errorf("nobody's curl, in the --api-group group: %q, %v; want 200", out, err)
+	}
+	outsider := append([]string{"setpriv", "--reuid=65534", "--regid=54321", "--clear-groups"}, curl...)
+	if out, err := h1.Exec(t, outsider...); testbed.ExitCode(err) != 7 || out != "000" {
+		t.Errorf("nobody's curl outside the --api-group group: %q, exit %d (%v); want exit 7", out, testbed.ExitCode(err), err)
 	}
 	h1.MustWeave(t, "stop")
 	if _, err := os.Lstat(sock.Address); !os.IsNotExist(err) {
