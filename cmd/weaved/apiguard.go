@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -34,6 +35,9 @@ import (
 //   - A body must arrive within bodyWait and fit in maxBody; it is read
 //     before the handler runs, so that a slow sender holds neither the
 //     handler nor a daemon lock.
+//
+// A request that passes and changes state is logged with who sent it
+// (apicaller.go); reads are not.
 
 // maxBody bounds a request body; the largest real one (attach with a few
 // addresses, connect with maxTargets peers) is far smaller.
@@ -46,14 +50,22 @@ type apiGuard struct {
 	listenHost string // the host of a TCP --http-addr, as given
 	bodyWait   time.Duration
 	next       http.Handler
+	log        *slog.Logger
 }
 
-func newAPIGuard(listen api.Addr, next http.Handler) *apiGuard {
+func newAPIGuard(listen api.Addr, next http.Handler, log *slog.Logger) *apiGuard {
 	var host string
 	if !listen.IsUnix() {
 		host, _, _ = net.SplitHostPort(listen.Address)
 	}
-	return &apiGuard{listenHost: host, bodyWait: bodyWait, next: next}
+	return &apiGuard{listenHost: host, bodyWait: bodyWait, next: next, log: log}
+}
+
+// newAPIServer serves h (the guard) with the header, idle and size bounds
+// a local API needs, noting each socket client's credentials.
+func newAPIServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ConnContext: withCaller}
 }
 
 func (g *apiGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +87,9 @@ func (g *apiGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		g.log.Info("api: "+r.Method+" "+r.URL.Path, callerAttrs(r)...)
 	}
 	g.next.ServeHTTP(w, r)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,7 +33,7 @@ func guardedMux(listen string) (http.Handler, *atomic.Int32) {
 	if err != nil {
 		panic(err)
 	}
-	return newAPIGuard(a, mux), &reached
+	return newAPIGuard(a, mux, slog.New(slog.DiscardHandler)), &reached
 }
 
 func TestAPIGuardRefusesBrowsers(t *testing.T) {
@@ -96,7 +97,7 @@ func TestAPIGuardRefusesBrowsers(t *testing.T) {
 
 // A listen address given by name is its own Host.
 func TestAPIGuardListenName(t *testing.T) {
-	g := newAPIGuard(api.Addr{Network: "tcp", Address: "weave-host.internal:6784"}, http.NotFoundHandler())
+	g := newAPIGuard(api.Addr{Network: "tcp", Address: "weave-host.internal:6784"}, http.NotFoundHandler(), nil)
 	if !g.hostOK("weave-host.internal:6784") || g.hostOK("other.example:6784") {
 		t.Error("want the listen name accepted and another refused")
 	}

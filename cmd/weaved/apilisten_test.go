@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,21 +15,45 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"weavenet/api"
 )
 
-// serveAPI serves the guard in front of a /report and /reset on ln until
-// the test ends.
-func serveAPI(t *testing.T, a api.Addr, ln net.Listener) {
+// serveAPI serves the guard in front of a /report and /reset on ln, as
+// weaved does, until the test ends; the guard logs to what it returns.
+func serveAPI(t *testing.T, a api.Addr, ln net.Listener) *syncBuffer {
 	t.Helper()
 	h, _ := guardedMux("127.0.0.1:0")
-	h.(*apiGuard).listenHost = newAPIGuard(a, nil).listenHost
-	srv := &http.Server{Handler: h}
+	logs := &syncBuffer{}
+	g := h.(*apiGuard)
+	g.listenHost = newAPIGuard(a, nil, nil).listenHost
+	g.log = slog.New(slog.NewTextHandler(logs, nil))
+	srv := newAPIServer(g)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
+	return logs
+}
+
+// syncBuffer is a log sink the server's goroutines may write while the
+// test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func socketAddr(t *testing.T, dir string) api.Addr {
@@ -105,13 +131,13 @@ func TestAPISocketStale(t *testing.T) {
 	}
 }
 
-// envDialAs makes the test binary, run again as another user, call the
+// envDialAs makes the test binary, run again as another user, reset the
 // API at the address it names and print what happened.
 const envDialAs = "WEAVED_TEST_API_CLIENT"
 
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(envDialAs); addr != "" {
-		_, err := api.NewClient(addr).Report(context.Background())
+		err := api.NewClient(addr).Reset(context.Background())
 		switch {
 		case err == nil:
 			fmt.Println("answered")
@@ -161,7 +187,7 @@ func TestAPISocketGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveAPI(t, a, ln)
+	logs := serveAPI(t, a, ln)
 	fi, err := os.Lstat(a.Address)
 	if err != nil {
 		t.Fatal(err)
@@ -173,8 +199,15 @@ func TestAPISocketGroup(t *testing.T) {
 	if out := dialAs(t, bin, a, uid, gid); out != "answered" {
 		t.Errorf("a member of the API group: %q, want answered", out)
 	}
+	// The change is logged with who made it, as the kernel tells.
+	if l := logs.String(); !strings.Contains(l, `msg="api: POST /reset" uid=54321 gid=65534 pid=`) {
+		t.Errorf("the member's reset is not logged with its uid and gid: %q", l)
+	}
 	if out := dialAs(t, bin, a, uid, uid); !strings.HasPrefix(out, "no access:") || !strings.Contains(out, "--api-group") {
 		t.Errorf("the same user outside the group: %q, want no access that names --api-group", out)
+	}
+	if n := strings.Count(logs.String(), "api: "); n != 1 {
+		t.Errorf("%d API requests logged, want only the member's", n)
 	}
 }
 

@@ -98,8 +98,7 @@ func run(ctx context.Context, cfg config) error {
 	if err := d.start(); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newAPIGuard(cfg.apiAddr, d.handler()), ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	srv := newAPIServer(newAPIGuard(cfg.apiAddr, d.handler(), log))
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("API server", "err", err)
