@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -187,6 +188,12 @@ func configure(cont *netlink.Handle, br, host, peer netlink.Link, cfg AttachConf
 		if err := netlink.LinkSetMasterByIndex(host, br.Attrs().Index); err != nil {
 			return nil, nil, fmt.Errorf("enslave host end to bridge %q: %w", cfg.Bridge, err)
 		}
+	}
+	// The host end is only a bridge port: no IPv6 address, so none of the
+	// router solicitations the kernel would send out of it for as long as
+	// no router answers.
+	if err := netlink.LinkSetIP6AddrGenMode(host, nl.IN6_ADDR_GEN_MODE_NONE); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+		return nil, nil, fmt.Errorf("no IPv6 address on host end: %w", err)
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return nil, nil, fmt.Errorf("set host end up: %w", err)

@@ -5,6 +5,7 @@ package netdev
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -61,8 +62,25 @@ func setUpBridge(link netlink.Link, mtu int) error {
 			return fmt.Errorf("netdev: set MTU %d on bridge %q: %w", mtu, name, err)
 		}
 	}
+	if err := noRouterSolicitations(name); err != nil {
+		return fmt.Errorf("netdev: bridge %q: %w", name, err)
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("netdev: set bridge %q up: %w", name, err)
+	}
+	return nil
+}
+
+// noRouterSolicitations stops the kernel soliciting IPv6 routers from
+// the bridge, as Weave Net does: the overlay has none to answer, so it
+// would go on (backing off to once an hour) and every solicitation is
+// flooded to every peer. The bridge keeps its link-local address. Set
+// before the bridge goes up, as solicitations start then; nothing to do
+// where the kernel has no IPv6.
+func noRouterSolicitations(name string) error {
+	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/accept_ra", []byte("0\n"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("accept_ra: %w", err)
 	}
 	return nil
 }

@@ -65,6 +65,11 @@ func TestBridgeAndContainers(t *testing.T) {
 	if br.Type() != "bridge" || br.Attrs().MTU != mtu || br.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatalf("bridge is %s MTU %d flags %v; want an up bridge with MTU %d", br.Type(), br.Attrs().MTU, br.Attrs().Flags, mtu)
 	}
+	var acceptRA []byte
+	onHost(func() { acceptRA, err = os.ReadFile("/proc/sys/net/ipv6/conf/" + bridge + "/accept_ra") })
+	if err != nil || string(acceptRA) != "0\n" {
+		t.Errorf("bridge accept_ra %q (%v), want 0: it would solicit routers over the overlay", acceptRA, err)
+	}
 	onHost(func() { _, err = EnsureBridge("lo", 0) })
 	if err == nil || !strings.Contains(err.Error(), "not a bridge") {
 		t.Errorf("EnsureBridge on lo: %v, want a not-a-bridge error", err)
@@ -247,6 +252,10 @@ func checkContainerEnd(t *testing.T, h *netlink.Handle, mac net.HardwareAddr, mt
 	if a := l.Attrs(); !slices.Equal(a.HardwareAddr, mac) || a.MTU != mtu || a.Flags&net.FlagUp == 0 {
 		t.Fatalf("container interface MAC %v MTU %d flags %v; want %v, %d, up", a.HardwareAddr, a.MTU, a.Flags, mac, mtu)
 	}
+	// The container's own IPv6 is its business: its link-local stays.
+	if v6, err := h.AddrList(l, netlink.FAMILY_V6); err != nil || len(v6) == 0 {
+		t.Errorf("container interface has no IPv6 link-local address (%v)", err)
+	}
 	lo, err := h.LinkByName("lo")
 	if err != nil || lo.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatalf("container lo not up (%v)", err)
@@ -266,6 +275,10 @@ func checkHostEnd(t *testing.T, h *netlink.Handle, ns netns.NsHandle, br netlink
 	}
 	if a := l.Attrs(); a.MasterIndex != br.Attrs().Index || a.MTU != mtu || a.Flags&net.FlagUp == 0 {
 		t.Fatalf("host end %s master %d MTU %d flags %v; want bridge %d, %d, up", name, a.MasterIndex, a.MTU, a.Flags, br.Attrs().Index, mtu)
+	}
+	// A bridge port with an IPv6 address would solicit routers.
+	if v6, err := h.AddrList(l, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
+		t.Errorf("host end %s has IPv6 addresses %v (%v), want none", name, v6, err)
 	}
 	return l
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -143,6 +144,14 @@ func configureLink(name string, c openConfig) error {
 		}
 	}
 	if c.bridge != "" {
+		// A TAP in the bridge needs no IPv6 address of its own. With one,
+		// the kernel sends router solicitations out of it for as long as
+		// no router answers (every hour at last), and the router floods
+		// each to every peer: at 50 peers, a frame to inject every third
+		// of a second on every host, forever.
+		if err := netlink.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
+			return fmt.Errorf("tun: open %s %q: no IPv6 link-local address: %w", c.kind, name, err)
+		}
 		br, err := netlink.LinkByName(c.bridge)
 		if err != nil {
 			return fmt.Errorf("tun: open %s %q: look up bridge %q (create it first): %w", c.kind, name, c.bridge, err)

@@ -90,6 +90,11 @@ func testTAPKernelPath(t *testing.T, cfg TAPConfig) {
 		if link.Attrs().MasterIndex != l3.Attrs().Index {
 			t.Fatalf("TAP master index %d, want bridge %d", link.Attrs().MasterIndex, l3.Attrs().Index)
 		}
+		// A bridged TAP with an IPv6 address would solicit routers, which
+		// the router would flood to every peer.
+		if v6, err := h.AddrList(link, netlink.FAMILY_V6); err != nil || len(v6) != 0 {
+			t.Errorf("bridged TAP has IPv6 addresses %v (%v), want none", v6, err)
+		}
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: kernelIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}
 	if err := h.AddrAdd(l3, addr); err != nil {
