@@ -52,7 +52,7 @@ func TestSendSuperFrameDoesNotAllocate(t *testing.T) {
 	for _, s := range suites {
 		f := sealedPeer(r, 6, s.suite, s.seal)
 		before := r.Stats().FramesOut
-		allocs := testing.AllocsPerRun(20, func() {
+		allocs := pathAllocs(20, func() {
 			r.sendFrame(f, frame, 0, len(frame), r.name, f.remoteName, nil)
 		})
 		if allocs != 0 {

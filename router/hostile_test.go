@@ -332,14 +332,7 @@ func TestReceiveClassicSuperFrameDoesNotAllocate(t *testing.T) {
 		}
 		r.rx.flush(r.writeDevice)
 	}
-	// AllocsPerRun counts every goroutine's allocations, mesh's periodic
-	// gossip (on the wall clock's multiples of 30 s) among them: the
-	// fewest of three measurements is the receive path's.
-	allocs := testing.AllocsPerRun(20, receive)
-	for i := 0; i < 2 && allocs != 0; i++ {
-		allocs = min(allocs, testing.AllocsPerRun(20, receive))
-	}
-	if allocs != 0 {
+	if allocs := pathAllocs(20, receive); allocs != 0 {
 		t.Fatalf("receiving a classic super-frame allocates %v times", allocs)
 	}
 	if dev.writes%21 != 0 || r.Stats().Drops["bad_checksum"] != 0 {

@@ -100,7 +100,7 @@ func TestReceiveDoesNotAllocate(t *testing.T) {
 	putPeerName(pkt[12:18], r.name)
 	buf := make([]byte, rxHeadroom+maxUDPPayload+1)
 	from := testPeerAddr
-	allocs := testing.AllocsPerRun(100, func() {
+	allocs := pathAllocs(100, func() {
 		n := copy(buf[rxHeadroom:], pkt)
 		r.receivePacket(buf, rxHeadroom, n, from)
 	})
@@ -156,6 +156,21 @@ func TestSealedReplayAndTamperingDropped(t *testing.T) {
 	}
 }
 
+// pathAllocs is testing.AllocsPerRun of fn, the fewest of three
+// measurements. AllocsPerRun counts every goroutine's allocations (mesh's
+// periodic gossip, on the wall clock's multiples of 30 s, among them), and
+// under the race detector sync.Pool drops a quarter of what is put back:
+// a path that allocates nothing sometimes measures 1 (2 runs in 100 of
+// TestSendDoesNotAllocate under -race). One that allocates does so in all
+// three.
+func pathAllocs(runs int, fn func()) float64 {
+	allocs := testing.AllocsPerRun(runs, fn)
+	for i := 0; i < 2 && allocs != 0; i++ {
+		allocs = min(allocs, testing.AllocsPerRun(runs, fn))
+	}
+	return allocs
+}
+
 // TestSendDoesNotAllocate: forwarding a frame to a peer, in the clear and
 // sealed, allocates nothing.
 func TestSendDoesNotAllocate(t *testing.T) {
@@ -169,7 +184,7 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	frame := append(make([]byte, 10), append([]byte{2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 1, 8, 0}, make([]byte, 1000)...)...)
 	n := copy(buf[txHeadroom:], frame)
 	for _, f := range []*forwarder{plain, sealed} {
-		allocs := testing.AllocsPerRun(100, func() {
+		allocs := pathAllocs(100, func() {
 			r.sendFrame(f, buf, txHeadroom, n, r.name, f.remoteName, nil)
 		})
 		if allocs != 0 {
