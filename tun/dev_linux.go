@@ -148,7 +148,7 @@ func configureLink(name string, c openConfig) error {
 		// the kernel sends router solicitations out of it for as long as
 		// no router answers, 4 s apart at first and backing off to an
 		// hour, and the router floods each to every peer: at 50 peers a
-		// minute after they start, with the bridges' own, about three
+		// minute after they start, with the bridges' own, about five
 		// frames a second to inject on every host.
 		if err := netlink.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_NONE); err != nil && !errors.Is(err, unix.EAFNOSUPPORT) {
 			return fmt.Errorf("tun: open %s %q: no IPv6 link-local address: %w", c.kind, name, err)
