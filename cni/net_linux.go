@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -130,8 +131,15 @@ func netAdd(args *skel.CmdArgs) error {
 		// An address given back and handed to this pod may still sit in
 		// peers' ARP caches with the old pod's MAC: announce ours when the
 		// interface comes up.
-		_, err = sysctl.Sysctl("net/ipv4/conf/"+args.IfName+"/arp_notify", "1")
-		return err
+		if _, err := sysctl.Sysctl("net/ipv4/conf/"+args.IfName+"/arp_notify", "1"); err != nil {
+			return err
+		}
+		// As weave attach does: no IPv6 router solicitations, which the
+		// overlay would flood to every peer with no router to answer.
+		if _, err := sysctl.Sysctl("net/ipv6/conf/"+args.IfName+"/accept_ra", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("veth pair: %w", err)

@@ -185,6 +185,9 @@ func TestCNIAcrossHosts(t *testing.T) {
 		t.Errorf("pod1's default route %q does not go via the bridge's %s", out, r1.IPs[0].Gateway)
 	}
 	c1.must(t, "check", "pod1", p1.Path(), "eth0")
+	if out := p1.MustExec(t, "cat", "/proc/sys/net/ipv6/conf/eth0/accept_ra"); strings.TrimSpace(out) != "0" {
+		t.Errorf("pod1's eth0 accept_ra %q, want 0: it would solicit routers over the overlay", out)
+	}
 
 	// A retried ADD gets the same address.
 	if _, again := c1.add(t, "pod1", p1); again != a1 {

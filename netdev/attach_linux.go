@@ -161,7 +161,7 @@ func attach(cont *netlink.Handle, ns netns.NsHandle, cfg AttachConfig) (net.Hard
 	if err != nil {
 		return nil, nil, err
 	}
-	mac, addrs, err := configure(cont, br, host, peer, cfg)
+	mac, addrs, err := configure(cont, ns, br, host, peer, cfg)
 	if err != nil && created {
 		// Do not leave a half-configured pair the caller never saw
 		// succeed; deleting the host end takes the peer with it.
@@ -171,7 +171,7 @@ func attach(cont *netlink.Handle, ns netns.NsHandle, cfg AttachConfig) (net.Hard
 }
 
 // configure brings an existing pair to the state cfg asks for.
-func configure(cont *netlink.Handle, br, host, peer netlink.Link, cfg AttachConfig) (net.HardwareAddr, []netip.Prefix, error) {
+func configure(cont *netlink.Handle, ns netns.NsHandle, br, host, peer netlink.Link, cfg AttachConfig) (net.HardwareAddr, []netip.Prefix, error) {
 	if cfg.MTU != 0 {
 		if host.Attrs().MTU != cfg.MTU {
 			if err := netlink.LinkSetMTU(host, cfg.MTU); err != nil {
@@ -204,6 +204,12 @@ func configure(cont *netlink.Handle, br, host, peer netlink.Link, cfg AttachConf
 	}
 	if err := cont.LinkSetUp(lo); err != nil {
 		return nil, nil, fmt.Errorf("set container lo up: %w", err)
+	}
+	// The container's end keeps its IPv6 link-local address but, as in
+	// Weave Net, solicits no routers: the overlay has none to answer, and
+	// every solicitation would be flooded to every peer.
+	if err := inNetNS(ns, func() error { return noRouterSolicitations(cfg.IfName) }); err != nil {
+		return nil, nil, fmt.Errorf("container end: %w", err)
 	}
 	if err := cont.LinkSetUp(peer); err != nil {
 		return nil, nil, fmt.Errorf("set container end up: %w", err)

@@ -72,11 +72,11 @@ func setUpBridge(link netlink.Link, mtu int) error {
 }
 
 // noRouterSolicitations stops the kernel soliciting IPv6 routers from
-// the bridge, as Weave Net does: the overlay has none to answer, so it
-// would go on (backing off to once an hour) and every solicitation is
-// flooded to every peer. The bridge keeps its link-local address. Set
-// before the bridge goes up, as solicitations start then; nothing to do
-// where the kernel has no IPv6.
+// the interface name of the caller's namespace, as Weave Net does: the
+// overlay has none to answer, so it would go on (backing off from 4 s to
+// an hour) and every solicitation is flooded to every peer. The interface
+// keeps its link-local address. Set before the interface goes up, as
+// solicitations start then; nothing to do where the kernel has no IPv6.
 func noRouterSolicitations(name string) error {
 	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/accept_ra", []byte("0\n"), 0)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

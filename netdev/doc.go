@@ -7,5 +7,7 @@
 // errors it can inspect. Functions act on the caller's current network
 // namespace for the host side (the daemon runs in the host's namespace) and
 // reach into a container's namespace with a netlink handle opened there,
-// which leaves the calling thread's namespace untouched.
+// which leaves the calling thread's namespace untouched. The one thing
+// netlink cannot set, a sysctl of the container's interface, is written
+// from a goroutine whose locked thread visits the namespace (inNetNS).
 package netdev

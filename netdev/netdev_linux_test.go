@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -125,6 +126,13 @@ func TestBridgeAndContainers(t *testing.T) {
 	checkContainerEnd(t, hB, macB, mtu)
 	hostA := checkHostEnd(t, hostH, nsA, br, mtu)
 	checkHostEnd(t, hostH, nsB, br, mtu)
+	for _, ns := range []netns.NsHandle{nsA, nsB} {
+		var acceptRA []byte
+		nstest.In(t, ns, func() { acceptRA, err = os.ReadFile("/proc/sys/net/ipv6/conf/" + DefaultIfName + "/accept_ra") })
+		if err != nil || string(acceptRA) != "0\n" {
+			t.Errorf("container end accept_ra %q (%v), want 0: it would solicit routers over the overlay", acceptRA, err)
+		}
+	}
 
 	ping(t, nsA, b2.Addr())
 	ping(t, nsB, a1.Addr())
@@ -413,5 +421,51 @@ func TestAttachRefusesOwnNamespace(t *testing.T) {
 	})
 	if !errors.Is(err, ErrHostNamespace) {
 		t.Fatalf("Attach of the caller's own namespace: %v, want ErrHostNamespace", err)
+	}
+}
+
+// inNetNS runs fn in the namespace given and leaves no thread of the
+// process there, however many times it is called; fn's error comes back.
+func TestInNetNSLeavesNoThreadBehind(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	other := nstest.New(t)
+	own, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	for i := range 50 {
+		var inside netns.NsHandle
+		want := errors.New("fn's error")
+		err := inNetNS(other, func() error {
+			inside, err = netns.Get()
+			return want
+		})
+		if !errors.Is(err, want) {
+			t.Fatalf("call %d: %v, want fn's error", i, err)
+		}
+		if !inside.Equal(other) {
+			t.Fatalf("call %d: fn did not run in the namespace given", i)
+		}
+		inside.Close()
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(own), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		link, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		if want := fmt.Sprintf("net:[%d]", st.Ino); link != want {
+			t.Errorf("thread %s is in %s, want %s", task.Name(), link, want)
+		}
 	}
 }

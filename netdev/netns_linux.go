@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,4 +88,38 @@ func checkNetNSFile(path string) error {
 		return fmt.Errorf("%s is a namespace but not a network namespace", path)
 	}
 	return nil
+}
+
+// inNetNS runs fn with the calling goroutine's view of /proc/sys/net being
+// ns's. Netlink reaches a container through a handle opened in it, but a
+// sysctl has no netlink: it is read and written by whichever namespace the
+// thread is in. So fn runs on a goroutine of its own, locked to its thread
+// for the while; if the thread cannot be moved back, it stays locked and
+// the runtime ends it with the goroutine, so no other code ever runs in
+// the container's namespace by mistake.
+func inNetNS(ns netns.NsHandle, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("this thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("enter the container's network namespace: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			done <- errors.Join(ferr, fmt.Errorf("back from the container's network namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
 }
