@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"weavenet/gossip"
+	"weavenet/internal/syncbuf"
 	"weavenet/router"
 	"weavenet/tun"
 )
@@ -282,7 +283,7 @@ func TestEncryptedRoutersForwardFrames(t *testing.T) {
 }
 
 func TestWrongPasswordIsRefused(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	a := startPeerWith(t, "02:00:00:00:05:0a", func(c *gossip.Config) {
 		c.Password = []byte("right")
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -305,22 +306,4 @@ func TestWrongPasswordIsRefused(t *testing.T) {
 			t.Fatalf("%s has routes to %d peers without the password", p.name, n)
 		}
 	}
-}
-
-// syncBuffer is a log sink safe for the mesh's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,19 +14,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"weavenet/api"
+	"weavenet/internal/syncbuf"
 )
 
 // serveAPI serves the guard in front of a /report and /reset on ln, as
 // weaved does, until the test ends; the guard logs to what it returns.
-func serveAPI(t *testing.T, a api.Addr, ln net.Listener) *syncBuffer {
+func serveAPI(t *testing.T, a api.Addr, ln net.Listener) *syncbuf.Buffer {
 	t.Helper()
 	h, _ := guardedMux("127.0.0.1:0")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	g := h.(*apiGuard)
 	g.listenHost = newAPIGuard(a, nil, nil).listenHost
 	g.log = slog.New(slog.NewTextHandler(logs, nil))
@@ -35,25 +34,6 @@ func serveAPI(t *testing.T, a api.Addr, ln net.Listener) *syncBuffer {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return logs
-}
-
-// syncBuffer is a log sink the server's goroutines may write while the
-// test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func socketAddr(t *testing.T, dir string) api.Addr {

@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"weavenet/internal/syncbuf"
 )
 
 // DefaultExecTimeout bounds every command run with NS.Exec.
@@ -165,8 +166,8 @@ type Proc struct {
 	args   []string
 	cmd    *exec.Cmd
 	cancel context.CancelFunc
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout syncbuf.Buffer
+	stderr syncbuf.Buffer
 	done   chan struct{}
 	err    error // valid after done is closed
 }
@@ -238,23 +239,6 @@ func (p *Proc) WaitStderr(t testing.TB, substr string, timeout time.Duration) {
 				p.ns, strings.Join(p.args, " "), substr, timeout, p.Stderr())
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Ping sends count pings (one per 0.2s, 2s wait each) to addr from inside

@@ -11,25 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"weavenet/internal/syncbuf"
 )
-
-// lockedBuf is a bytes.Buffer safe for one writer and a polling reader.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type result struct {
 	code           int
@@ -37,9 +21,9 @@ type result struct {
 }
 
 // start runs a subcommand in a goroutine.
-func start(args ...string) (<-chan result, *lockedBuf) {
+func start(args ...string) (<-chan result, *syncbuf.Buffer) {
 	ch := make(chan result, 1)
-	var out, errb lockedBuf
+	var out, errb syncbuf.Buffer
 	go func() {
 		code := run(args, &out, &errb)
 		ch <- result{code, out.String(), errb.String()}
@@ -54,7 +38,7 @@ func runSync(t *testing.T, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-func waitListening(t *testing.T, stderr *lockedBuf) {
+func waitListening(t *testing.T, stderr *syncbuf.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(stderr.String(), "listening on") {
