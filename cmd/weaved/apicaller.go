@@ -15,14 +15,9 @@ import (
 // log is how an operator finds out which of them reset it. Over TCP only
 // the client's port is known.
 
+// callerKey holds a socket client's credentials (unix.Ucred), as the
+// kernel took them at connect(): a client cannot claim another's.
 type callerKey struct{}
-
-// caller is the client process's credentials, as the kernel took them
-// at connect(): a client cannot claim another's.
-type caller struct {
-	uid, gid uint32
-	pid      int32
-}
 
 // withCaller is the API server's ConnContext: it notes a socket client's
 // credentials for every request on that connection.
@@ -42,13 +37,13 @@ func withCaller(ctx context.Context, c net.Conn) context.Context {
 	}); err != nil || credErr != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, callerKey{}, caller{uid: cred.Uid, gid: cred.Gid, pid: cred.Pid})
+	return context.WithValue(ctx, callerKey{}, *cred)
 }
 
 // callerAttrs are log attributes that say who sent r.
 func callerAttrs(r *http.Request) []any {
-	if c, ok := r.Context().Value(callerKey{}).(caller); ok {
-		return []any{"uid", c.uid, "gid", c.gid, "pid", c.pid}
+	if c, ok := r.Context().Value(callerKey{}).(unix.Ucred); ok {
+		return []any{"uid", c.Uid, "gid", c.Gid, "pid", c.Pid}
 	}
 	return []any{"from", r.RemoteAddr}
 }

@@ -93,8 +93,11 @@ func apiGroup(v string, a api.Addr) (int, error) {
 	}
 	g, err := user.LookupGroup(v)
 	if err != nil {
+		if _, numErr := strconv.ParseUint(v, 10, 32); numErr != nil {
+			return noGroup, fmt.Errorf("--api-group %s: no such group in the system's groups: create it first (groupadd %s)", v, v)
+		}
 		if g, err = user.LookupGroupId(v); err != nil {
-			return noGroup, fmt.Errorf("--api-group %s: no such group name or number in the system's groups: create it first (groupadd %s)", v, v)
+			return noGroup, fmt.Errorf("--api-group %s: no such group number in the system's groups: give an existing group's name or number", v)
 		}
 	}
 	gid, err := strconv.Atoi(g.Gid)
